@@ -1,0 +1,108 @@
+"""The dispatcher: the ledger is the outbox. It follows the ledger from its tracked
+position and publishes one delivery per event that calls for one, with publisher
+confirms, then records the position of the batch. A crash between the publish and
+the record republishes; the worker drops the duplicate (the start of an attempt
+is recorded once)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import aio_pika
+from aio_pika.abc import AbstractExchange
+from eventsourcing.persistence import Tracking
+
+from consumers.delivery import CONTENT_TYPE, Delivery
+from consumers.routing import MAX_DELAY_S, routing_key
+from domain.job import Job
+
+log = logging.getLogger("jobledger.dispatcher")
+
+
+class EventSource(Protocol):
+    def batches(self, after: int | None) -> AsyncIterator[Sequence[tuple[Any, int]]]: ...
+
+
+class Positions(Protocol):
+    def max_tracking_id(self, application_name: str) -> int | None: ...
+
+    def insert_tracking(self, tracking: Tracking) -> None: ...
+
+
+def delivery_for(event: Any) -> tuple[Delivery, int] | None:
+    """The delivery an event calls for, with its delay in seconds, if any."""
+    match event:
+        case Job.Submitted():
+            return _delivery(event, attempt=1), 0
+        case Job.RetryRequested():
+            return _delivery(event, attempt=event.attempt + 1), 0
+        case Job.AttemptFailed(retry_at=datetime() as retry_at):
+            delay = (retry_at - datetime.now(UTC)).total_seconds()
+            return _delivery(event, attempt=event.attempt + 1), min(
+                max(math.ceil(delay), 0), MAX_DELAY_S
+            )
+    return None
+
+
+def _delivery(event: Any, *, attempt: int) -> Delivery:
+    return Delivery(
+        job_id=event.originator_id,
+        attempt=attempt,
+        job_type=event.job_type,
+        tenant=event.tenant,
+        case_id=event.case_id,
+        pool=event.pool,
+        correlation_id=event.correlation_id,
+        traceparent=event.traceparent,
+    )
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        *,
+        source: EventSource,
+        positions: Positions,
+        application_name: str,
+        work_exchange: AbstractExchange,
+        delay_exchange: AbstractExchange,
+        publish_window: int = 256,
+    ) -> None:
+        self.source = source
+        self.positions = positions
+        self.application_name = application_name
+        self.work_exchange = work_exchange
+        self.delay_exchange = delay_exchange
+        self.window = asyncio.Semaphore(publish_window)
+        self.published = 0
+
+    async def run(self) -> None:
+        after = await asyncio.to_thread(self.positions.max_tracking_id, self.application_name)
+        log.info("dispatching from ledger position %s", after or 0)
+        async for batch in self.source.batches(after):
+            wanted = [d for d in map(delivery_for, (event for event, _ in batch)) if d]
+            await asyncio.gather(*(self.publish(d, delay_s) for d, delay_s in wanted))
+            tracking = Tracking(self.application_name, batch[-1][1])
+            await asyncio.to_thread(self.positions.insert_tracking, tracking)
+            self.published += len(wanted)
+
+    async def publish(self, delivery: Delivery, delay_s: int = 0) -> None:
+        """Publish and wait for the broker's confirm (raises if it refuses)."""
+        exchange = self.delay_exchange if delay_s else self.work_exchange
+        message = aio_pika.Message(
+            delivery.body(),
+            content_type=CONTENT_TYPE,
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            message_id=delivery.message_id,
+            correlation_id=delivery.correlation_id or None,
+            headers=delivery.headers(),
+        )
+        async with self.window:
+            await exchange.publish(
+                message, routing_key=routing_key(delivery.pool, delay_s), mandatory=True
+            )

@@ -1,0 +1,78 @@
+"""Coalesces a handler's progress reports into at most one ledger write per
+interval. The newest value wins; the last one is written before the outcome."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from domain.errors import LedgerError
+from domain.ledger import Committed
+
+log = logging.getLogger("jobledger.progress")
+
+
+class ProgressReporter:
+    def __init__(
+        self, write: Callable[[int, str], Awaitable[Committed]], *, interval_s: float
+    ) -> None:
+        self.write = write
+        self.interval_s = interval_s
+        self.on_written: Callable[[Committed], bool] | None = None
+        self.on_cancel: Callable[[], Any] | None = None
+        self.writes = 0
+        self._latest: tuple[int, str] | None = None
+        self._written: tuple[int, str] | None = None
+        self._wake = asyncio.Event()
+        self._closing = asyncio.Event()
+        self._task = asyncio.create_task(self._loop())
+
+    def report(self, percent: int, message: str) -> None:
+        self._latest = (percent, message)
+        self._wake.set()
+
+    def report_threadsafe(self, loop: asyncio.AbstractEventLoop) -> Callable[[int, str], None]:
+        """A ``report`` that handlers may call from their own threads."""
+        loop_thread = threading.get_ident()
+
+        def report(percent: int, message: str) -> None:
+            if threading.get_ident() == loop_thread:
+                self.report(percent, message)
+            else:
+                loop.call_soon_threadsafe(self.report, percent, message)
+
+        return report
+
+    async def close(self) -> None:
+        """Stop the loop and write the final value, if it is not written yet."""
+        self._closing.set()
+        self._wake.set()
+        await self._task
+        await self._flush()
+
+    async def _loop(self) -> None:
+        while not self._closing.is_set():
+            await self._wake.wait()
+            self._wake.clear()
+            await self._flush()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._closing.wait(), self.interval_s)
+
+    async def _flush(self) -> None:
+        value = self._latest
+        if value is None or value == self._written:
+            return
+        try:
+            committed = await self.write(*value)
+        except LedgerError as exc:
+            log.info("progress not recorded: %s", exc)
+            self._written = value
+            return
+        self._written = value
+        self.writes += 1
+        if self.on_written and self.on_written(committed) and self.on_cancel:
+            self.on_cancel()

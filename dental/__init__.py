@@ -1,0 +1,1 @@
+"""Example job types of a dental imaging backend (``--app dental.jobs``)."""

@@ -1,0 +1,245 @@
+"""The Job aggregate: a job's whole lifecycle as events.
+
+    queued ──start──► running ──succeed──► succeeded
+      ▲   │             │  ├──fail (attempts left)──► retry_scheduled ──start──► running
+      │   │             │  └──fail (terminal)───────► failed
+      │   └─cancel──►   └──cancel (then the worker stops it)──► cancelled
+      └──────────── retry (from failed or cancelled) ◄───────────────┘
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.domain import Aggregate
+
+from domain.errors import InvalidProgress, InvalidTransition, StaleDelivery
+from domain.origin import Origin
+
+
+class Status(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    RETRY_SCHEDULED = "retry_scheduled"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in TERMINAL
+
+
+TERMINAL = frozenset({Status.SUCCEEDED, Status.FAILED, Status.CANCELLED})
+STARTABLE = frozenset({Status.QUEUED, Status.RETRY_SCHEDULED})
+
+
+class Job(Aggregate):
+    """A unit of work on a patient case, from submission to its outcome."""
+
+    class Event(Aggregate.Event):
+        """Every event of a job carries the job's identity and its cause."""
+
+        tenant: str
+        case_id: str
+        job_type: str
+        pool: str
+        attempt: int
+        actor: str
+        correlation_id: str
+        traceparent: str
+
+    class Submitted(Aggregate.Created):
+        tenant: str
+        case_id: str
+        job_type: str
+        attempt: int
+        actor: str
+        correlation_id: str
+        traceparent: str
+        params: dict[str, Any]
+        pool: str
+        max_attempts: int
+
+    class Started(Event):
+        worker_id: str
+
+        def apply(self, job: Job) -> None:
+            job.status, job.attempt, job.worker_id = Status.RUNNING, self.attempt, self.worker_id
+            job.started_at, job.finished_at, job.error = self.timestamp, None, None
+            job.progress, job.progress_message = 0, ""
+
+    class ProgressReported(Event):
+        percent: int
+        message: str
+
+        def apply(self, job: Job) -> None:
+            job.progress, job.progress_message = self.percent, self.message
+
+    class Succeeded(Event):
+        result: dict[str, Any]
+
+        def apply(self, job: Job) -> None:
+            job.status, job.result, job.progress = Status.SUCCEEDED, self.result, 100
+            job.finished_at = self.timestamp
+
+    class AttemptFailed(Event):
+        error: str
+        retryable: bool
+        retry_at: datetime | None
+
+        def apply(self, job: Job) -> None:
+            job.error, job.retry_at = self.error, self.retry_at
+            if self.retry_at is not None:
+                job.status = Status.RETRY_SCHEDULED
+
+    class Failed(Event):
+        error: str
+
+        def apply(self, job: Job) -> None:
+            job.status, job.error, job.finished_at = Status.FAILED, self.error, self.timestamp
+
+    class CancelRequested(Event):
+        def apply(self, job: Job) -> None:
+            job.cancel_requested = True
+
+    class Cancelled(Event):
+        def apply(self, job: Job) -> None:
+            job.status, job.finished_at = Status.CANCELLED, self.timestamp
+
+    class RetryRequested(Event):
+        def apply(self, job: Job) -> None:
+            job.status, job.cancel_requested, job.retry_at = Status.QUEUED, False, None
+            job.attempts_allowed = self.attempt + job.max_attempts
+
+    def __init__(
+        self,
+        *,
+        tenant: str,
+        case_id: str,
+        job_type: str,
+        params: dict[str, Any],
+        pool: str,
+        max_attempts: int,
+        actor: str,
+        correlation_id: str,
+        timestamp: datetime,
+    ) -> None:
+        self.tenant, self.case_id, self.job_type = tenant, case_id, job_type
+        self.params, self.pool, self.max_attempts = params, pool, max_attempts
+        self.correlation_id = correlation_id
+        self.submitted_by, self.submitted_at = actor, timestamp
+        self.status = Status.QUEUED
+        self.attempt = 0
+        self.attempts_allowed = max_attempts
+        self.worker_id = ""
+        self.progress, self.progress_message = 0, ""
+        self.result: dict[str, Any] | None = None
+        self.error: str | None = None
+        self.retry_at: datetime | None = None
+        self.cancel_requested = False
+        self.started_at: datetime | None = None
+        self.finished_at: datetime | None = None
+
+    @classmethod
+    def submit(
+        cls,
+        *,
+        job_id: UUID,
+        tenant: str,
+        case_id: str,
+        job_type: str,
+        params: dict[str, Any],
+        pool: str,
+        max_attempts: int,
+        origin: Origin,
+    ) -> Job:
+        return cls._create(
+            cls.Submitted,
+            id=job_id,
+            tenant=tenant,
+            case_id=case_id,
+            job_type=job_type,
+            attempt=0,
+            params=params,
+            pool=pool,
+            max_attempts=max_attempts,
+            actor=origin.actor,
+            correlation_id=origin.correlation_id,
+            traceparent=origin.traceparent,
+        )
+
+    # Commands. Each checks the state machine, then records one or more events.
+
+    def start(self, attempt: int, worker_id: str, origin: Origin) -> None:
+        if self.status not in STARTABLE or attempt != self.attempt + 1:
+            raise StaleDelivery(self.status, f"start attempt {attempt} of")
+        self._record(self.Started, origin, attempt=attempt, worker_id=worker_id)
+
+    def report_progress(self, percent: int, message: str, origin: Origin) -> None:
+        self._require(Status.RUNNING, command="report progress on")
+        if not 0 <= percent <= 100:
+            raise InvalidProgress
+        self._record(self.ProgressReported, origin, percent=percent, message=message)
+
+    def succeed(self, result: dict[str, Any], origin: Origin) -> None:
+        self._require(Status.RUNNING, command="complete")
+        self._record(self.Succeeded, origin, result=result)
+
+    def fail_attempt(
+        self, error: str, *, retry_at: datetime | None, retryable: bool, origin: Origin
+    ) -> None:
+        """Record a failed attempt. With ``retry_at`` the job waits for its next
+        attempt; without it, or with no attempts left, the job has failed."""
+        self._require(Status.RUNNING, command="fail")
+        if self.attempt >= self.attempts_allowed:
+            retry_at = None
+        self._record(self.AttemptFailed, origin, error=error, retryable=retryable, retry_at=retry_at)
+        if retry_at is None:
+            self._record(self.Failed, origin, error=error)
+
+    @property
+    def attempts_left(self) -> int:
+        return max(self.attempts_allowed - self.attempt, 0)
+
+    def cancel(self, origin: Origin) -> None:
+        """A job that is not running is cancelled at once and never runs; a running
+        job is asked to stop, and is cancelled when its worker has stopped it."""
+        if self.status in STARTABLE:
+            self._record(self.Cancelled, origin)
+        elif self.status is Status.RUNNING:
+            if not self.cancel_requested:
+                self._record(self.CancelRequested, origin)
+        else:
+            raise InvalidTransition(self.status, "cancel")
+
+    def confirm_cancelled(self, origin: Origin) -> None:
+        """The worker stopped a running job whose cancel was requested."""
+        self._require(Status.RUNNING, command="confirm the cancel of")
+        self._record(self.Cancelled, origin)
+
+    def retry(self, origin: Origin) -> None:
+        if self.status not in (Status.FAILED, Status.CANCELLED):
+            raise InvalidTransition(self.status, "retry")
+        self._record(self.RetryRequested, origin)
+
+    def _require(self, status: Status, *, command: str) -> None:
+        if self.status is not status:
+            raise InvalidTransition(self.status, command)
+
+    def _record(self, event_class: type[Job.Event], origin: Origin, **fields: Any) -> None:
+        fields.setdefault("attempt", self.attempt)
+        self.trigger_event(
+            event_class,
+            tenant=self.tenant,
+            case_id=self.case_id,
+            job_type=self.job_type,
+            pool=self.pool,
+            actor=origin.actor,
+            correlation_id=origin.correlation_id or self.correlation_id,
+            traceparent=origin.traceparent,
+            **fields,
+        )

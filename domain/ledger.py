@@ -1,0 +1,131 @@
+"""The JobLedger application: one method per command, each one transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.persistence import IntegrityError
+
+from domain.errors import DuplicateSubmission, JobNotFound
+from domain.job import Job
+from domain.origin import Origin
+
+# A command that meets a concurrent write reloads the job and decides again this
+# many times before giving up; the state machine then usually refuses it.
+CONFLICT_RETRIES = 5
+
+
+@dataclass(frozen=True)
+class Committed:
+    """The job as the command left it, and the ledger position of its last event."""
+
+    job: Job
+    position: int
+
+
+class JobLedger(Application[UUID]):
+    name = "JobLedger"
+
+    def submit_job(
+        self,
+        *,
+        job_id: UUID,
+        tenant: str,
+        case_id: str,
+        job_type: str,
+        params: dict[str, Any],
+        pool: str,
+        max_attempts: int,
+        origin: Origin,
+    ) -> Committed:
+        job = Job.submit(
+            job_id=job_id,
+            tenant=tenant,
+            case_id=case_id,
+            job_type=job_type,
+            params=params,
+            pool=pool,
+            max_attempts=max_attempts,
+            origin=origin,
+        )
+        try:
+            return self._commit(job)
+        except IntegrityError:
+            raise DuplicateSubmission from None
+
+    def start_job(self, job_id: UUID, attempt: int, worker_id: str, origin: Origin) -> Committed:
+        return self._change(job_id, lambda job: job.start(attempt, worker_id, origin))
+
+    def report_progress(
+        self, job_id: UUID, percent: int, message: str, origin: Origin
+    ) -> Committed:
+        return self._change(job_id, lambda job: job.report_progress(percent, message, origin))
+
+    def complete_job(self, job_id: UUID, result: dict[str, Any], origin: Origin) -> Committed:
+        return self._change(job_id, lambda job: job.succeed(result, origin))
+
+    def fail_attempt(
+        self,
+        job_id: UUID,
+        error: str,
+        *,
+        retryable: bool,
+        retry_delay_s: float | None,
+        origin: Origin,
+    ) -> Committed:
+        """Record a failed attempt; with a delay and attempts left, schedule the next."""
+
+        def fail(job: Job) -> None:
+            retry_at = None
+            if retryable and retry_delay_s is not None:
+                retry_at = datetime.now(UTC) + timedelta(seconds=retry_delay_s)
+            job.fail_attempt(error, retry_at=retry_at, retryable=retryable, origin=origin)
+
+        return self._change(job_id, fail)
+
+    def cancel_job(self, job_id: UUID, origin: Origin) -> Committed:
+        return self._change(job_id, lambda job: job.cancel(origin))
+
+    def confirm_cancelled(self, job_id: UUID, origin: Origin) -> Committed:
+        return self._change(job_id, lambda job: job.confirm_cancelled(origin))
+
+    def retry_job(self, job_id: UUID, origin: Origin) -> Committed:
+        return self._change(job_id, lambda job: job.retry(origin))
+
+    def get_job(self, job_id: UUID) -> Job:
+        try:
+            job = self.repository.get(job_id)
+        except AggregateNotFoundError:
+            raise JobNotFound from None
+        assert isinstance(job, Job)
+        return job
+
+    def job_history(self, job_id: UUID) -> Sequence[Job.Event | Job.Submitted]:
+        """Every event of the job, oldest first."""
+        history = list(self.events.get(job_id))
+        if not history:
+            raise JobNotFound
+        return history  # type: ignore[return-value]
+
+    def _change(self, job_id: UUID, command: Callable[[Job], None]) -> Committed:
+        """Load, decide and save; on a concurrent write, reload and decide again."""
+        for _ in range(CONFLICT_RETRIES):
+            job = self.get_job(job_id)
+            command(job)
+            try:
+                return self._commit(job)
+            except IntegrityError:
+                continue
+        job = self.get_job(job_id)
+        command(job)
+        return self._commit(job)
+
+    def _commit(self, job: Job) -> Committed:
+        recordings = self.save(job)
+        position = recordings[-1].notification.id if recordings else 0
+        return Committed(job=job, position=position)

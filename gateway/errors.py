@@ -1,0 +1,56 @@
+"""One table maps the domain's errors to HTTP statuses; routes hold no try/except
+for domain cases."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from domain.errors import (
+    DuplicateSubmission,
+    InvalidParams,
+    InvalidProgress,
+    InvalidTransition,
+    JobNotFound,
+    LedgerError,
+    UnknownJobType,
+)
+
+STATUS: dict[type[LedgerError], int] = {
+    JobNotFound: 404,
+    InvalidTransition: 409,
+    DuplicateSubmission: 409,
+    UnknownJobType: 422,
+    InvalidParams: 422,
+    InvalidProgress: 422,
+}
+
+
+def _status_of(exc: LedgerError) -> int:
+    for cls in type(exc).__mro__:
+        if cls in STATUS:
+            return STATUS[cls]  # type: ignore[index]
+    return 400
+
+
+async def ledger_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, LedgerError)
+    body: dict[str, object] = {"detail": str(exc)}
+    match exc:
+        case InvalidTransition():
+            body["status"] = exc.status
+        case UnknownJobType():
+            body["detail"] = [
+                {"loc": ["body", "type"], "msg": str(exc), "type": "unknown_job_type"}
+            ]
+            body["registered"] = exc.registered
+        case InvalidParams():
+            body["detail"] = [
+                {**e, "loc": ["body", "params", *e["loc"]]}  # type: ignore[list-item]
+                for e in exc.errors
+            ]
+    return JSONResponse(body, status_code=_status_of(exc))
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(LedgerError, ledger_error)

@@ -1,0 +1,215 @@
+"""/jobs: submit, read, list, history, cancel and retry.
+
+Single-job reads answer from the ledger itself, so a client always reads its own
+writes. Case listings answer from the job view; a client that must see its write
+there sends the ``X-Ledger-Position`` it was given, and the gateway waits (bounded)
+for the view to reach it."""
+
+from __future__ import annotations
+
+import inspect
+import time
+import uuid
+from typing import Annotated, Any
+from uuid import UUID
+
+from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
+from pydantic import BaseModel
+
+from domain.errors import DuplicateSubmission, JobNotFound
+from domain.job import Job, Status
+from domain.ledger import Committed
+from gateway.caller import Caller, origin_of
+from gateway.schemas import CASE_ID, ErrorOut, EventOut, JobOut, JobPage, SubmitJob
+from gateway.services import Services
+
+POSITION_HEADER = "X-Ledger-Position"
+IDEMPOTENCY_NAMESPACE = UUID("6f1c2a52-3f1e-4a8e-9d7b-1f0c8e1f9a10")
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorOut, "description": "No such job (for this tenant)."},
+    409: {"model": ErrorOut, "description": "The job's state does not allow this."},
+}
+
+CaseId = Annotated[str, Path(pattern=CASE_ID, description="The patient case.")]
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        max_length=128,
+        description="Submitting twice with the same key returns the first job.",
+    ),
+]
+
+
+def _caller(request: Request) -> Caller:
+    services: Services = request.app.state.services
+    return services.identify(request)
+
+
+Calling = Annotated[Caller, Depends(_caller)]
+
+
+def build_router(services: Services) -> APIRouter:
+    router = APIRouter(prefix="/jobs", tags=["jobs"])
+
+    def own_job(job_id: UUID, who: Caller) -> Job:
+        job = services.ledger.get_job(job_id)
+        if job.tenant != who.tenant:
+            raise JobNotFound
+        return job
+
+    def submit(
+        request: Request,
+        response: Response,
+        who: Caller,
+        *,
+        job_type: str,
+        case_id: str,
+        params: dict[str, Any],
+        idempotency_key: str | None,
+    ) -> JobOut:
+        normalised = services.job_types.validate(job_type, params)
+        info = services.job_types.get(job_type)
+        job_id = (
+            uuid.uuid5(IDEMPOTENCY_NAMESPACE, f"{who.tenant}\n{idempotency_key}")
+            if idempotency_key
+            else uuid.uuid4()
+        )
+        try:
+            committed = services.ledger.submit_job(
+                job_id=job_id,
+                tenant=who.tenant,
+                case_id=case_id,
+                job_type=job_type,
+                params=normalised,
+                pool=info.pool,
+                max_attempts=info.max_attempts or services.default_max_attempts,
+                origin=origin_of(request, who),
+            )
+        except DuplicateSubmission:
+            job = own_job(job_id, who)
+            if (job.job_type, job.case_id) != (job_type, case_id):
+                raise
+            response.headers["Location"] = f"/jobs/{job.id}"
+            return JobOut.from_job(job)
+        return _written(response, committed)
+
+    @router.post(
+        "",
+        status_code=202,
+        summary="Submit a job of any registered type",
+        responses={422: {"description": "Unknown type or invalid params."}},
+    )
+    def submit_any(
+        body: SubmitJob,
+        request: Request,
+        response: Response,
+        who: Calling,
+        idempotency_key: IdempotencyKey = None,
+    ) -> JobOut:
+        return submit(
+            request, response, who,
+            job_type=body.type, case_id=body.case_id, params=body.params,
+            idempotency_key=idempotency_key,
+        )
+
+    for name in services.job_types.names():
+        _add_typed_submit(router, name, services.job_types.get(name).params_model, submit)
+
+    @router.get("/{job_id}", responses=ERRORS, summary="A job's current state")
+    def get_job(job_id: UUID, who: Calling) -> JobOut:
+        return JobOut.from_job(own_job(job_id, who))
+
+    @router.get("/{job_id}/events", responses=ERRORS, summary="A job's full history, in order")
+    def job_events(job_id: UUID, who: Calling) -> list[EventOut]:
+        own_job(job_id, who)
+        return [EventOut.from_event(e) for e in services.ledger.job_history(job_id)]
+
+    @router.get("/{case_id}/jobs", summary="The jobs of a case, newest first")
+    def case_jobs(
+        case_id: CaseId,
+        who: Calling,
+        status: Status | None = None,
+        cursor: Annotated[str | None, Query(pattern=r"^[0-9]{1,19}$")] = None,
+        limit: Annotated[int, Query(ge=1, le=200)] = 50,
+        x_ledger_position: Annotated[int | None, Header(ge=0)] = None,
+    ) -> JobPage:
+        if x_ledger_position:
+            _wait_for_view(services, x_ledger_position)
+        page = services.view.list_case(
+            who.tenant, case_id, status=status.value if status else None,
+            cursor=cursor, limit=limit,
+        )
+        return JobPage(items=[JobOut.from_row(r) for r in page.rows], next_cursor=page.next_cursor)
+
+    @router.post("/{job_id}/cancel", responses=ERRORS, summary="Cancel a job")
+    def cancel(job_id: UUID, request: Request, response: Response, who: Calling) -> JobOut:
+        own_job(job_id, who)
+        return _written(response, services.ledger.cancel_job(job_id, origin_of(request, who)))
+
+    @router.post(
+        "/{job_id}/retry", status_code=202, responses=ERRORS,
+        summary="Run a failed or cancelled job again",
+    )
+    def retry(job_id: UUID, request: Request, response: Response, who: Calling) -> JobOut:
+        own_job(job_id, who)
+        return _written(response, services.ledger.retry_job(job_id, origin_of(request, who)))
+
+    return router
+
+
+def _add_typed_submit(router: APIRouter, name: str, model: type[BaseModel], submit: Any) -> None:
+    """POST /jobs/{case_id}/<name>, whose body is the job type's own params model."""
+
+    def endpoint(
+        case_id: str,
+        params: BaseModel,
+        request: Request,
+        response: Response,
+        who: Caller,
+        idempotency_key: str | None = None,
+    ) -> JobOut:
+        return submit(  # type: ignore[no-any-return]
+            request, response, who,
+            job_type=name, case_id=case_id, params=params.model_dump(mode="json"),
+            idempotency_key=idempotency_key,
+        )
+
+    P = inspect.Parameter
+    endpoint.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        [
+            P("case_id", P.POSITIONAL_OR_KEYWORD, annotation=CaseId),
+            P("params", P.POSITIONAL_OR_KEYWORD, annotation=model),
+            P("request", P.POSITIONAL_OR_KEYWORD, annotation=Request),
+            P("response", P.POSITIONAL_OR_KEYWORD, annotation=Response),
+            P("who", P.POSITIONAL_OR_KEYWORD, annotation=Calling),
+            P("idempotency_key", P.KEYWORD_ONLY, annotation=IdempotencyKey, default=None),
+        ],
+        return_annotation=JobOut,
+    )
+    router.add_api_route(
+        f"/{{case_id}}/{name}",
+        endpoint,
+        methods=["POST"],
+        status_code=202,
+        response_model=JobOut,
+        summary=f"Submit a {name} job on a case",
+    )
+
+
+def _written(response: Response, committed: Committed) -> JobOut:
+    response.headers["Location"] = f"/jobs/{committed.job.id}"
+    if committed.position:
+        response.headers[POSITION_HEADER] = str(committed.position)
+    return JobOut.from_job(committed.job)
+
+
+def _wait_for_view(services: Services, position: int) -> None:
+    """Block until the view has applied ``position``, at most the configured time."""
+    deadline = time.monotonic() + services.read_your_writes_timeout_s
+    delay = 0.005
+    while time.monotonic() < deadline:
+        if (services.view.max_tracking_id(services.ledger.name) or 0) >= position:
+            return
+        time.sleep(delay)
+        delay = min(delay * 2, 0.05)

@@ -1,0 +1,126 @@
+"""Wire models. Domain objects are never serialised directly."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from domain.job import Job
+from projections.projection import JobRow
+
+CASE_ID = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+JOB_TYPE = r"^[a-z][a-z0-9_]{0,62}$"
+
+
+class SubmitJob(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: str = Field(pattern=JOB_TYPE, description="A registered job type.")
+    case_id: str = Field(pattern=CASE_ID, description="The patient case the job works on.")
+    params: dict[str, Any] = Field(default_factory=dict, description="The job type's params.")
+
+
+class JobOut(BaseModel):
+    id: UUID
+    type: str
+    case_id: str
+    status: str
+    progress: int
+    progress_message: str
+    attempt: int
+    max_attempts: int
+    error: str | None
+    result: dict[str, Any] | None
+    correlation_id: str
+    cancel_requested: bool
+    submitted_by: str
+    submitted_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    retry_at: datetime | None
+
+    @classmethod
+    def from_job(cls, job: Job) -> JobOut:
+        return cls(
+            id=job.id,
+            type=job.job_type,
+            case_id=job.case_id,
+            status=job.status.value,
+            progress=job.progress,
+            progress_message=job.progress_message,
+            attempt=job.attempt,
+            max_attempts=job.max_attempts,
+            error=job.error,
+            result=job.result,
+            correlation_id=job.correlation_id,
+            cancel_requested=job.cancel_requested,
+            submitted_by=job.submitted_by,
+            submitted_at=job.submitted_at,
+            started_at=job.started_at,
+            finished_at=job.finished_at,
+            retry_at=job.retry_at,
+        )
+
+    @classmethod
+    def from_row(cls, row: JobRow) -> JobOut:
+        fields = dataclasses.asdict(row)
+        return cls(id=row.job_id, type=row.job_type, **fields)
+
+    model_config = ConfigDict(extra="ignore")
+
+
+class JobPage(BaseModel):
+    items: list[JobOut]
+    next_cursor: str | None = Field(
+        description="Pass as ?cursor= for the next page; null on the last page."
+    )
+
+
+ENVELOPE = {
+    "originator_id",
+    "originator_version",
+    "originator_topic",
+    "timestamp",
+    "tenant",
+    "case_id",
+    "job_type",
+    "pool",
+    "attempt",
+    "actor",
+    "correlation_id",
+    "traceparent",
+}
+
+
+class EventOut(BaseModel):
+    version: int = Field(description="The event's number in the job's own sequence, from 1.")
+    type: str
+    at: datetime
+    attempt: int
+    actor: str
+    correlation_id: str
+    traceparent: str
+    data: dict[str, Any]
+
+    @classmethod
+    def from_event(cls, event: Any) -> EventOut:
+        fields = vars(event)
+        return cls(
+            version=event.originator_version,
+            type=type(event).__name__,
+            at=event.timestamp,
+            attempt=event.attempt,
+            actor=event.actor,
+            correlation_id=event.correlation_id,
+            traceparent=event.traceparent,
+            data={k: v for k, v in fields.items() if k not in ENVELOPE},
+        )
+
+
+class ErrorOut(BaseModel):
+    detail: Any
+    status: str | None = None

@@ -1,0 +1,239 @@
+"""The composition root: builds each process from Settings and runs it until asked
+to stop. Every process declares the schema and the broker topology it needs at
+start, idempotently, and restarts a component that lost its database or broker
+(resuming from its tracked position) instead of exiting."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import logging
+import os
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator
+
+import aio_pika
+import uvicorn
+from aio_pika.abc import AbstractRobustConnection
+from fastapi import FastAPI, Request
+
+from consumers.dispatcher import Dispatcher
+from consumers.registry import JobRegistry
+from consumers.routing import Names
+from consumers.worker import Worker
+from domain.ledger import JobLedger
+from domain.retry import RetryPolicy
+from gateway.app import create_app
+from gateway.caller import Caller
+from gateway.services import Services
+from infra import ledger_store, topology
+from infra.errors import BrokerUnavailable, ConfigurationError
+from infra.follower import LedgerFollower
+from infra.settings import Settings
+from projections.runner import Projector
+
+log = logging.getLogger("jobledger")
+
+
+def load_registry(app: str) -> JobRegistry:
+    """The JobRegistry named by ``module`` or ``module:attribute``."""
+    module_name, _, attribute = app.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigurationError(f"cannot import job app {module_name!r}: {exc}") from exc
+    if attribute:
+        registry = getattr(module, attribute, None)
+    else:
+        registry = next((v for v in vars(module).values() if isinstance(v, JobRegistry)), None)
+    if not isinstance(registry, JobRegistry):
+        raise ConfigurationError(f"{app!r} does not name a JobRegistry")
+    return registry
+
+
+def pools_of(settings: Settings, registry: JobRegistry) -> list[str]:
+    return sorted({settings.worker.pool} | {registry.get(n).pool for n in registry.names()})
+
+
+async def connect_broker(settings: Settings) -> AbstractRobustConnection:
+    try:
+        return await aio_pika.connect_robust(settings.amqp.url, timeout=10)
+    except (OSError, aio_pika.exceptions.AMQPConnectionError) as exc:
+        raise BrokerUnavailable(
+            f"RabbitMQ at {settings.amqp.url.rsplit('@', 1)[-1]} is unreachable ({exc}). "
+            "Start it with: rabbitmq-server -detached"
+        ) from exc
+
+
+@contextlib.asynccontextmanager
+async def broker(settings: Settings, registry: JobRegistry) -> AsyncIterator[AbstractRobustConnection]:
+    """A connection, with the topology declared."""
+    connection = await connect_broker(settings)
+    try:
+        async with connection.channel() as channel:
+            await topology.declare(
+                channel, Names(settings.amqp.prefix), pools_of(settings, registry),
+                settings.amqp.delivery_limit,
+            )
+        yield connection
+    finally:
+        await connection.close()
+
+
+def prepare_store(settings: Settings) -> JobLedger:
+    ledger_store.ensure_database(settings.postgres)
+    return ledger_store.open_ledger(settings.postgres)
+
+
+async def supervise(name: str, run: Callable[[], Awaitable[None]], stopping: asyncio.Event) -> None:
+    """Run ``run`` until stopping; if it fails, log it and start it again."""
+    backoff = 0.5
+    while not stopping.is_set():
+        task = asyncio.create_task(run(), name=name)
+        stop = asyncio.create_task(stopping.wait())
+        done, _ = await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
+        if task not in done:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+            stop.cancel()
+            return
+        stop.cancel()
+        exc = task.exception()
+        log.error("%s stopped (%r); restarting in %.1fs", name, exc, backoff)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stopping.wait(), backoff)
+        backoff = min(backoff * 2, 10.0)
+
+
+# The processes. Each runs until ``stopping`` is set.
+
+
+async def run_dispatcher(settings: Settings, stopping: asyncio.Event) -> None:
+    ledger = await asyncio.to_thread(prepare_store, settings)
+    positions = await asyncio.to_thread(ledger_store.open_positions, settings.postgres, "dispatcher")
+    registry = load_registry(settings.app)
+    names = Names(settings.amqp.prefix)
+
+    async def dispatch() -> None:
+        async with broker(settings, registry) as connection:
+            channel = await connection.channel(publisher_confirms=True)
+            dispatcher = Dispatcher(
+                source=LedgerFollower(ledger, settings.postgres.conninfo),
+                positions=positions,
+                application_name=ledger.name,
+                work_exchange=await channel.get_exchange(names.work_exchange),
+                delay_exchange=await channel.get_exchange(names.delay_entry),
+                publish_window=settings.amqp.publish_window,
+            )
+            await dispatcher.run()
+
+    await supervise("dispatcher", dispatch, stopping)
+
+
+async def run_projector(settings: Settings, stopping: asyncio.Event) -> None:
+    ledger = await asyncio.to_thread(prepare_store, settings)
+    view = await asyncio.to_thread(ledger_store.open_view, settings.postgres)
+    projector = Projector(
+        source=LedgerFollower(ledger, settings.postgres.conninfo),
+        view=view,
+        application_name=ledger.name,
+    )
+    await supervise("projector", projector.run, stopping)
+
+
+async def run_worker(
+    settings: Settings, stopping: asyncio.Event, ready: asyncio.Event | None = None
+) -> None:
+    ledger = await asyncio.to_thread(prepare_store, settings)
+    registry = load_registry(settings.app)
+    names = Names(settings.amqp.prefix)
+    worker_settings = settings.worker
+    worker_id = f"{socket.gethostname()}:{os.getpid()}:{worker_settings.pool}"
+    async with broker(settings, registry) as connection:
+        channel = await connection.channel(publisher_confirms=True)
+        await channel.set_qos(prefetch_count=max(worker_settings.prefetch, worker_settings.concurrency))
+        worker = Worker(
+            ledger=ledger,
+            registry=registry,
+            channel=channel,
+            queue_name=names.work_queue(worker_settings.pool),
+            dead_exchange=await channel.get_exchange(names.dead_exchange),
+            worker_id=worker_id,
+            retry_policy=RetryPolicy(max_attempts=settings.default_max_attempts),
+            concurrency=worker_settings.concurrency,
+            progress_interval_s=worker_settings.progress_interval_s,
+        )
+        if ready is not None:
+            ready.set()
+        await worker.run(stopping)
+
+
+def build_gateway(settings: Settings, ledger: JobLedger) -> FastAPI:
+    registry = load_registry(settings.app)
+    view = ledger_store.open_view(settings.postgres)
+    caller = Caller(subject=settings.gateway.dev_subject, tenant=settings.gateway.dev_tenant)
+
+    def identify(request: Request) -> Caller:
+        return caller
+
+    services = Services(
+        ledger=ledger,
+        view=view,
+        job_types=registry,
+        identify=identify,
+        default_max_attempts=settings.default_max_attempts,
+        read_your_writes_timeout_s=settings.gateway.read_your_writes_timeout_s,
+    )
+    return create_app(services)
+
+
+class _EmbeddedServer(uvicorn.Server):
+    """uvicorn without its own signal handlers: the process owns shutdown."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+async def run_gateway(
+    settings: Settings, stopping: asyncio.Event, ready: asyncio.Event | None = None
+) -> None:
+    ledger = await asyncio.to_thread(prepare_store, settings)
+    app = await asyncio.to_thread(build_gateway, settings, ledger)
+    config = uvicorn.Config(
+        app, host=settings.gateway.host, port=settings.gateway.port,
+        log_level="warning", lifespan="off",
+    )
+    server = _EmbeddedServer(config)
+    serving = asyncio.create_task(server.serve())
+    while not server.started and not serving.done():
+        await asyncio.sleep(0.01)
+    if serving.done():
+        await serving  # raises why it could not start
+        return
+    log.info("gateway listening on http://%s:%s", settings.gateway.host, settings.gateway.port)
+    if ready is not None:
+        ready.set()
+    await stopping.wait()
+    server.should_exit = True
+    await serving
+
+
+async def run_all(settings: Settings, stopping: asyncio.Event, ready: asyncio.Event) -> None:
+    """Every process in one, for development."""
+    await asyncio.to_thread(prepare_store, settings)  # create the schema once, up front
+    gateway_ready, worker_ready = asyncio.Event(), asyncio.Event()
+    tasks = [
+        asyncio.create_task(run_gateway(settings, stopping, gateway_ready), name="gateway"),
+        asyncio.create_task(run_dispatcher(settings, stopping), name="dispatcher"),
+        asyncio.create_task(run_projector(settings, stopping), name="projector"),
+        asyncio.create_task(run_worker(settings, stopping, worker_ready), name="worker"),
+    ]
+    started = asyncio.gather(gateway_ready.wait(), worker_ready.wait())
+    first = asyncio.ensure_future(asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION))
+    await asyncio.wait({started, first}, return_when=asyncio.FIRST_COMPLETED)
+    if started.done():
+        ready.set()
+    await asyncio.gather(*tasks)

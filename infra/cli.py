@@ -1,0 +1,171 @@
+"""The ``jobledger`` command.
+
+    jobledger run [--demo]       gateway, dispatcher, projector and worker in one process
+    jobledger gateway            the HTTP gateway alone
+    jobledger dispatcher         the ledger-to-broker dispatcher alone
+    jobledger projector          the job-view projector alone
+    jobledger worker             a worker (--app, --pool, --concurrency, --prefetch)
+    jobledger submit TYPE CASE   submit a job over HTTP (--param k=v, --watch)
+
+The first Ctrl-C (or SIGTERM) stops taking work and lets running jobs finish; a
+second one exits at once (unacked messages return to their queue).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from infra import bootstrap
+from infra.demo import demo, submit_and_watch
+from infra.errors import InfraError
+from infra.settings import Settings
+
+Process = Callable[[Settings, asyncio.Event, asyncio.Event], Awaitable[None]]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    settings = _settings(args)
+    logging.basicConfig(
+        level=getattr(logging, args.log_level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    logging.getLogger("aio_pika").setLevel(logging.WARNING)
+    logging.getLogger("aiormq").setLevel(logging.WARNING)
+    try:
+        if args.command == "submit":
+            params = dict(_param(p) for p in args.param)
+            return asyncio.run(
+                submit_and_watch(args.url, args.type, args.case_id, params, watch=args.watch)
+            )
+        return asyncio.run(_serve(args, settings))
+    except InfraError as exc:
+        print(f"jobledger: {exc}", file=sys.stderr)
+        return 2
+
+
+async def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    stopping, ready = asyncio.Event(), asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def on_signal() -> None:
+        if stopping.is_set():
+            os._exit(130)
+        logging.getLogger("jobledger").info("stopping: finishing running jobs (again to quit now)")
+        stopping.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal)
+    process = _process(args.command)
+    if args.command == "run" and args.demo:
+        running = asyncio.create_task(process(settings, stopping, ready))
+        await asyncio.wait(
+            {running, asyncio.create_task(ready.wait())}, return_when=asyncio.FIRST_COMPLETED
+        )
+        if running.done():
+            await running
+            return 1
+        url = f"http://{settings.gateway.host}:{settings.gateway.port}"
+        code = await demo(url)
+        if args.exit_after_demo:
+            stopping.set()
+        await running
+        return code
+    await process(settings, stopping, ready)
+    return 0
+
+
+def _process(command: str) -> Process:
+    async def gateway(s: Settings, stopping: asyncio.Event, ready: asyncio.Event) -> None:
+        await bootstrap.run_gateway(s, stopping, ready)
+
+    async def worker(s: Settings, stopping: asyncio.Event, ready: asyncio.Event) -> None:
+        await bootstrap.run_worker(s, stopping, ready)
+
+    async def dispatcher(s: Settings, stopping: asyncio.Event, _: asyncio.Event) -> None:
+        await bootstrap.run_dispatcher(s, stopping)
+
+    async def projector(s: Settings, stopping: asyncio.Event, _: asyncio.Event) -> None:
+        await bootstrap.run_projector(s, stopping)
+
+    processes: dict[str, Process] = {
+        "run": bootstrap.run_all,
+        "gateway": gateway,
+        "worker": worker,
+        "dispatcher": dispatcher,
+        "projector": projector,
+    }
+    return processes[command]
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    settings = Settings()
+    worker = settings.worker.model_copy(
+        update={
+            k: v
+            for k, v in {
+                "pool": getattr(args, "pool", None),
+                "concurrency": getattr(args, "concurrency", None),
+                "prefetch": getattr(args, "prefetch", None),
+            }.items()
+            if v is not None
+        }
+    )
+    gateway = settings.gateway.model_copy(
+        update={k: v for k, v in {"port": getattr(args, "port", None)}.items() if v is not None}
+    )
+    app = getattr(args, "app", None) or settings.app
+    return settings.model_copy(update={"worker": worker, "gateway": gateway, "app": app})
+
+
+def _param(text: str) -> tuple[str, Any]:
+    key, sep, value = text.partition("=")
+    if not sep:
+        raise SystemExit(f"--param wants key=value, got {text!r}")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="jobledger", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    commands = parser.add_subparsers(dest="command", required=True)
+    for name, help_text in [
+        ("run", "every process in one, for development"),
+        ("gateway", "the HTTP gateway"),
+        ("dispatcher", "publish the deliveries the ledger calls for"),
+        ("projector", "maintain the job view"),
+        ("worker", "run jobs"),
+    ]:
+        sub = commands.add_parser(name, help=help_text)
+        sub.add_argument("--app", help="module[:attribute] of the JobRegistry (JOBLEDGER_APP)")
+        if name in ("run", "gateway"):
+            sub.add_argument("--port", type=int, help="gateway port (JOBLEDGER_GATEWAY__PORT)")
+        if name in ("run", "worker"):
+            sub.add_argument("--pool", help="worker pool, i.e. queue (JOBLEDGER_WORKER__POOL)")
+            sub.add_argument("--concurrency", type=int, help="jobs run at once per worker")
+            sub.add_argument("--prefetch", type=int, help="messages held unacked per worker")
+        if name == "run":
+            sub.add_argument("--demo", action="store_true", help="submit a job and show it run")
+            sub.add_argument("--exit-after-demo", action="store_true", help="then stop")
+    submit = commands.add_parser("submit", help="submit a job over HTTP")
+    submit.add_argument("type")
+    submit.add_argument("case_id")
+    submit.add_argument("--param", action="append", default=[], help="key=value (JSON value)")
+    submit.add_argument("--url", default="http://127.0.0.1:8000")
+    submit.add_argument("--watch", action="store_true", help="follow it until it ends")
+    return parser
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

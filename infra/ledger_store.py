@@ -1,0 +1,106 @@
+"""The PostgreSQL side: the database and schema, the ledger's event store, the job
+view and the dispatcher's position, all configured from Settings (never from
+os.environ directly)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import psycopg
+from eventsourcing.persistence import InfrastructureFactory
+from eventsourcing.postgres import PostgresFactory, PostgresTrackingRecorder
+from eventsourcing.utils import Environment
+from psycopg import sql
+
+from domain.ledger import JobLedger
+from infra.errors import StoreUnavailable
+from infra.settings import PostgresSettings
+from projections.job_view import PostgresJobView
+
+
+def ledger_env(pg: PostgresSettings) -> dict[str, str]:
+    """The eventsourcing configuration, passed explicitly to each application."""
+    return {
+        "PERSISTENCE_MODULE": "eventsourcing.postgres",
+        "POSTGRES_DBNAME": pg.dbname,
+        "POSTGRES_HOST": pg.host,
+        "POSTGRES_PORT": str(pg.port),
+        "POSTGRES_USER": pg.user,
+        "POSTGRES_PASSWORD": pg.password,
+        "POSTGRES_SCHEMA": pg.schema_,
+        "POSTGRES_POOL_SIZE": str(pg.pool_size),
+        "POSTGRES_MAX_OVERFLOW": str(pg.max_overflow),
+        "POSTGRES_CONNECT_TIMEOUT": str(pg.connect_timeout_s),
+        "POSTGRES_PRE_PING": "y",
+        # Keep recently used jobs in memory; each get only reads their new events.
+        "AGGREGATE_CACHE_MAXSIZE": "10000",
+        "AGGREGATE_CACHE_FASTFORWARD": "y",
+        "CREATE_TABLE": "y",
+    }
+
+
+def ensure_database(pg: PostgresSettings) -> None:
+    """Create the database and the schema if they do not exist yet."""
+    try:
+        with psycopg.connect(_conninfo(pg, "postgres"), autocommit=True) as conn:
+            exists = conn.execute(
+                "SELECT 1 FROM pg_database WHERE datname = %s", (pg.dbname,)
+            ).fetchone()
+            if not exists:
+                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(pg.dbname)))
+        with psycopg.connect(pg.conninfo, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(pg.schema_))
+            )
+    except psycopg.errors.UniqueViolation:
+        pass  # another process created it at the same moment
+    except psycopg.OperationalError as exc:
+        raise StoreUnavailable(
+            f"PostgreSQL at {pg.host}:{pg.port} is unreachable ({exc}). Start it with: "
+            "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start"
+        ) from exc
+
+
+@contextlib.contextmanager
+def schema_lock(pg: PostgresSettings) -> Iterator[None]:
+    """Serialise table creation across processes: PostgreSQL refuses concurrent
+    CREATE OR REPLACE of the same function ("tuple concurrently updated")."""
+    with psycopg.connect(pg.conninfo, autocommit=True) as conn:
+        conn.execute("SELECT pg_advisory_lock(hashtext('jobledger.schema'))")
+        try:
+            yield
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(hashtext('jobledger.schema'))")
+
+
+def open_ledger(pg: PostgresSettings) -> JobLedger:
+    with schema_lock(pg):
+        return JobLedger(env=ledger_env(pg))
+
+
+def _factory(pg: PostgresSettings, name: str) -> PostgresFactory:
+    factory = InfrastructureFactory.construct(Environment(name, ledger_env(pg)))
+    assert isinstance(factory, PostgresFactory)
+    return factory
+
+
+def open_view(pg: PostgresSettings) -> PostgresJobView:
+    view = PostgresJobView(_factory(pg, "job_view").datastore)
+    with schema_lock(pg):
+        view.create_table()
+    return view
+
+
+def open_positions(pg: PostgresSettings, name: str) -> PostgresTrackingRecorder:
+    """A follower's tracked position in the ledger (e.g. the dispatcher's)."""
+    recorder = PostgresTrackingRecorder(
+        _factory(pg, name).datastore, tracking_table_name=f"{name}_tracking"
+    )
+    with schema_lock(pg):
+        recorder.create_table()
+    return recorder
+
+
+def _conninfo(pg: PostgresSettings, dbname: str) -> str:
+    return pg.model_copy(update={"dbname": dbname}).conninfo

@@ -1,0 +1,73 @@
+"""The one Settings class. Every tunable has a type, a default that works on a
+development machine, and its unit in its name where the unit is not obvious."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class PostgresSettings(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = 5432
+    dbname: str = "jobledger"
+    user: str = "postgres"
+    password: str = ""
+    schema_: str = Field(default="public", alias="schema")
+    pool_size: int = 5
+    max_overflow: int = 10
+    connect_timeout_s: int = 5
+
+    model_config = {"populate_by_name": True}
+
+    @property
+    def conninfo(self) -> str:
+        return (
+            f"host={self.host} port={self.port} dbname={self.dbname} user={self.user} "
+            f"password={self.password} connect_timeout={self.connect_timeout_s}"
+        )
+
+
+class AmqpSettings(BaseModel):
+    url: str = "amqp://guest:guest@127.0.0.1:5672/"
+    prefix: str = "jobledger"
+    delivery_limit: int = 20
+    publish_window: int = 256
+
+
+class OtelSettings(BaseModel):
+    enabled: bool = False
+    service_name: str = "jobledger"
+
+
+class WorkerSettings(BaseModel):
+    pool: str = "default"
+    concurrency: int = 4
+    prefetch: int = 8
+    shutdown_timeout_s: float = 30.0
+    progress_interval_s: float = 0.1
+
+
+class GatewaySettings(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = 8000
+    read_your_writes_timeout_s: float = 2.0
+    dev_tenant: str = "dev"
+    dev_subject: str = "dev"
+
+
+class Settings(BaseSettings):
+    """Read from JOBLEDGER_* variables; nested groups use a double underscore,
+    e.g. JOBLEDGER_POSTGRES__HOST or JOBLEDGER_WORKER__CONCURRENCY."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="JOBLEDGER_", env_nested_delimiter="__", extra="ignore"
+    )
+
+    app: str = "dental.jobs"
+    default_max_attempts: int = 1
+    postgres: PostgresSettings = PostgresSettings()
+    amqp: AmqpSettings = AmqpSettings()
+    otel: OtelSettings = OtelSettings()
+    worker: WorkerSettings = WorkerSettings()
+    gateway: GatewaySettings = GatewaySettings()

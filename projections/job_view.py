@@ -1,0 +1,139 @@
+"""The job view in PostgreSQL: one row per job, updated in the same transaction as
+the projection's tracking position, so each event is applied exactly once."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.persistence import Tracking
+from eventsourcing.postgres import PostgresDatastore, PostgresTrackingRecorder
+from psycopg.sql import SQL, Composed, Identifier, Placeholder
+from psycopg.types.json import Jsonb
+
+from projections.projection import JobRow, Page, ViewChange
+
+COLUMNS = (
+    "job_id",
+    "tenant",
+    "case_id",
+    "job_type",
+    "status",
+    "progress",
+    "progress_message",
+    "attempt",
+    "max_attempts",
+    "error",
+    "result",
+    "correlation_id",
+    "cancel_requested",
+    "submitted_by",
+    "submitted_at",
+    "started_at",
+    "finished_at",
+    "retry_at",
+    "updated_at",
+    "submitted_position",
+    "position",
+)
+
+
+class PostgresJobView(PostgresTrackingRecorder):
+    def __init__(
+        self,
+        datastore: PostgresDatastore,
+        *,
+        tracking_table_name: str = "job_view_tracking",
+        view_table_name: str = "job_view",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(datastore, tracking_table_name=tracking_table_name, **kwargs)
+        self.table = Identifier(datastore.schema, view_table_name)
+        self.sql_create_statements.extend(
+            [
+                SQL(
+                    "CREATE TABLE IF NOT EXISTS {t} ("
+                    "job_id uuid PRIMARY KEY, tenant text NOT NULL, case_id text NOT NULL, "
+                    "job_type text NOT NULL, status text NOT NULL, progress int NOT NULL, "
+                    "progress_message text NOT NULL, attempt int NOT NULL, "
+                    "max_attempts int NOT NULL, error text, result jsonb, "
+                    "correlation_id text NOT NULL, cancel_requested boolean NOT NULL, "
+                    "submitted_by text NOT NULL, submitted_at timestamptz NOT NULL, "
+                    "started_at timestamptz, finished_at timestamptz, retry_at timestamptz, "
+                    "updated_at timestamptz NOT NULL, submitted_position bigint NOT NULL, "
+                    "position bigint NOT NULL)"
+                ).format(t=self.table),
+                SQL(
+                    "CREATE INDEX IF NOT EXISTS {i} ON {t} "
+                    "(tenant, case_id, submitted_position DESC)"
+                ).format(i=Identifier(f"{view_table_name}_case_idx"), t=self.table),
+            ]
+        )
+
+    def apply(self, changes: Sequence[ViewChange], tracking: Tracking) -> None:
+        with self.datastore.transaction(commit=True) as curs:
+            for change in changes:
+                values = {k: _adapt(v) for k, v in change.values.items()}
+                values["job_id"] = change.job_id
+                curs.execute(self._statement(change, values), values)
+            self._insert_tracking(curs, tracking)
+
+    def _statement(self, change: ViewChange, values: dict[str, Any]) -> Composed:
+        names = list(values)
+        if change.insert:
+            return SQL("INSERT INTO {t} ({c}) VALUES ({v})").format(
+                t=self.table,
+                c=SQL(", ").join(map(Identifier, names)),
+                v=SQL(", ").join(map(Placeholder, names)),
+            )
+        return SQL("UPDATE {t} SET {s} WHERE job_id = %(job_id)s").format(
+            t=self.table,
+            s=SQL(", ").join(
+                SQL("{} = {}").format(Identifier(n), Placeholder(n)) for n in names if n != "job_id"
+            ),
+        )
+
+    def get(self, job_id: UUID) -> JobRow | None:
+        with self.datastore.cursor() as curs:
+            curs.execute(
+                SQL("SELECT * FROM {t} WHERE job_id = %s").format(t=self.table), (job_id,)
+            )
+            row = curs.fetchone()
+        return None if row is None else JobRow(**row)
+
+    def list_case(
+        self,
+        tenant: str,
+        case_id: str,
+        *,
+        status: str | None = None,
+        cursor: str | None = None,
+        limit: int = 50,
+    ) -> Page:
+        """Newest first; the cursor is the last row's submission position."""
+        before = int(cursor) if cursor else None
+        with self.datastore.cursor() as curs:
+            curs.execute(
+                SQL(
+                    "SELECT * FROM {t} WHERE tenant = %(tenant)s AND case_id = %(case_id)s "
+                    "AND (%(status)s::text IS NULL OR status = %(status)s) "
+                    "AND (%(before)s::bigint IS NULL OR submitted_position < %(before)s) "
+                    "ORDER BY submitted_position DESC LIMIT %(limit)s"
+                ).format(t=self.table),
+                {
+                    "tenant": tenant,
+                    "case_id": case_id,
+                    "status": status,
+                    "before": before,
+                    "limit": limit + 1,
+                },
+            )
+            rows = [JobRow(**row) for row in curs.fetchall()]
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return Page(rows, str(rows[-1].submitted_position) if more else None)
+
+
+def _adapt(value: Any) -> Any:
+    return Jsonb(value) if isinstance(value, dict) else value

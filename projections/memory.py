@@ -1,0 +1,73 @@
+"""An in-memory job view with the same contract as the PostgreSQL one, for unit tests."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections.abc import Sequence
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.persistence import IntegrityError, Tracking
+
+from projections.projection import JobRow, Page, ViewChange
+
+
+class MemoryJobView:
+    def __init__(self) -> None:
+        self._rows: dict[UUID, JobRow] = {}
+        self._tracking: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def apply(self, changes: Sequence[ViewChange], tracking: Tracking) -> None:
+        with self._lock:
+            last = self._tracking.get(tracking.application_name)
+            if last is not None and tracking.notification_id <= last:
+                msg = f"already applied {tracking.application_name} {tracking.notification_id}"
+                raise IntegrityError(msg)
+            rows = dict(self._rows)
+            for change in changes:
+                rows[change.job_id] = _changed(rows.get(change.job_id), change)
+            self._rows = rows
+            self._tracking[tracking.application_name] = tracking.notification_id
+
+    def get(self, job_id: UUID) -> JobRow | None:
+        return self._rows.get(job_id)
+
+    def list_case(
+        self,
+        tenant: str,
+        case_id: str,
+        *,
+        status: str | None = None,
+        cursor: str | None = None,
+        limit: int = 50,
+    ) -> Page:
+        before = int(cursor) if cursor else None
+        rows = sorted(
+            (
+                r
+                for r in self._rows.values()
+                if r.tenant == tenant
+                and r.case_id == case_id
+                and (status is None or r.status == status)
+                and (before is None or r.submitted_position < before)
+            ),
+            key=lambda r: r.submitted_position,
+            reverse=True,
+        )
+        page = rows[:limit]
+        return Page(page, str(page[-1].submitted_position) if len(rows) > limit else None)
+
+    def max_tracking_id(self, application_name: str) -> int | None:
+        return self._tracking.get(application_name)
+
+
+def _changed(row: JobRow | None, change: ViewChange) -> JobRow:
+    values: dict[str, Any] = dict(change.values)
+    if change.insert:
+        return JobRow(job_id=change.job_id, **values)
+    if row is None:
+        msg = f"update of a job the view has not seen: {change.job_id}"
+        raise LookupError(msg)
+    return dataclasses.replace(row, **values)

@@ -1,0 +1,156 @@
+"""JobProjection: maps each ledger event to the change it makes to the job view."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+from uuid import UUID
+
+from eventsourcing.persistence import Tracking
+
+from domain.job import Job, Status
+
+
+@dataclass(frozen=True)
+class ViewChange:
+    """One row's change: a new row when ``insert``, otherwise an update of ``values``."""
+
+    job_id: UUID
+    values: dict[str, Any]
+    insert: bool = False
+
+
+@dataclass(frozen=True)
+class JobRow:
+    """One job as the read side knows it."""
+
+    job_id: UUID
+    tenant: str
+    case_id: str
+    job_type: str
+    status: str
+    progress: int
+    progress_message: str
+    attempt: int
+    max_attempts: int
+    error: str | None
+    result: dict[str, Any] | None
+    correlation_id: str
+    cancel_requested: bool
+    submitted_by: str
+    submitted_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    retry_at: datetime | None
+    updated_at: datetime
+    submitted_position: int
+    position: int
+
+
+@dataclass(frozen=True)
+class Page:
+    rows: Sequence[JobRow]
+    next_cursor: str | None = field(default=None)
+
+
+class JobView(Protocol):
+    """The read model: applies batches of changes with their tracking position
+    atomically, and answers queries."""
+
+    def apply(self, changes: Sequence[ViewChange], tracking: Tracking) -> None: ...
+
+    def get(self, job_id: UUID) -> JobRow | None: ...
+
+    def list_case(
+        self,
+        tenant: str,
+        case_id: str,
+        *,
+        status: str | None = None,
+        cursor: str | None = None,
+        limit: int = 50,
+    ) -> Page: ...
+
+    def max_tracking_id(self, application_name: str) -> int | None: ...
+
+
+class JobProjection:
+    """Pure: an event in, the view changes out. The runner applies them."""
+
+    name = "job_view"
+
+    def changes(self, event: Any, position: int) -> Iterable[ViewChange]:
+        job_id: UUID = event.originator_id
+        at: datetime = event.timestamp
+        values = _values_for(event)
+        if values is None:
+            return ()
+        values.update(updated_at=at, position=position)
+        if isinstance(event, Job.Submitted):
+            values["submitted_position"] = position
+            return (ViewChange(job_id, values, insert=True),)
+        if isinstance(event, Job.Event):
+            values["attempt"] = event.attempt
+        return (ViewChange(job_id, values),)
+
+
+def _values_for(event: Any) -> dict[str, Any] | None:  # noqa: PLR0911 - one branch per event
+    match event:
+        case Job.Submitted():
+            return {
+                "tenant": event.tenant,
+                "case_id": event.case_id,
+                "job_type": event.job_type,
+                "status": Status.QUEUED.value,
+                "progress": 0,
+                "progress_message": "",
+                "attempt": 0,
+                "max_attempts": event.max_attempts,
+                "error": None,
+                "result": None,
+                "correlation_id": event.correlation_id,
+                "cancel_requested": False,
+                "submitted_by": event.actor,
+                "submitted_at": event.timestamp,
+                "started_at": None,
+                "finished_at": None,
+                "retry_at": None,
+            }
+        case Job.Started():
+            return {
+                "status": Status.RUNNING.value,
+                "started_at": event.timestamp,
+                "finished_at": None,
+                "error": None,
+                "retry_at": None,
+                "progress": 0,
+                "progress_message": "",
+            }
+        case Job.ProgressReported():
+            return {"progress": event.percent, "progress_message": event.message}
+        case Job.Succeeded():
+            return {
+                "status": Status.SUCCEEDED.value,
+                "progress": 100,
+                "result": event.result,
+                "finished_at": event.timestamp,
+            }
+        case Job.AttemptFailed():
+            if event.retry_at is None:
+                return {"error": event.error}
+            return {
+                "status": Status.RETRY_SCHEDULED.value,
+                "error": event.error,
+                "retry_at": event.retry_at,
+            }
+        case Job.Failed():
+            return {"status": Status.FAILED.value, "error": event.error, "finished_at": event.timestamp}
+        case Job.CancelRequested():
+            return {"cancel_requested": True}
+        case Job.Cancelled():
+            return {"status": Status.CANCELLED.value, "finished_at": event.timestamp}
+        case Job.RetryRequested():
+            return {"status": Status.QUEUED.value, "cancel_requested": False, "retry_at": None}
+    return None
