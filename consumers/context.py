@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from uuid import UUID
 
 
-class JobCancelled(Exception):  # noqa: N818 - a signal, not an error
+class JobCancelled(Exception):
     """The job was cancelled while it ran; raise it (or let ``check_cancelled``
     raise it) to stop a handler early."""
 

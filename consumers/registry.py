@@ -47,7 +47,7 @@ class JobType:
         try:
             return self.params_model.model_validate(params)
         except ValidationError as exc:
-            errors = [
+            errors: list[dict[str, object]] = [
                 {"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]}
                 for e in exc.errors(include_url=False, include_input=False)
             ]
@@ -72,8 +72,8 @@ class JobRegistry:
     def add(
         self, handler: Handler, *, name: str, pool: str = "default", max_attempts: int | None = None
     ) -> JobType:
-        if not NAME.match(name) or name in RESERVED:
-            msg = f"job type name {name!r} must match {NAME.pattern} and not be one of {sorted(RESERVED)}"
+        if not NAME.fullmatch(name) or name in RESERVED:
+            msg = f"job type name {name!r} must match {NAME.pattern}, not one of {sorted(RESERVED)}"
             raise ValueError(msg)
         if name in self._types:
             msg = f"job type {name!r} is already registered"

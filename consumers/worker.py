@@ -13,8 +13,10 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import partial
 from typing import Any, TypeVar
 
 import aio_pika
@@ -36,6 +38,16 @@ log = logging.getLogger("jobledger.worker")
 T = TypeVar("T")
 
 STORE_ERRORS = (OperationalError, InterfaceError)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How an attempt ended: a result, an error, or a cancel."""
+
+    result: dict[str, Any] | None = None
+    error: str | None = None
+    retryable: bool = True
+    cancelled: bool = False
 
 
 class Worker:
@@ -116,15 +128,12 @@ class Worker:
             job_type = self.registry.get(job.job_type)
             params = job_type.validate(job.params)
         except (UnknownJobType, InvalidParams) as exc:
-            await self._record(
-                self.ledger.fail_attempt, job.id, str(exc), retryable=False,
-                retry_delay_s=None, origin=origin,
-            )
+            await self._record(job, Outcome(error=str(exc), retryable=False), origin)
             await self._dead_letter(message, str(exc), delivery)
             return
         reporter = ProgressReporter(
             write=lambda pct, msg: self._store(
-                self.ledger.report_progress, job.id, pct, msg, origin
+                self.ledger.report_progress, job.id, pct, msg, origin, attempt=job.attempt
             ),
             interval_s=self.progress_interval_s,
         )
@@ -141,13 +150,13 @@ class Worker:
         reporter.on_written = lambda committed: _watch_cancel(committed, ctx)
         outcome = await self._invoke(job_type, ctx, params, reporter)
         await reporter.close()
-        await outcome(job, origin)
+        await self._record(job, outcome, origin)
         await message.ack()
 
     async def _invoke(
         self, job_type: JobType, ctx: JobContext, params: BaseModel, reporter: ProgressReporter
-    ) -> Callable[[Job, Origin], Awaitable[Any]]:
-        """Run the handler; return the coroutine function that records its outcome."""
+    ) -> Outcome:
+        """Run the handler to its end and say how it ended."""
         started = time.monotonic()
         try:
             if job_type.is_async:
@@ -161,27 +170,42 @@ class Worker:
         except (JobCancelled, asyncio.CancelledError):
             if not ctx.cancelled:
                 raise
-            return lambda job, origin: self._record(self.ledger.confirm_cancelled, job.id, origin)
+            return Outcome(cancelled=True)
         except Exception as exc:  # noqa: BLE001 - any handler error is the job's failure
-            return self._failure(exc, ctx.attempt)
-        log.info("job %s attempt %s ran in %.3fs", ctx.job_id, ctx.attempt, time.monotonic() - started)
-        return lambda job, origin: self._record(self.ledger.complete_job, job.id, payload, origin)
-
-    def _failure(self, exc: Exception, attempt: int) -> Callable[[Job, Origin], Awaitable[Any]]:
-        error = f"{type(exc).__name__}: {exc}"[:2000]
-        retryable = not isinstance(exc, PermanentError)
-        delay = self.retry_policy.delay_s(attempt) if retryable else None
-        return lambda job, origin: self._record(
-            self.ledger.fail_attempt, job.id, error, retryable=retryable,
-            retry_delay_s=delay, origin=origin,
+            return Outcome(
+                error=f"{type(exc).__name__}: {exc}"[:2000],
+                retryable=not isinstance(exc, PermanentError),
+            )
+        log.info(
+            "job %s attempt %s ran in %.3fs", ctx.job_id, ctx.attempt, time.monotonic() - started
         )
+        return Outcome(result=payload)
 
-    async def _record(self, command: Callable[..., Committed], *args: Any, **kwargs: Any) -> None:
-        """Record an outcome; one the state machine refuses (the job moved on) is logged."""
+    async def _record(self, job: Job, outcome: Outcome, origin: Origin) -> None:
+        """Record how the attempt ended. If the job moved on meanwhile (the attempt
+        was given up on), the state machine refuses and that is logged."""
+        command: Callable[[], Committed]
+        if outcome.cancelled:
+            command = partial(self.ledger.confirm_cancelled, job.id, origin, attempt=job.attempt)
+        elif outcome.error is not None:
+            delay = self.retry_policy.delay_s(job.attempt) if outcome.retryable else None
+            command = partial(
+                self.ledger.fail_attempt,
+                job.id,
+                outcome.error,
+                retryable=outcome.retryable,
+                retry_delay_s=delay,
+                origin=origin,
+                attempt=job.attempt,
+            )
+        else:
+            command = partial(
+                self.ledger.complete_job, job.id, outcome.result or {}, origin, attempt=job.attempt
+            )
         try:
-            await self._store(command, *args, **kwargs)
+            await self._store(command)
         except InvalidTransition as exc:
-            log.warning("outcome not recorded: %s", exc)
+            log.warning("outcome of job %s not recorded: %s", job.id, exc)
 
     async def _store(self, command: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run a ledger command in a thread, retrying while the store is unreachable."""

@@ -40,7 +40,9 @@ async def segment(ctx: JobContext, params: SegmentParams) -> dict[str, object]:
 
 class ProcessParams(BaseModel):
     steps: int = Field(default=4, ge=1, le=1000, description="How many processing steps.")
-    step_s: float = Field(default=0.1, ge=0, le=60, description="Seconds of CPU-bound work per step.")
+    step_s: float = Field(
+        default=0.1, ge=0, le=60, description="Seconds of CPU-bound work per step."
+    )
 
 
 @registry.job("process")

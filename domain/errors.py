@@ -39,7 +39,9 @@ class UnknownJobType(LedgerError):
     """No job type of this name is registered."""
 
     def __init__(self, name: str, registered: list[str]) -> None:
-        super().__init__(f"unknown job type {name!r}; registered: {', '.join(registered) or 'none'}")
+        super().__init__(
+            f"unknown job type {name!r}; registered: {', '.join(registered) or 'none'}"
+        )
         self.name = name
         self.registered = registered
 

@@ -1,10 +1,10 @@
 """The Job aggregate: a job's whole lifecycle as events.
 
-    queued ──start──► running ──succeed──► succeeded
-      ▲   │             │  ├──fail (attempts left)──► retry_scheduled ──start──► running
-      │   │             │  └──fail (terminal)───────► failed
-      │   └─cancel──►   └──cancel (then the worker stops it)──► cancelled
-      └──────────── retry (from failed or cancelled) ◄───────────────┘
+queued ──start──► running ──succeed──► succeeded
+  ▲   │             │  ├──fail (attempts left)──► retry_scheduled ──start──► running
+  │   │             │  └──fail (terminal)───────► failed
+  │   └─cancel──►   └──cancel (then the worker stops it)──► cancelled
+  └──────────── retry (from failed or cancelled) ◄───────────────┘
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from uuid import UUID
 
 from eventsourcing.domain import Aggregate
 
-from domain.errors import InvalidProgress, InvalidTransition, StaleDelivery
+from domain.errors import InvalidProgress, InvalidTransition, LedgerError, StaleDelivery
 from domain.origin import Origin
 
 
@@ -70,6 +70,7 @@ class Job(Aggregate):
         def apply(self, job: Job) -> None:
             job.status, job.attempt, job.worker_id = Status.RUNNING, self.attempt, self.worker_id
             job.started_at, job.finished_at, job.error = self.timestamp, None, None
+            job.retry_at = None
             job.progress, job.progress_message = 0, ""
 
     class ProgressReported(Event):
@@ -157,6 +158,8 @@ class Job(Aggregate):
         max_attempts: int,
         origin: Origin,
     ) -> Job:
+        if max_attempts < 1:
+            raise LedgerError("a job needs at least one attempt")
         return cls._create(
             cls.Submitted,
             id=job_id,
@@ -179,26 +182,40 @@ class Job(Aggregate):
             raise StaleDelivery(self.status, f"start attempt {attempt} of")
         self._record(self.Started, origin, attempt=attempt, worker_id=worker_id)
 
-    def report_progress(self, percent: int, message: str, origin: Origin) -> None:
-        self._require(Status.RUNNING, command="report progress on")
+    def report_progress(
+        self, percent: int, message: str, origin: Origin, *, attempt: int | None = None
+    ) -> None:
+        self._require(Status.RUNNING, command="report progress on", attempt=attempt)
         if not 0 <= percent <= 100:
             raise InvalidProgress
         self._record(self.ProgressReported, origin, percent=percent, message=message)
 
-    def succeed(self, result: dict[str, Any], origin: Origin) -> None:
-        self._require(Status.RUNNING, command="complete")
+    def succeed(
+        self, result: dict[str, Any], origin: Origin, *, attempt: int | None = None
+    ) -> None:
+        self._require(Status.RUNNING, command="complete", attempt=attempt)
         self._record(self.Succeeded, origin, result=result)
 
     def fail_attempt(
-        self, error: str, *, retry_at: datetime | None, retryable: bool, origin: Origin
+        self,
+        error: str,
+        *,
+        retry_at: datetime | None,
+        retryable: bool,
+        origin: Origin,
+        attempt: int | None = None,
     ) -> None:
         """Record a failed attempt. With ``retry_at`` the job waits for its next
         attempt; without it, or with no attempts left, the job has failed."""
-        self._require(Status.RUNNING, command="fail")
-        if self.attempt >= self.attempts_allowed:
+        self._require(Status.RUNNING, command="fail", attempt=attempt)
+        if self.attempt >= self.attempts_allowed or self.cancel_requested:
             retry_at = None
-        self._record(self.AttemptFailed, origin, error=error, retryable=retryable, retry_at=retry_at)
-        if retry_at is None:
+        self._record(
+            self.AttemptFailed, origin, error=error, retryable=retryable, retry_at=retry_at
+        )
+        if retry_at is None and self.cancel_requested:
+            self._record(self.Cancelled, origin)  # the cancel wins over another attempt
+        elif retry_at is None:
             self._record(self.Failed, origin, error=error)
 
     @property
@@ -216,9 +233,11 @@ class Job(Aggregate):
         else:
             raise InvalidTransition(self.status, "cancel")
 
-    def confirm_cancelled(self, origin: Origin) -> None:
+    def confirm_cancelled(self, origin: Origin, *, attempt: int | None = None) -> None:
         """The worker stopped a running job whose cancel was requested."""
-        self._require(Status.RUNNING, command="confirm the cancel of")
+        self._require(Status.RUNNING, command="confirm the cancel of", attempt=attempt)
+        if not self.cancel_requested:
+            raise InvalidTransition(self.status, "confirm an unrequested cancel of")
         self._record(self.Cancelled, origin)
 
     def retry(self, origin: Origin) -> None:
@@ -226,9 +245,13 @@ class Job(Aggregate):
             raise InvalidTransition(self.status, "retry")
         self._record(self.RetryRequested, origin)
 
-    def _require(self, status: Status, *, command: str) -> None:
+    def _require(self, status: Status, *, command: str, attempt: int | None = None) -> None:
+        """Check the state; a worker's command also names the attempt it is about,
+        so an attempt that was given up on cannot record over its successor."""
         if self.status is not status:
             raise InvalidTransition(self.status, command)
+        if attempt is not None and attempt != self.attempt:
+            raise StaleDelivery(self.status, f"{command} attempt {attempt} of")
 
     def _record(self, event_class: type[Job.Event], origin: Origin, **fields: Any) -> None:
         fields.setdefault("attempt", self.attempt)

@@ -62,12 +62,22 @@ class JobLedger(Application[UUID]):
         return self._change(job_id, lambda job: job.start(attempt, worker_id, origin))
 
     def report_progress(
-        self, job_id: UUID, percent: int, message: str, origin: Origin
+        self,
+        job_id: UUID,
+        percent: int,
+        message: str,
+        origin: Origin,
+        *,
+        attempt: int | None = None,
     ) -> Committed:
-        return self._change(job_id, lambda job: job.report_progress(percent, message, origin))
+        return self._change(
+            job_id, lambda job: job.report_progress(percent, message, origin, attempt=attempt)
+        )
 
-    def complete_job(self, job_id: UUID, result: dict[str, Any], origin: Origin) -> Committed:
-        return self._change(job_id, lambda job: job.succeed(result, origin))
+    def complete_job(
+        self, job_id: UUID, result: dict[str, Any], origin: Origin, *, attempt: int | None = None
+    ) -> Committed:
+        return self._change(job_id, lambda job: job.succeed(result, origin, attempt=attempt))
 
     def fail_attempt(
         self,
@@ -77,6 +87,7 @@ class JobLedger(Application[UUID]):
         retryable: bool,
         retry_delay_s: float | None,
         origin: Origin,
+        attempt: int | None = None,
     ) -> Committed:
         """Record a failed attempt; with a delay and attempts left, schedule the next."""
 
@@ -84,22 +95,26 @@ class JobLedger(Application[UUID]):
             retry_at = None
             if retryable and retry_delay_s is not None:
                 retry_at = datetime.now(UTC) + timedelta(seconds=retry_delay_s)
-            job.fail_attempt(error, retry_at=retry_at, retryable=retryable, origin=origin)
+            job.fail_attempt(
+                error, retry_at=retry_at, retryable=retryable, origin=origin, attempt=attempt
+            )
 
         return self._change(job_id, fail)
 
     def cancel_job(self, job_id: UUID, origin: Origin) -> Committed:
         return self._change(job_id, lambda job: job.cancel(origin))
 
-    def confirm_cancelled(self, job_id: UUID, origin: Origin) -> Committed:
-        return self._change(job_id, lambda job: job.confirm_cancelled(origin))
+    def confirm_cancelled(
+        self, job_id: UUID, origin: Origin, *, attempt: int | None = None
+    ) -> Committed:
+        return self._change(job_id, lambda job: job.confirm_cancelled(origin, attempt=attempt))
 
     def retry_job(self, job_id: UUID, origin: Origin) -> Committed:
         return self._change(job_id, lambda job: job.retry(origin))
 
     def get_job(self, job_id: UUID) -> Job:
         try:
-            job = self.repository.get(job_id)
+            job: object = self.repository.get(job_id)
         except AggregateNotFoundError:
             raise JobNotFound from None
         assert isinstance(job, Job)

@@ -29,7 +29,7 @@ STATUS: dict[type[LedgerError], int] = {
 def _status_of(exc: LedgerError) -> int:
     for cls in type(exc).__mro__:
         if cls in STATUS:
-            return STATUS[cls]  # type: ignore[index]
+            return STATUS[cls]
     return 400
 
 
@@ -46,10 +46,13 @@ async def ledger_error(request: Request, exc: Exception) -> JSONResponse:
             body["registered"] = exc.registered
         case InvalidParams():
             body["detail"] = [
-                {**e, "loc": ["body", "params", *e["loc"]]}  # type: ignore[list-item]
-                for e in exc.errors
+                {**e, "loc": ["body", "params", *_as_list(e["loc"])]} for e in exc.errors
             ]
     return JSONResponse(body, status_code=_status_of(exc))
+
+
+def _as_list(loc: object) -> list[object]:
+    return list(loc) if isinstance(loc, (list, tuple)) else [loc]
 
 
 def install(app: FastAPI) -> None:

@@ -11,7 +11,7 @@ import importlib
 import logging
 import os
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable, Generator
+from collections.abc import AsyncIterator, Callable, Coroutine, Generator
 
 import aio_pika
 import uvicorn
@@ -67,13 +67,17 @@ async def connect_broker(settings: Settings) -> AbstractRobustConnection:
 
 
 @contextlib.asynccontextmanager
-async def broker(settings: Settings, registry: JobRegistry) -> AsyncIterator[AbstractRobustConnection]:
+async def broker(
+    settings: Settings, registry: JobRegistry
+) -> AsyncIterator[AbstractRobustConnection]:
     """A connection, with the topology declared."""
     connection = await connect_broker(settings)
     try:
         async with connection.channel() as channel:
             await topology.declare(
-                channel, Names(settings.amqp.prefix), pools_of(settings, registry),
+                channel,
+                Names(settings.amqp.prefix),
+                pools_of(settings, registry),
                 settings.amqp.delivery_limit,
             )
         yield connection
@@ -86,7 +90,9 @@ def prepare_store(settings: Settings) -> JobLedger:
     return ledger_store.open_ledger(settings.postgres)
 
 
-async def supervise(name: str, run: Callable[[], Awaitable[None]], stopping: asyncio.Event) -> None:
+async def supervise(
+    name: str, run: Callable[[], Coroutine[None, None, None]], stopping: asyncio.Event
+) -> None:
     """Run ``run`` until stopping; if it fails, log it and start it again."""
     backoff = 0.5
     while not stopping.is_set():
@@ -112,7 +118,9 @@ async def supervise(name: str, run: Callable[[], Awaitable[None]], stopping: asy
 
 async def run_dispatcher(settings: Settings, stopping: asyncio.Event) -> None:
     ledger = await asyncio.to_thread(prepare_store, settings)
-    positions = await asyncio.to_thread(ledger_store.open_positions, settings.postgres, "dispatcher")
+    positions = await asyncio.to_thread(
+        ledger_store.open_positions, settings.postgres, "dispatcher"
+    )
     registry = load_registry(settings.app)
     names = Names(settings.amqp.prefix)
 
@@ -153,7 +161,9 @@ async def run_worker(
     worker_id = f"{socket.gethostname()}:{os.getpid()}:{worker_settings.pool}"
     async with broker(settings, registry) as connection:
         channel = await connection.channel(publisher_confirms=True)
-        await channel.set_qos(prefetch_count=max(worker_settings.prefetch, worker_settings.concurrency))
+        await channel.set_qos(
+            prefetch_count=max(worker_settings.prefetch, worker_settings.concurrency)
+        )
         worker = Worker(
             ledger=ledger,
             registry=registry,
@@ -203,8 +213,11 @@ async def run_gateway(
     ledger = await asyncio.to_thread(prepare_store, settings)
     app = await asyncio.to_thread(build_gateway, settings, ledger)
     config = uvicorn.Config(
-        app, host=settings.gateway.host, port=settings.gateway.port,
-        log_level="warning", lifespan="off",
+        app,
+        host=settings.gateway.host,
+        port=settings.gateway.port,
+        log_level="warning",
+        lifespan="off",
     )
     server = _EmbeddedServer(config)
     serving = asyncio.create_task(server.serve())
@@ -225,15 +238,18 @@ async def run_all(settings: Settings, stopping: asyncio.Event, ready: asyncio.Ev
     """Every process in one, for development."""
     await asyncio.to_thread(prepare_store, settings)  # create the schema once, up front
     gateway_ready, worker_ready = asyncio.Event(), asyncio.Event()
-    tasks = [
+    tasks: list[asyncio.Future[object]] = [
         asyncio.create_task(run_gateway(settings, stopping, gateway_ready), name="gateway"),
         asyncio.create_task(run_dispatcher(settings, stopping), name="dispatcher"),
         asyncio.create_task(run_projector(settings, stopping), name="projector"),
         asyncio.create_task(run_worker(settings, stopping, worker_ready), name="worker"),
     ]
-    started = asyncio.gather(gateway_ready.wait(), worker_ready.wait())
-    first = asyncio.ensure_future(asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION))
-    await asyncio.wait({started, first}, return_when=asyncio.FIRST_COMPLETED)
+    started: asyncio.Future[object] = asyncio.ensure_future(
+        asyncio.gather(gateway_ready.wait(), worker_ready.wait())
+    )
+    await asyncio.wait({started, *tasks}, return_when=asyncio.FIRST_COMPLETED)
     if started.done():
         ready.set()
+    else:
+        started.cancel()
     await asyncio.gather(*tasks)

@@ -20,7 +20,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from infra import bootstrap
@@ -28,7 +28,7 @@ from infra.demo import demo, submit_and_watch
 from infra.errors import InfraError
 from infra.settings import Settings
 
-Process = Callable[[Settings, asyncio.Event, asyncio.Event], Awaitable[None]]
+Process = Callable[[Settings, asyncio.Event, asyncio.Event], Coroutine[None, None, None]]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -138,7 +138,9 @@ def _param(text: str) -> tuple[str, Any]:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="jobledger", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    parser.add_argument(
+        "--log-level", default="info", choices=["debug", "info", "warning", "error"]
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     for name, help_text in [
         ("run", "every process in one, for development"),

@@ -21,12 +21,16 @@ async def submit_and_watch(
     url: str, job_type: str, case_id: str, params: dict[str, Any], *, watch: bool
 ) -> int:
     async with httpx.AsyncClient(base_url=url, timeout=10) as client:
-        response = await client.post("/jobs", json={"type": job_type, "case_id": case_id, "params": params})
+        response = await client.post(
+            "/jobs", json={"type": job_type, "case_id": case_id, "params": params}
+        )
         if response.status_code != 202:
             print(f"submit refused: {response.status_code} {response.text}", file=sys.stderr)
             return 1
         job = response.json()
-        print(f"submitted {job_type} job {job['id']} on case {case_id}: {job['status']}", flush=True)
+        print(
+            f"submitted {job_type} job {job['id']} on case {case_id}: {job['status']}", flush=True
+        )
         if not watch:
             return 0
         return await _watch(client, job["id"])

@@ -44,7 +44,6 @@ class WorkerSettings(BaseModel):
     pool: str = "default"
     concurrency: int = 4
     prefetch: int = 8
-    shutdown_timeout_s: float = 30.0
     progress_interval_s: float = 0.1
 
 

@@ -1,27 +1,27 @@
 """The RabbitMQ topology, declared idempotently at every start.
 
-    jobledger.work (topic) ──#.<pool>──► jobledger.work.<pool>  (quorum, one per pool)
-         │ dead letters: x-delivery-limit, worker rejections
-         ▼
-    jobledger.dead (fanout) ──► jobledger.dead  (quorum; the DLQ operators read)
+jobledger.work (topic) ──#.<pool>──► jobledger.work.<pool>  (quorum, one per pool)
+     │ dead letters: x-delivery-limit, worker rejections
+     ▼
+jobledger.dead (fanout) ──► jobledger.dead  (quorum; the DLQ operators read)
 
-    Delays: jobledger.delay.15 ► … ► jobledger.delay.00 ► jobledger.work
-    The routing key spells the delay in seconds as 16 bits, most significant first,
-    then the pool: "0.0.…1.0.1.default". Exchange level k sends a message whose bit k
-    is 1 through queue level k (a fixed TTL of 2^k s, dead-lettering to level k-1) and
-    one whose bit k is 0 straight on to level k-1. Every message in one delay queue
-    waits the same time, so no message ever waits behind a longer one.
+Delays: jobledger.delay.15 ► … ► jobledger.delay.00 ► jobledger.work
+The routing key spells the delay in seconds as 16 bits, most significant first,
+then the pool: "0.0.…1.0.1.default". Exchange level k sends a message whose bit k
+is 1 through queue level k (a fixed TTL of 2^k s, dead-lettering to level k-1) and
+one whose bit k is 0 straight on to level k-1. Every message in one delay queue
+waits the same time, so no message ever waits behind a longer one.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractExchange, ExchangeType
 
 from consumers.routing import DELAY_LEVELS, Names
+
 
 def _quorum(**extra: Any) -> dict[str, Any]:
     return {"x-queue-type": "quorum", **extra}
@@ -57,9 +57,7 @@ async def declare(
     return work
 
 
-async def _declare_delays(
-    channel: AbstractChannel, names: Names, work: AbstractExchange
-) -> None:
+async def _declare_delays(channel: AbstractChannel, names: Names, work: AbstractExchange) -> None:
     onward: AbstractExchange = work
     for level in range(DELAY_LEVELS):
         exchange = await channel.declare_exchange(
@@ -68,9 +66,7 @@ async def _declare_delays(
         queue = await channel.declare_queue(
             names.delay(level),
             durable=True,
-            arguments=_quorum(
-                **_dead_lettering(onward.name), **{"x-message-ttl": 1000 * 2**level}
-            ),
+            arguments=_quorum(**_dead_lettering(onward.name), **{"x-message-ttl": 1000 * 2**level}),
         )
         skip = "*." * (DELAY_LEVELS - 1 - level)
         await queue.bind(exchange, routing_key=f"{skip}1.#")
@@ -79,6 +75,4 @@ async def _declare_delays(
 
 
 def persistent_message(body: bytes, **kwargs: Any) -> aio_pika.Message:
-    return aio_pika.Message(
-        body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT, **kwargs
-    )
+    return aio_pika.Message(body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT, **kwargs)

@@ -96,9 +96,7 @@ class PostgresJobView(PostgresTrackingRecorder):
 
     def get(self, job_id: UUID) -> JobRow | None:
         with self.datastore.cursor() as curs:
-            curs.execute(
-                SQL("SELECT * FROM {t} WHERE job_id = %s").format(t=self.table), (job_id,)
-            )
+            curs.execute(SQL("SELECT * FROM {t} WHERE job_id = %s").format(t=self.table), (job_id,))
             row = curs.fetchone()
         return None if row is None else JobRow(**row)
 

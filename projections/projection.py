@@ -96,7 +96,7 @@ class JobProjection:
         return (ViewChange(job_id, values),)
 
 
-def _values_for(event: Any) -> dict[str, Any] | None:  # noqa: PLR0911 - one branch per event
+def _values_for(event: Any) -> dict[str, Any] | None:
     match event:
         case Job.Submitted():
             return {
@@ -146,7 +146,11 @@ def _values_for(event: Any) -> dict[str, Any] | None:  # noqa: PLR0911 - one bra
                 "retry_at": event.retry_at,
             }
         case Job.Failed():
-            return {"status": Status.FAILED.value, "error": event.error, "finished_at": event.timestamp}
+            return {
+                "status": Status.FAILED.value,
+                "error": event.error,
+                "finished_at": event.timestamp,
+            }
         case Job.CancelRequested():
             return {"cancel_requested": True}
         case Job.Cancelled():

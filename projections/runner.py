@@ -22,9 +22,7 @@ class EventSource(Protocol):
 
 
 class Projector:
-    def __init__(
-        self, *, source: EventSource, view: JobView, application_name: str
-    ) -> None:
+    def __init__(self, *, source: EventSource, view: JobView, application_name: str) -> None:
         self.source = source
         self.view = view
         self.application_name = application_name

@@ -108,8 +108,12 @@ def build_router(services: Services) -> APIRouter:
         idempotency_key: IdempotencyKey = None,
     ) -> JobOut:
         return submit(
-            request, response, who,
-            job_type=body.type, case_id=body.case_id, params=body.params,
+            request,
+            response,
+            who,
+            job_type=body.type,
+            case_id=body.case_id,
+            params=body.params,
             idempotency_key=idempotency_key,
         )
 
@@ -137,8 +141,11 @@ def build_router(services: Services) -> APIRouter:
         if x_ledger_position:
             _wait_for_view(services, x_ledger_position)
         page = services.view.list_case(
-            who.tenant, case_id, status=status.value if status else None,
-            cursor=cursor, limit=limit,
+            who.tenant,
+            case_id,
+            status=status.value if status else None,
+            cursor=cursor,
+            limit=limit,
         )
         return JobPage(items=[JobOut.from_row(r) for r in page.rows], next_cursor=page.next_cursor)
 
@@ -148,7 +155,9 @@ def build_router(services: Services) -> APIRouter:
         return _written(response, services.ledger.cancel_job(job_id, origin_of(request, who)))
 
     @router.post(
-        "/{job_id}/retry", status_code=202, responses=ERRORS,
+        "/{job_id}/retry",
+        status_code=202,
+        responses=ERRORS,
         summary="Run a failed or cancelled job again",
     )
     def retry(job_id: UUID, request: Request, response: Response, who: Calling) -> JobOut:
@@ -170,20 +179,24 @@ def _add_typed_submit(router: APIRouter, name: str, model: type[BaseModel], subm
         idempotency_key: str | None = None,
     ) -> JobOut:
         return submit(  # type: ignore[no-any-return]
-            request, response, who,
-            job_type=name, case_id=case_id, params=params.model_dump(mode="json"),
+            request,
+            response,
+            who,
+            job_type=name,
+            case_id=case_id,
+            params=params.model_dump(mode="json"),
             idempotency_key=idempotency_key,
         )
 
-    P = inspect.Parameter
+    param = inspect.Parameter
     endpoint.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
         [
-            P("case_id", P.POSITIONAL_OR_KEYWORD, annotation=CaseId),
-            P("params", P.POSITIONAL_OR_KEYWORD, annotation=model),
-            P("request", P.POSITIONAL_OR_KEYWORD, annotation=Request),
-            P("response", P.POSITIONAL_OR_KEYWORD, annotation=Response),
-            P("who", P.POSITIONAL_OR_KEYWORD, annotation=Calling),
-            P("idempotency_key", P.KEYWORD_ONLY, annotation=IdempotencyKey, default=None),
+            param("case_id", param.POSITIONAL_OR_KEYWORD, annotation=CaseId),
+            param("params", param.POSITIONAL_OR_KEYWORD, annotation=model),
+            param("request", param.POSITIONAL_OR_KEYWORD, annotation=Request),
+            param("response", param.POSITIONAL_OR_KEYWORD, annotation=Response),
+            param("who", param.POSITIONAL_OR_KEYWORD, annotation=Calling),
+            param("idempotency_key", param.KEYWORD_ONLY, annotation=IdempotencyKey, default=None),
         ],
         return_annotation=JobOut,
     )

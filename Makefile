@@ -1,0 +1,33 @@
+# The two commands of the README: `make up` and `make test`.
+SHELL := /bin/bash
+VENV := .venv/bin
+
+.PHONY: up test check unit install services fmt lint run bench
+
+up: install services  ## bring everything up and show a job run (Ctrl-C stops)
+	$(VENV)/jobledger run --demo
+
+test: install check  ## every check CI runs
+
+check:
+	$(VENV)/ruff format --check .
+	$(VENV)/ruff check .
+	$(VENV)/mypy
+	$(VENV)/lint-imports
+	$(VENV)/pytest -q
+
+unit: install  ## the pure tests, no services needed
+	$(VENV)/pytest -q tests/unit
+
+install:
+	@scripts/install
+
+services:
+	@scripts/services
+
+fmt:
+	$(VENV)/ruff format .
+	$(VENV)/ruff check --fix .
+
+run: install services
+	$(VENV)/jobledger run

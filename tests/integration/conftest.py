@@ -1,0 +1,216 @@
+"""Integration tests run against the real PostgreSQL and RabbitMQ on this machine.
+
+Isolation: each test gets its own PostgreSQL schema (dropped afterwards) and its
+own AMQP name prefix, inside a vhost made for this test session (deleted
+afterwards; quorum queues cannot be auto-deleted). A missing service fails the
+run with the command that starts it; nothing is skipped."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+import psycopg
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+PG = {"host": "127.0.0.1", "port": 5432, "user": "postgres", "dbname": "jobledger_test"}
+AMQP_HOST = "127.0.0.1:5672"
+T = TypeVar("T")
+
+
+def _pg_conninfo(dbname: str) -> str:
+    return f"host={PG['host']} port={PG['port']} user={PG['user']} dbname={dbname}"
+
+
+def eventually(probe: Callable[[], T | None], timeout_s: float = 30.0, what: str = "") -> T:
+    """Poll ``probe`` until it returns something truthy; fail after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    delay = 0.01
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout_s}s waiting for {what or probe}")
+        time.sleep(delay)
+        delay = min(delay * 1.5, 0.2)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> str:
+    try:
+        with psycopg.connect(_pg_conninfo("postgres"), autocommit=True, connect_timeout=5) as c:
+            if not c.execute(
+                "SELECT 1 FROM pg_database WHERE datname = %s", (PG["dbname"],)
+            ).fetchone():
+                c.execute(f"CREATE DATABASE {PG['dbname']}")
+    except psycopg.OperationalError as exc:
+        pytest.fail(
+            f"PostgreSQL is not reachable at {PG['host']}:{PG['port']} ({exc}). Start it with: "
+            "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start",
+            pytrace=False,
+        )
+    return PG["dbname"]
+
+
+def _rabbitmqctl(*args: str) -> None:
+    subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=60)
+
+
+@pytest.fixture(scope="session")
+def vhost() -> Iterator[str]:
+    if shutil.which("rabbitmqctl") is None:
+        pytest.fail("rabbitmqctl is not installed: RabbitMQ is missing", pytrace=False)
+    try:
+        socket.create_connection(AMQP_HOST.split(":"), timeout=5).close()  # type: ignore[arg-type]
+    except OSError as exc:
+        pytest.fail(
+            f"RabbitMQ is not reachable at {AMQP_HOST} ({exc}). Start it with: "
+            "rabbitmq-server -detached",
+            pytrace=False,
+        )
+    name = f"jobledger-test-{uuid.uuid4().hex[:8]}"
+    _rabbitmqctl("add_vhost", name)
+    _rabbitmqctl("set_permissions", "-p", name, "guest", ".*", ".*", ".*")
+    yield name
+    _rabbitmqctl("delete_vhost", name)
+
+
+@pytest.fixture
+def schema(postgres: str) -> Iterator[str]:
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    yield name
+    with psycopg.connect(_pg_conninfo(postgres), autocommit=True) as conn:
+        conn.execute(f"DROP SCHEMA IF EXISTS {name} CASCADE")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Stack:
+    """The system's processes, started with one set of settings."""
+
+    env: dict[str, str]
+    url: str
+    processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    logs: list[Path] = field(default_factory=list)
+
+    def start(self, *command: str, **overrides: str) -> subprocess.Popen[bytes]:
+        env = {**self.env, **overrides}
+        log_path = Path(env["JOBLEDGER_TEST_LOGDIR"]) / f"{len(self.logs)}-{command[0]}.log"
+        with log_path.open("wb") as log:  # the child keeps its own handle
+            process = subprocess.Popen(
+                [sys.executable, "-m", "infra.cli", *command],
+                cwd=ROOT,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        self.processes.append(process)
+        self.logs.append(log_path)
+        return process
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=10)
+
+    def wait_ready(self) -> None:
+        def up() -> bool:
+            self.check_alive()
+            try:
+                return httpx.get(f"{self.url}/openapi.json", timeout=1).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        eventually(up, 60, "the gateway to answer")
+
+    def check_alive(self) -> None:
+        for process, log in zip(self.processes, self.logs, strict=True):
+            if process.poll() is not None:
+                pytest.fail(
+                    f"{process.args} exited {process.returncode}:\n{log.read_text()[-3000:]}"
+                )
+
+    def stop(self, process: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> int:
+        process.send_signal(sig)
+        return process.wait(timeout=60)
+
+    def stop_all(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in self.processes:
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+@pytest.fixture
+def stack_env(postgres: str, vhost: str, schema: str, tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JOBLEDGER_")}
+    env.update(
+        JOBLEDGER_APP="tests.integration.app",
+        JOBLEDGER_POSTGRES__DBNAME=postgres,
+        JOBLEDGER_POSTGRES__SCHEMA=schema,
+        JOBLEDGER_AMQP__URL=f"amqp://guest:guest@{AMQP_HOST}/{vhost}",
+        JOBLEDGER_AMQP__PREFIX=f"t{uuid.uuid4().hex[:8]}",
+        JOBLEDGER_GATEWAY__PORT=str(free_port()),
+        JOBLEDGER_TEST_LOGDIR=str(tmp_path),
+        PYTHONPATH=str(ROOT),
+    )
+    return env
+
+
+@pytest.fixture
+def stack(stack_env: dict[str, str]) -> Iterator[Stack]:
+    """An empty stack: tests start the processes they need."""
+    s = Stack(env=stack_env, url=f"http://127.0.0.1:{stack_env['JOBLEDGER_GATEWAY__PORT']}")
+    yield s
+    s.stop_all()
+
+
+@pytest.fixture
+def running(stack: Stack) -> Stack:
+    """Every process in one (``jobledger run``), ready."""
+    stack.start("run")
+    stack.wait_ready()
+    return stack
+
+
+TERMINAL = {"succeeded", "failed", "cancelled"}
+
+
+def wait_for_status(
+    client: httpx.Client, job_id: str, statuses: set[str] = TERMINAL, timeout_s: float = 30
+) -> dict[str, Any]:
+    def status() -> dict[str, Any] | None:
+        job: dict[str, Any] = client.get(f"/jobs/{job_id}").json()
+        return job if job["status"] in statuses else None
+
+    return eventually(status, timeout_s, f"job {job_id} to be {statuses}")
+
+
+def submit(
+    client: httpx.Client, job_type: str, params: dict[str, Any], case_id: str = "case-1"
+) -> dict[str, Any]:
+    response = client.post("/jobs", json={"type": job_type, "case_id": case_id, "params": params})
+    assert response.status_code == 202, response.text
+    job: dict[str, Any] = response.json()
+    return job

@@ -1,0 +1,69 @@
+"""The commands a person runs."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+
+from tests.integration.conftest import ROOT, Stack, eventually, submit, wait_for_status
+
+
+def test_the_demo_brings_everything_up_and_shows_a_job_succeed(stack_env: dict[str, str]) -> None:
+    env = {k: v for k, v in stack_env.items() if k != "JOBLEDGER_APP"}  # the shipped examples
+    result = subprocess.run(
+        [sys.executable, "-m", "infra.cli", "run", "--demo", "--exit-after-demo"],
+        cwd=ROOT,
+        check=False,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = result.stdout
+    assert "submitted segment job" in out
+    assert "started    attempt 1" in out
+    assert "100%  store masks" in out
+    assert out.rstrip().splitlines()[-1].split(": ")[0].endswith("succeeded")
+
+
+def test_a_worker_stopped_with_sigterm_finishes_its_running_job_first(stack: Stack) -> None:
+    stack.start("run", JOBLEDGER_WORKER__POOL="elsewhere")
+    stack.wait_ready()
+    worker = stack.start("worker")
+    with stack.client() as client:
+        job = submit(client, "nap", {"seconds": 1.5})
+        wait_for_status(client, job["id"], {"running"})
+        assert stack.stop(worker, signal.SIGTERM) == 0
+        done = client.get(f"/jobs/{job['id']}").json()
+    assert done["status"] == "succeeded"
+
+
+def test_submit_command_waits_for_the_outcome(running: Stack) -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "infra.cli",
+            "submit",
+            "echo",
+            "cli-case",
+            "--param",
+            "text=hello",
+            "--url",
+            running.url,
+            "--watch",
+        ],
+        cwd=ROOT,
+        check=False,
+        env=running.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "succeeded" in result.stdout
+    with running.client() as client:
+        listed = eventually(lambda: client.get("/jobs/cli-case/jobs").json()["items"], 10)
+    assert listed[0]["result"] == {"echo": "hello", "attempt": 1}
