@@ -1,6 +1,14 @@
 """What user code imports to write job types."""
 
-from consumers.context import JobCancelled, JobContext, PermanentError
-from consumers.registry import JobRegistry, JobType
+from consumers.context import JobCancelled, JobContext, PermanentError, Retry
+from consumers.registry import JobRegistry, JobType, Limits
 
-__all__ = ["JobCancelled", "JobContext", "JobRegistry", "JobType", "PermanentError"]
+__all__ = [
+    "JobCancelled",
+    "JobContext",
+    "JobRegistry",
+    "JobType",
+    "Limits",
+    "PermanentError",
+    "Retry",
+]

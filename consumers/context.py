@@ -18,6 +18,15 @@ class PermanentError(Exception):
     """A failure that another attempt cannot fix: the job fails without retrying."""
 
 
+class Retry(Exception):
+    """Raise to ask for another attempt, after ``delay_s`` seconds if given (else the
+    job type's backoff). It still counts as a failed attempt."""
+
+    def __init__(self, reason: str = "retry requested", *, delay_s: float | None = None) -> None:
+        super().__init__(reason)
+        self.delay_s = delay_s
+
+
 @dataclass
 class JobContext:
     """A running job's view of itself. ``progress`` may be called from any thread

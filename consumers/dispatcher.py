@@ -7,8 +7,8 @@ is recorded once)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
-import math
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -18,7 +18,7 @@ from aio_pika.abc import AbstractExchange
 from eventsourcing.persistence import Tracking
 
 from consumers.delivery import CONTENT_TYPE, Delivery
-from consumers.routing import MAX_DELAY_S, routing_key
+from consumers.routing import Names
 from domain.job import Job
 
 log = logging.getLogger("jobledger.dispatcher")
@@ -34,18 +34,19 @@ class Positions(Protocol):
     def insert_tracking(self, tracking: Tracking) -> None: ...
 
 
-def delivery_for(event: Any) -> tuple[Delivery, int] | None:
+def delivery_for(event: Any) -> tuple[Delivery, float] | None:
     """The delivery an event calls for, with its delay in seconds, if any."""
     match event:
         case Job.Submitted():
             return _delivery(event, attempt=1), 0
         case Job.RetryRequested():
             return _delivery(event, attempt=event.attempt + 1), 0
-        case Job.AttemptFailed(retry_at=datetime() as retry_at):
-            delay = (retry_at - datetime.now(UTC)).total_seconds()
-            return _delivery(event, attempt=event.attempt + 1), min(
-                max(math.ceil(delay), 0), MAX_DELAY_S
-            )
+        case (
+            Job.AttemptFailed(retry_at=datetime() as retry_at)
+            | Job.AttemptInterrupted(retry_at=retry_at)
+        ):
+            delay_s = (retry_at - datetime.now(UTC)).total_seconds()
+            return _delivery(event, attempt=event.attempt + 1), delay_s
     return None
 
 
@@ -69,15 +70,19 @@ class Dispatcher:
         source: EventSource,
         positions: Positions,
         application_name: str,
+        names: Names,
         work_exchange: AbstractExchange,
         delay_exchange: AbstractExchange,
+        control_exchange: AbstractExchange,
         publish_window: int = 256,
     ) -> None:
         self.source = source
         self.positions = positions
         self.application_name = application_name
+        self.names = names
         self.work_exchange = work_exchange
         self.delay_exchange = delay_exchange
+        self.control_exchange = control_exchange
         self.window = asyncio.Semaphore(publish_window)
         self.published = 0
 
@@ -85,14 +90,20 @@ class Dispatcher:
         after = await asyncio.to_thread(self.positions.max_tracking_id, self.application_name)
         log.info("dispatching from ledger position %s", after or 0)
         async for batch in self.source.batches(after):
-            wanted = [d for d in map(delivery_for, (event for event, _ in batch)) if d]
-            await asyncio.gather(*(self.publish(d, delay_s) for d, delay_s in wanted))
+            events = [event for event, _ in batch]
+            wanted = [d for d in map(delivery_for, events) if d]
+            cancels = [e for e in events if isinstance(e, Job.CancelRequested)]
+            await asyncio.gather(
+                *(self.publish(d, delay_s) for d, delay_s in wanted),
+                *(self.broadcast_cancel(e) for e in cancels),
+            )
             tracking = Tracking(self.application_name, batch[-1][1])
             await asyncio.to_thread(self.positions.insert_tracking, tracking)
             self.published += len(wanted)
 
-    async def publish(self, delivery: Delivery, delay_s: int = 0) -> None:
+    async def publish(self, delivery: Delivery, delay: float = 0) -> None:
         """Publish and wait for the broker's confirm (raises if it refuses)."""
+        delay_s = self.names.clamp_delay(delay)
         exchange = self.delay_exchange if delay_s else self.work_exchange
         message = aio_pika.Message(
             delivery.body(),
@@ -104,5 +115,16 @@ class Dispatcher:
         )
         async with self.window:
             await exchange.publish(
-                message, routing_key=routing_key(delivery.pool, delay_s), mandatory=True
+                message, routing_key=self.names.routing_key(delivery.pool, delay_s), mandatory=True
             )
+
+    async def broadcast_cancel(self, event: Job.CancelRequested) -> None:
+        """Tell every worker that a running job was asked to stop. Best effort: the
+        request is in the ledger, and workers also find it there."""
+        message = aio_pika.Message(
+            json.dumps({"job_id": str(event.originator_id)}).encode(),
+            content_type=CONTENT_TYPE,
+            headers={"x-job-id": str(event.originator_id)},
+        )
+        async with self.window:
+            await self.control_exchange.publish(message, routing_key="cancel")

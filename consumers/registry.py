@@ -20,12 +20,13 @@ import inspect
 import re
 import typing
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
 
 from pydantic import BaseModel, ValidationError
 
 from domain.errors import InvalidParams, UnknownJobType
+from domain.retry import RetryPolicy
 
 Handler = Callable[..., Awaitable[Any]] | Callable[..., Any]
 
@@ -34,14 +35,43 @@ NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 RESERVED = frozenset({"cancel", "retry", "events", "jobs", "progress"})
 
 
+RunIn = Literal["loop", "thread", "process"]
+
+
+@dataclass(frozen=True)
+class Limits:
+    """How long, how big and how often a job type may run. ``time_limit_s`` is soft:
+    the handler is cancelled (an async task is cancelled, a thread sees
+    ``ctx.cancelled``, a process gets SIGTERM). ``hard_time_limit_s`` and
+    ``memory_limit_mb`` apply to process-run handlers: the process is killed, or
+    its address space capped. ``per_second`` and ``max_running`` hold across every
+    worker of the pool; a limited job waits without spending an attempt."""
+
+    time_limit_s: float | None = None
+    hard_time_limit_s: float | None = None
+    memory_limit_mb: int | None = None
+    per_second: float | None = None
+    max_running: int | None = None
+
+
 @dataclass(frozen=True)
 class JobType:
     name: str
     handler: Handler
     params_model: type[BaseModel]
     pool: str
-    max_attempts: int | None
-    is_async: bool
+    run_in: RunIn
+    retry: RetryPolicy | None = None
+    retry_on: tuple[type[BaseException], ...] = (Exception,)
+    limits: Limits = field(default_factory=Limits)
+
+    @property
+    def is_async(self) -> bool:
+        return self.run_in == "loop"
+
+    @property
+    def max_attempts(self) -> int | None:
+        return self.retry.max_attempts if self.retry else None
 
     def validate(self, params: dict[str, Any]) -> BaseModel:
         try:
@@ -59,18 +89,48 @@ class JobRegistry:
         self._types: dict[str, JobType] = {}
 
     def job(
-        self, name: str | None = None, *, pool: str = "default", max_attempts: int | None = None
+        self,
+        name: str | None = None,
+        *,
+        pool: str = "default",
+        max_attempts: int | None = None,
+        retry: RetryPolicy | None = None,
+        retry_on: tuple[type[BaseException], ...] = (Exception,),
+        run_in: RunIn | None = None,
+        limits: Limits | None = None,
     ) -> Callable[[Handler], Handler]:
-        """Register the decorated function as the handler of job type ``name``."""
+        """Register the decorated function as the handler of job type ``name``.
+        ``retry`` (or just ``max_attempts``) overrides the worker's default policy;
+        only errors in ``retry_on`` are retried. ``run_in="process"`` runs a ``def``
+        handler in its own process (killable, memory-capped)."""
 
         def register(handler: Handler) -> Handler:
-            self.add(handler, name=name or handler.__name__, pool=pool, max_attempts=max_attempts)
+            policy = retry
+            if max_attempts is not None:
+                policy = replace(retry or RetryPolicy(), max_attempts=max_attempts)
+            self.add(
+                handler,
+                name=name or handler.__name__,
+                pool=pool,
+                retry=policy,
+                retry_on=retry_on,
+                run_in=run_in,
+                limits=limits or Limits(),
+            )
             return handler
 
         return register
 
     def add(
-        self, handler: Handler, *, name: str, pool: str = "default", max_attempts: int | None = None
+        self,
+        handler: Handler,
+        *,
+        name: str,
+        pool: str = "default",
+        retry: RetryPolicy | None = None,
+        retry_on: tuple[type[BaseException], ...] = (Exception,),
+        run_in: RunIn | None = None,
+        limits: Limits | None = None,
     ) -> JobType:
         if not NAME.fullmatch(name) or name in RESERVED:
             msg = f"job type name {name!r} must match {NAME.pattern}, not one of {sorted(RESERVED)}"
@@ -78,13 +138,21 @@ class JobRegistry:
         if name in self._types:
             msg = f"job type {name!r} is already registered"
             raise ValueError(msg)
+        is_async = inspect.iscoroutinefunction(handler)
+        if run_in is None:
+            run_in = "loop" if is_async else "thread"
+        if is_async != (run_in == "loop"):
+            msg = f"{name}: async handlers run on the loop; def handlers in a thread or process"
+            raise ValueError(msg)
         job_type = JobType(
             name=name,
             handler=handler,
             params_model=_params_model(handler),
             pool=pool,
-            max_attempts=max_attempts,
-            is_async=inspect.iscoroutinefunction(handler),
+            run_in=run_in,
+            retry=retry,
+            retry_on=retry_on,
+            limits=limits or Limits(),
         )
         self._types[name] = job_type
         return job_type

@@ -3,15 +3,23 @@ The topology itself is declared by infra/topology.py."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 DELAY_LEVELS = 16
-MAX_DELAY_S = 2**DELAY_LEVELS - 1
 
 
 @dataclass(frozen=True)
 class Names:
+    """Every exchange and queue name, from a prefix; and the delay levels: level k
+    waits 2^k s, so ``delay_levels`` levels carry any delay up to 2^levels - 1 s."""
+
     prefix: str = "jobledger"
+    delay_levels: int = DELAY_LEVELS
+
+    @property
+    def max_delay_s(self) -> int:
+        return int(2**self.delay_levels - 1)
 
     @property
     def work_exchange(self) -> str:
@@ -37,13 +45,17 @@ class Names:
 
     @property
     def delay_entry(self) -> str:
-        return self.delay(DELAY_LEVELS - 1)
+        return self.delay(self.delay_levels - 1)
 
+    def routing_key(self, pool: str, delay_s: int = 0) -> str:
+        """The key that carries a delivery to ``pool`` after ``delay_s`` seconds: the
+        delay's bits, most significant first, then the pool."""
+        if not 0 <= delay_s <= self.max_delay_s:
+            msg = f"delay of {delay_s}s is outside 0..{self.max_delay_s}s"
+            raise ValueError(msg)
+        bits = format(delay_s, f"0{self.delay_levels}b")
+        return ".".join([*bits, pool])
 
-def routing_key(pool: str, delay_s: int = 0) -> str:
-    """The key that carries a delivery to ``pool`` after ``delay_s`` seconds."""
-    if not 0 <= delay_s <= MAX_DELAY_S:
-        msg = f"delay of {delay_s}s is outside 0..{MAX_DELAY_S}s"
-        raise ValueError(msg)
-    bits = format(delay_s, f"0{DELAY_LEVELS}b")
-    return ".".join([*bits, pool])
+    def clamp_delay(self, delay_s: float) -> int:
+        """Whole seconds, rounded up, within what the delay levels can carry."""
+        return min(max(math.ceil(delay_s), 0), self.max_delay_s)

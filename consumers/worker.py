@@ -1,53 +1,68 @@
 """The worker: consumes deliveries with manual acks and runs their handlers.
 
 For each message: decode it, record the attempt's start (a duplicate or stale
-delivery loses that race harmlessly and is dropped), run the handler, record the
-outcome, and only then ack. What cannot be run goes to the DLQ with a reason. While
-the ledger is unreachable the worker holds its messages and retries the write: a
+delivery loses that race harmlessly), run the handler, record the outcome, and only
+then ack; a job that ends ``failed`` is rejected into the DLQ through the queue's own
+dead-letter exchange. What cannot be run is dead-lettered with a reason. While the
+ledger is unreachable the worker holds its messages and retries the write: a
 requeue would count toward the queue's delivery limit."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from functools import partial
-from typing import Any, TypeVar
+from typing import Any, Protocol
+from uuid import UUID
 
-import aio_pika
-from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractIncomingMessage
-from eventsourcing.persistence import InterfaceError, OperationalError
-from pydantic import BaseModel
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
-from consumers.context import JobCancelled, JobContext, PermanentError
+from consumers.context import JobContext
 from consumers.delivery import Delivery, UndecodableDelivery
+from consumers.execution import Execution, Outcome
+from consumers.messages import Messages
 from consumers.progress import ProgressReporter
-from consumers.registry import JobRegistry, JobType
+from consumers.recovery import Recovery
+from consumers.registry import JobRegistry, JobType, Limits
+from consumers.store import Store
 from domain.errors import InvalidParams, InvalidTransition, JobNotFound, UnknownJobType
-from domain.job import Job
+from domain.job import Job, Status
 from domain.ledger import Committed, JobLedger
 from domain.origin import Origin
 from domain.retry import RetryPolicy
 
 log = logging.getLogger("jobledger.worker")
-T = TypeVar("T")
 
-STORE_ERRORS = (OperationalError, InterfaceError)
+
+class Liveness(Protocol):
+    """Where workers say they are alive and which jobs they hold."""
+
+    def beat(self, worker_id: str, pool: str, in_flight: list[str]) -> None: ...
+
+    def forget(self, worker_id: str) -> None: ...
+
+    def holds(self, worker_id: str, job_id: UUID) -> bool: ...
+
+
+class Limiter(Protocol):
+    """Rate and concurrency limits shared by every worker of a pool."""
+
+    def acquire(self, job_type: str, job_id: UUID, worker_id: str, limits: Limits) -> float: ...
+
+    def release(self, job_id: UUID) -> None: ...
 
 
 @dataclass(frozen=True)
-class Outcome:
-    """How an attempt ended: a result, an error, or a cancel."""
-
-    result: dict[str, Any] | None = None
-    error: str | None = None
-    retryable: bool = True
-    cancelled: bool = False
+class WorkerOptions:
+    worker_id: str
+    pool: str = "default"
+    concurrency: int = 4
+    progress_interval_s: float = 0.1
+    shutdown_timeout_s: float = 30.0
+    heartbeat_interval_s: float = 2.0
 
 
 class Worker:
@@ -57,39 +72,62 @@ class Worker:
         ledger: JobLedger,
         registry: JobRegistry,
         channel: AbstractChannel,
-        queue_name: str,
-        dead_exchange: AbstractExchange,
-        worker_id: str,
+        messages: Messages,
+        liveness: Liveness,
+        limiter: Limiter,
         retry_policy: RetryPolicy,
-        concurrency: int = 4,
-        progress_interval_s: float = 0.1,
+        options: WorkerOptions,
     ) -> None:
         self.ledger = ledger
         self.registry = registry
         self.channel = channel
-        self.queue_name = queue_name
-        self.dead_exchange = dead_exchange
-        self.worker_id = worker_id
+        self.messages = messages
+        self.liveness = liveness
+        self.limiter = limiter
         self.retry_policy = retry_policy
-        self.slots = asyncio.Semaphore(concurrency)
-        self.threads = ThreadPoolExecutor(concurrency, thread_name_prefix="jobledger-handler")
-        self.progress_interval_s = progress_interval_s
+        self.options = options
+        self.store = Store()
+        self.slots = asyncio.Semaphore(options.concurrency)
+        self.threads = ThreadPoolExecutor(options.concurrency, thread_name_prefix="jobledger-job")
+        self.running: dict[UUID, Execution] = {}
         self.in_flight: set[asyncio.Task[None]] = set()
-        self.origin = Origin(actor=worker_id)
+        self.recovery = Recovery(ledger, liveness, self.store)
 
     async def run(self, stopping: asyncio.Event) -> None:
-        """Consume until ``stopping`` is set, then let in-flight jobs finish."""
-        queue = await self.channel.get_queue(self.queue_name, ensure=True)
+        """Consume until ``stopping`` is set, then shut down gracefully."""
+        queue = await self.channel.get_queue(self.messages.names.work_queue(self.options.pool))
+        await self.store.call(self._beat)
+        heart = asyncio.create_task(self._heartbeat())
+        cancel_tag = await self.messages.listen_for_cancels(self.channel, self._on_cancel)
         tag = await queue.consume(self._on_message)
-        log.info("worker %s consuming %s", self.worker_id, self.queue_name)
+        log.info("worker %s consuming %s", self.options.worker_id, queue.name)
         try:
             await stopping.wait()
         finally:
             with contextlib.suppress(Exception):
                 await queue.cancel(tag)
-            if self.in_flight:
-                await asyncio.wait(self.in_flight)
+                await cancel_tag()
+            await self._drain()
+            heart.cancel()
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(self.liveness.forget, self.options.worker_id)
             self.threads.shutdown(wait=False, cancel_futures=True)
+
+    async def _drain(self) -> None:
+        """Let running jobs finish for up to the shutdown timeout, then interrupt the
+        rest: each is recorded as interrupted and runs again on another worker."""
+        if not self.in_flight:
+            return
+        log.info(
+            "waiting up to %.0fs for %d running jobs",
+            self.options.shutdown_timeout_s,
+            len(self.in_flight),
+        )
+        await asyncio.wait(set(self.in_flight), timeout=self.options.shutdown_timeout_s)
+        for execution in self.running.values():
+            execution.stop("interrupt")
+        if self.in_flight:
+            await asyncio.wait(set(self.in_flight))
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
         task = asyncio.current_task()
@@ -105,158 +143,180 @@ class Worker:
         try:
             delivery = Delivery.decode(message.body, dict(message.headers or {}))
         except UndecodableDelivery as exc:
-            await self._dead_letter(message, f"undecodable: {exc}")
+            await self.messages.dead_letter(message, f"undecodable: {exc}", self.options.worker_id)
             return
-        origin = Origin(self.worker_id, delivery.correlation_id, delivery.traceparent)
+        origin = Origin(self.options.worker_id, delivery.correlation_id, delivery.traceparent)
         try:
-            started = await self._store(
-                self.ledger.start_job, delivery.job_id, delivery.attempt, self.worker_id, origin
-            )
+            started = await self._start(message, delivery, origin)
         except JobNotFound:
-            await self._dead_letter(message, "unknown job", delivery)
+            await self.messages.dead_letter(
+                message, "unknown job", self.options.worker_id, delivery
+            )
             return
-        except InvalidTransition as exc:
-            log.info("dropping delivery %s: %s", delivery.message_id, exc)
-            await message.ack()
-            return
-        await self._run(message, delivery, started.job, origin)
+        if started is not None:
+            await self._run(message, delivery, started.job, origin)
+
+    async def _start(
+        self, message: AbstractIncomingMessage, delivery: Delivery, origin: Origin
+    ) -> Committed | None:
+        """Record the attempt's start, or deal with a delivery that cannot start."""
+        kind = _kind_or_none(self.registry, delivery.job_type)
+        if kind is not None and (kind.limits.per_second or kind.limits.max_running):
+            wait_s = await self.store.call(
+                self.limiter.acquire,
+                kind.name,
+                delivery.job_id,
+                self.options.worker_id,
+                kind.limits,
+            )
+            if wait_s > 0:
+                await self.messages.defer(message, delivery, wait_s)
+                return None
+        try:
+            return await self.store.call(
+                self.ledger.start_job,
+                delivery.job_id,
+                delivery.attempt,
+                self.options.worker_id,
+                origin,
+            )
+        except InvalidTransition:
+            if kind is not None and kind.limits.max_running:
+                await self.store.call(self.limiter.release, delivery.job_id)
+        job = await self.store.call(self.ledger.get_job, delivery.job_id)
+        await self._not_startable(message, delivery, job, origin)
+        return None
+
+    async def _not_startable(
+        self, message: AbstractIncomingMessage, delivery: Delivery, job: Job, origin: Origin
+    ) -> None:
+        if Messages.is_redrive(message, self.messages.names) and job.status in (
+            Status.FAILED,
+            Status.CANCELLED,
+        ):
+            operator = Origin("operator", origin.correlation_id, origin.traceparent)
+            await self.store.record(self.ledger.retry_job, job.id, operator)
+            log.info("job %s re-driven from the DLQ by an operator", job.id)
+        elif (
+            message.redelivered and job.status is Status.RUNNING and job.attempt == delivery.attempt
+        ):
+            failed = await self.recovery.settle(job, origin, self._retry_delay(job))
+            if failed:
+                await message.reject(requeue=False)
+                return
+        else:
+            log.info("dropping stale delivery %s (job is %s)", delivery.message_id, job.status)
+        await message.ack()
 
     async def _run(
         self, message: AbstractIncomingMessage, delivery: Delivery, job: Job, origin: Origin
     ) -> None:
         try:
-            job_type = self.registry.get(job.job_type)
-            params = job_type.validate(job.params)
+            kind = self.registry.get(job.job_type)
+            params = kind.validate(job.params)
         except (UnknownJobType, InvalidParams) as exc:
             await self._record(job, Outcome(error=str(exc), retryable=False), origin)
-            await self._dead_letter(message, str(exc), delivery)
+            await self.messages.dead_letter(message, str(exc), self.options.worker_id, delivery)
             return
         reporter = ProgressReporter(
-            write=lambda pct, msg: self._store(
+            write=lambda pct, msg: self.store.call(
                 self.ledger.report_progress, job.id, pct, msg, origin, attempt=job.attempt
             ),
-            interval_s=self.progress_interval_s,
+            interval_s=self.options.progress_interval_s,
         )
-        ctx = JobContext(
-            job_id=job.id,
-            job_type=job.job_type,
-            attempt=job.attempt,
-            tenant=job.tenant,
-            case_id=job.case_id,
-            correlation_id=job.correlation_id,
-            logger=log.getChild(job.job_type),
-            report=reporter.report_threadsafe(asyncio.get_running_loop()),
-        )
-        reporter.on_written = lambda committed: _watch_cancel(committed, ctx)
-        outcome = await self._invoke(job_type, ctx, params, reporter)
+        report = reporter.report_threadsafe(asyncio.get_running_loop())
+        execution = Execution(kind, _context(job, report), params, self.threads, report)
+        reporter.on_written = lambda committed: self._check_cancel(committed.job)
+        self.running[job.id] = execution
+        try:
+            outcome = await execution.run()
+        finally:
+            del self.running[job.id]
         await reporter.close()
-        await self._record(job, outcome, origin)
-        await message.ack()
+        failed = await self._record(job, outcome, origin)
+        if kind.limits.max_running:
+            await self.store.call(self.limiter.release, job.id)
+        await (message.reject(requeue=False) if failed else message.ack())
 
-    async def _invoke(
-        self, job_type: JobType, ctx: JobContext, params: BaseModel, reporter: ProgressReporter
-    ) -> Outcome:
-        """Run the handler to its end and say how it ended."""
-        started = time.monotonic()
-        try:
-            if job_type.is_async:
-                task = asyncio.ensure_future(job_type.handler(ctx, params))
-                reporter.on_cancel = task.cancel
-                result = await task
-            else:
-                loop = asyncio.get_running_loop()
-                result = await loop.run_in_executor(self.threads, job_type.handler, ctx, params)
-            payload = _result_dict(result)
-        except (JobCancelled, asyncio.CancelledError):
-            if not ctx.cancelled:
-                raise
-            return Outcome(cancelled=True)
-        except Exception as exc:  # noqa: BLE001 - any handler error is the job's failure
-            return Outcome(
-                error=f"{type(exc).__name__}: {exc}"[:2000],
-                retryable=not isinstance(exc, PermanentError),
-            )
-        log.info(
-            "job %s attempt %s ran in %.3fs", ctx.job_id, ctx.attempt, time.monotonic() - started
-        )
-        return Outcome(result=payload)
-
-    async def _record(self, job: Job, outcome: Outcome, origin: Origin) -> None:
-        """Record how the attempt ended. If the job moved on meanwhile (the attempt
-        was given up on), the state machine refuses and that is logged."""
-        command: Callable[[], Committed]
-        if outcome.cancelled:
-            command = partial(self.ledger.confirm_cancelled, job.id, origin, attempt=job.attempt)
+    async def _record(self, job: Job, outcome: Outcome, origin: Origin) -> bool:
+        """Record how the attempt ended; True if the job has now failed for good.
+        If the job moved on meanwhile (the attempt was given up on), the state
+        machine refuses and that is logged."""
+        ledger, attempt = self.ledger, job.attempt
+        if outcome.interrupted:
+            command: Any = (ledger.interrupt_attempt, job.id, "worker shut down")
+            kwargs: dict[str, Any] = {"attempt": attempt, "origin": origin}
+        elif outcome.cancelled:
+            command, kwargs = (ledger.confirm_cancelled, job.id, origin), {"attempt": attempt}
         elif outcome.error is not None:
-            delay = self.retry_policy.delay_s(job.attempt) if outcome.retryable else None
-            command = partial(
-                self.ledger.fail_attempt,
-                job.id,
-                outcome.error,
-                retryable=outcome.retryable,
-                retry_delay_s=delay,
-                origin=origin,
-                attempt=job.attempt,
-            )
+            delay = outcome.retry_delay_s if outcome.retry_delay_s is not None else None
+            if outcome.retryable and delay is None:
+                delay = self._retry_delay(job)
+            command = (ledger.fail_attempt, job.id, outcome.error)
+            kwargs = {
+                "retryable": outcome.retryable,
+                "retry_delay_s": delay,
+                "origin": origin,
+                "attempt": attempt,
+            }
         else:
-            command = partial(
-                self.ledger.complete_job, job.id, outcome.result or {}, origin, attempt=job.attempt
+            command, kwargs = (
+                (ledger.complete_job, job.id, outcome.result or {}, origin),
+                {"attempt": attempt},
             )
-        try:
-            await self._store(command)
-        except InvalidTransition as exc:
-            log.warning("outcome of job %s not recorded: %s", job.id, exc)
+        committed = await self.store.record(*command, **kwargs)
+        return committed is not None and committed.job.status is Status.FAILED
 
-    async def _store(self, command: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """Run a ledger command in a thread, retrying while the store is unreachable."""
-        backoff = 0.1
+    def _retry_delay(self, job: Job) -> float:
+        kind = _kind_or_none(self.registry, job.job_type)
+        policy = kind.retry if kind and kind.retry else self.retry_policy
+        return policy.delay_s(job.attempt)
+
+    def _check_cancel(self, job: Job) -> bool:
+        """A cancel found in the ledger (after a progress write, or a heartbeat)."""
+        execution = self.running.get(job.id)
+        if job.cancel_requested and execution is not None:
+            execution.stop("cancel")
+            return True
+        return False
+
+    def _on_cancel(self, job_id: UUID) -> None:
+        execution = self.running.get(job_id)
+        if execution is not None:
+            log.info("cancelling running job %s", job_id)
+            execution.stop("cancel")
+
+    def _beat(self) -> None:
+        ids = [str(job_id) for job_id in self.running]
+        self.liveness.beat(self.options.worker_id, self.options.pool, ids)
+
+    async def _heartbeat(self) -> None:
+        """Say we are alive, and look in the ledger for cancels we may have missed."""
         while True:
+            await asyncio.sleep(self.options.heartbeat_interval_s)
             try:
-                return await asyncio.to_thread(command, *args, **kwargs)
-            except STORE_ERRORS as exc:
-                log.warning("ledger unreachable, retrying in %.1fs: %s", backoff, exc)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
-
-    async def _dead_letter(
-        self, message: AbstractIncomingMessage, reason: str, delivery: Delivery | None = None
-    ) -> None:
-        """Publish a copy with the reason to the dead-letter exchange, then ack."""
-        headers: dict[str, Any] = dict(message.headers or {})
-        if delivery is not None:
-            headers.update(delivery.headers())
-        headers["x-reason"] = reason[:1000]
-        headers["x-worker-id"] = self.worker_id
-        dead = aio_pika.Message(
-            message.body,
-            headers=headers,
-            content_type=message.content_type,
-            message_id=message.message_id,
-            correlation_id=message.correlation_id,
-            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-        )
-        await self.dead_exchange.publish(dead, routing_key=self.queue_name)
-        await message.ack()
-        log.warning("dead-lettered %s: %s", message.message_id, reason)
+                await asyncio.to_thread(self._beat)
+                for job_id in list(self.running):
+                    self._check_cancel(await asyncio.to_thread(self.ledger.get_job, job_id))
+            except Exception as exc:  # noqa: BLE001 - the next beat tries again
+                log.warning("heartbeat failed: %s", exc)
 
 
-def _watch_cancel(committed: Committed, ctx: JobContext) -> bool:
-    """After each progress write: has someone asked for this job to stop?"""
-    if committed.job.cancel_requested and not ctx.cancelled:
-        ctx.cancel()
-        return True
-    return False
-
-
-def _result_dict(result: Any) -> dict[str, Any]:
-    """The handler's return value as a JSON object for the ledger."""
-    if result is None:
-        return {}
-    if isinstance(result, BaseModel):
-        return result.model_dump(mode="json")
-    payload = result if isinstance(result, dict) else {"value": result}
+def _kind_or_none(registry: JobRegistry, name: str) -> JobType | None:
     try:
-        json.dumps(payload)
-    except (TypeError, ValueError) as exc:
-        raise PermanentError(f"the handler's result is not JSON: {exc}") from None
-    return payload
+        return registry.get(name)
+    except UnknownJobType:
+        return None
+
+
+def _context(job: Job, report: Callable[[int, str], None]) -> JobContext:
+    return JobContext(
+        job_id=job.id,
+        job_type=job.job_type,
+        attempt=job.attempt,
+        tenant=job.tenant,
+        case_id=job.case_id,
+        correlation_id=job.correlation_id,
+        logger=log.getChild(job.job_type),
+        report=report,
+    )

@@ -116,6 +116,17 @@ class Job(Aggregate):
             job.status, job.cancel_requested, job.retry_at = Status.QUEUED, False, None
             job.attempts_allowed = self.attempt + job.max_attempts
 
+    class AttemptInterrupted(Event):
+        """The worker stopped before the handler finished (a shutdown); the attempt
+        does not count against the job, and it runs again at ``retry_at``."""
+
+        reason: str
+        retry_at: datetime
+
+        def apply(self, job: Job) -> None:
+            job.status, job.retry_at = Status.RETRY_SCHEDULED, self.retry_at
+            job.attempts_allowed += 1
+
     def __init__(
         self,
         *,
@@ -239,6 +250,14 @@ class Job(Aggregate):
         if not self.cancel_requested:
             raise InvalidTransition(self.status, "confirm an unrequested cancel of")
         self._record(self.Cancelled, origin)
+
+    def interrupt(self, reason: str, *, retry_at: datetime, origin: Origin, attempt: int) -> None:
+        """The worker gave the attempt up unfinished; another worker runs it again."""
+        self._require(Status.RUNNING, command="interrupt", attempt=attempt)
+        if self.cancel_requested:
+            self._record(self.Cancelled, origin)
+        else:
+            self._record(self.AttemptInterrupted, origin, reason=reason, retry_at=retry_at)
 
     def retry(self, origin: Origin) -> None:
         if self.status not in (Status.FAILED, Status.CANCELLED):

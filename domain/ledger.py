@@ -101,6 +101,17 @@ class JobLedger(Application[UUID]):
 
         return self._change(job_id, fail)
 
+    def interrupt_attempt(
+        self, job_id: UUID, reason: str, *, attempt: int, origin: Origin
+    ) -> Committed:
+        """Give a running attempt back unfinished (a worker shutting down): it runs again
+        at once and does not count against the job's attempts."""
+        retry_at = datetime.now(UTC)
+        return self._change(
+            job_id,
+            lambda job: job.interrupt(reason, retry_at=retry_at, origin=origin, attempt=attempt),
+        )
+
     def cancel_job(self, job_id: UUID, origin: Origin) -> Committed:
         return self._change(job_id, lambda job: job.cancel(origin))
 

@@ -19,9 +19,10 @@ from aio_pika.abc import AbstractRobustConnection
 from fastapi import FastAPI, Request
 
 from consumers.dispatcher import Dispatcher
+from consumers.messages import Messages
 from consumers.registry import JobRegistry
 from consumers.routing import Names
-from consumers.worker import Worker
+from consumers.worker import Worker, WorkerOptions
 from domain.ledger import JobLedger
 from domain.retry import RetryPolicy
 from gateway.app import create_app
@@ -52,6 +53,10 @@ def load_registry(app: str) -> JobRegistry:
     return registry
 
 
+def names_of(settings: Settings) -> Names:
+    return Names(settings.amqp.prefix, settings.amqp.delay_levels)
+
+
 def pools_of(settings: Settings, registry: JobRegistry) -> list[str]:
     return sorted({settings.worker.pool} | {registry.get(n).pool for n in registry.names()})
 
@@ -76,7 +81,7 @@ async def broker(
         async with connection.channel() as channel:
             await topology.declare(
                 channel,
-                Names(settings.amqp.prefix),
+                names_of(settings),
                 pools_of(settings, registry),
                 settings.amqp.delivery_limit,
             )
@@ -122,7 +127,7 @@ async def run_dispatcher(settings: Settings, stopping: asyncio.Event) -> None:
         ledger_store.open_positions, settings.postgres, "dispatcher"
     )
     registry = load_registry(settings.app)
-    names = Names(settings.amqp.prefix)
+    names = names_of(settings)
 
     async def dispatch() -> None:
         async with broker(settings, registry) as connection:
@@ -131,8 +136,10 @@ async def run_dispatcher(settings: Settings, stopping: asyncio.Event) -> None:
                 source=LedgerFollower(ledger, settings.postgres.conninfo),
                 positions=positions,
                 application_name=ledger.name,
+                names=names,
                 work_exchange=await channel.get_exchange(names.work_exchange),
                 delay_exchange=await channel.get_exchange(names.delay_entry),
+                control_exchange=await channel.get_exchange(names.control_exchange),
                 publish_window=settings.amqp.publish_window,
             )
             await dispatcher.run()
@@ -151,29 +158,51 @@ async def run_projector(settings: Settings, stopping: asyncio.Event) -> None:
     await supervise("projector", projector.run, stopping)
 
 
+def retry_policy(settings: Settings) -> RetryPolicy:
+    r = settings.retry
+    return RetryPolicy(
+        max_attempts=r.max_attempts,
+        base_delay_s=r.base_delay_s,
+        factor=r.factor,
+        max_delay_s=r.max_delay_s,
+    )
+
+
 async def run_worker(
     settings: Settings, stopping: asyncio.Event, ready: asyncio.Event | None = None
 ) -> None:
     ledger = await asyncio.to_thread(prepare_store, settings)
+    workers = await asyncio.to_thread(
+        ledger_store.open_workers, settings.postgres, settings.worker.heartbeat_ttl_s
+    )
     registry = load_registry(settings.app)
-    names = Names(settings.amqp.prefix)
-    worker_settings = settings.worker
-    worker_id = f"{socket.gethostname()}:{os.getpid()}:{worker_settings.pool}"
+    names = names_of(settings)
+    options = settings.worker
     async with broker(settings, registry) as connection:
         channel = await connection.channel(publisher_confirms=True)
-        await channel.set_qos(
-            prefetch_count=max(worker_settings.prefetch, worker_settings.concurrency)
-        )
+        await channel.set_qos(prefetch_count=max(options.prefetch, options.concurrency))
         worker = Worker(
             ledger=ledger,
             registry=registry,
             channel=channel,
-            queue_name=names.work_queue(worker_settings.pool),
-            dead_exchange=await channel.get_exchange(names.dead_exchange),
-            worker_id=worker_id,
-            retry_policy=RetryPolicy(max_attempts=settings.default_max_attempts),
-            concurrency=worker_settings.concurrency,
-            progress_interval_s=worker_settings.progress_interval_s,
+            messages=Messages(
+                names=names,
+                work=await channel.get_exchange(names.work_exchange),
+                dead=await channel.get_exchange(names.dead_exchange),
+                delay=await channel.get_exchange(names.delay_entry),
+                control=await channel.get_exchange(names.control_exchange),
+            ),
+            liveness=workers,
+            limiter=workers,
+            retry_policy=retry_policy(settings),
+            options=WorkerOptions(
+                worker_id=f"{socket.gethostname()}:{os.getpid()}:{options.pool}",
+                pool=options.pool,
+                concurrency=options.concurrency,
+                progress_interval_s=options.progress_interval_s,
+                shutdown_timeout_s=options.shutdown_timeout_s,
+                heartbeat_interval_s=options.heartbeat_interval_s,
+            ),
         )
         if ready is not None:
             ready.set()
@@ -193,7 +222,7 @@ def build_gateway(settings: Settings, ledger: JobLedger) -> FastAPI:
         view=view,
         job_types=registry,
         identify=identify,
-        default_max_attempts=settings.default_max_attempts,
+        default_max_attempts=settings.retry.max_attempts,
         read_your_writes_timeout_s=settings.gateway.read_your_writes_timeout_s,
     )
     return create_app(services)

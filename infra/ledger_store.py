@@ -16,6 +16,7 @@ from psycopg import sql
 from domain.ledger import JobLedger
 from infra.errors import StoreUnavailable
 from infra.settings import PostgresSettings
+from infra.workers_store import PostgresWorkerStore
 from projections.job_view import PostgresJobView
 
 
@@ -100,6 +101,13 @@ def open_positions(pg: PostgresSettings, name: str) -> PostgresTrackingRecorder:
     with schema_lock(pg):
         recorder.create_table()
     return recorder
+
+
+def open_workers(pg: PostgresSettings, heartbeat_ttl_s: float) -> PostgresWorkerStore:
+    store = PostgresWorkerStore(_factory(pg, "workers").datastore, heartbeat_ttl_s=heartbeat_ttl_s)
+    with schema_lock(pg):
+        store.create_tables()
+    return store
 
 
 def _conninfo(pg: PostgresSettings, dbname: str) -> str:

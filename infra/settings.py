@@ -30,7 +30,9 @@ class PostgresSettings(BaseModel):
 
 class AmqpSettings(BaseModel):
     url: str = "amqp://guest:guest@127.0.0.1:5672/"
+    management_url: str = "http://guest:guest@127.0.0.1:15672"
     prefix: str = "jobledger"
+    delay_levels: int = Field(default=16, ge=1, le=24)
     delivery_limit: int = 20
     publish_window: int = 256
 
@@ -45,6 +47,19 @@ class WorkerSettings(BaseModel):
     concurrency: int = 4
     prefetch: int = 8
     progress_interval_s: float = 0.1
+    processes: int = 1
+    shutdown_timeout_s: float = 30.0
+    heartbeat_interval_s: float = 2.0
+    heartbeat_ttl_s: float = 10.0
+
+
+class RetrySettings(BaseModel):
+    """The default retry policy; a job type may set its own."""
+
+    max_attempts: int = 3
+    base_delay_s: float = 1.0
+    factor: float = 2.0
+    max_delay_s: float = 300.0
 
 
 class GatewaySettings(BaseModel):
@@ -64,7 +79,7 @@ class Settings(BaseSettings):
     )
 
     app: str = "dental.jobs"
-    default_max_attempts: int = 1
+    retry: RetrySettings = RetrySettings()
     postgres: PostgresSettings = PostgresSettings()
     amqp: AmqpSettings = AmqpSettings()
     otel: OtelSettings = OtelSettings()

@@ -20,7 +20,7 @@ from typing import Any
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractExchange, ExchangeType
 
-from consumers.routing import DELAY_LEVELS, Names
+from consumers.routing import Names
 
 
 def _quorum(**extra: Any) -> dict[str, Any]:
@@ -53,13 +53,13 @@ async def declare(
             ),
         )
         await queue.bind(work, routing_key=f"#.{pool}")
-    await _declare_delays(channel, names, work)
+    await declare_delays(channel, names, work)
     return work
 
 
-async def _declare_delays(channel: AbstractChannel, names: Names, work: AbstractExchange) -> None:
+async def declare_delays(channel: AbstractChannel, names: Names, work: AbstractExchange) -> None:
     onward: AbstractExchange = work
-    for level in range(DELAY_LEVELS):
+    for level in range(names.delay_levels):
         exchange = await channel.declare_exchange(
             names.delay(level), ExchangeType.TOPIC, durable=True
         )
@@ -68,7 +68,7 @@ async def _declare_delays(channel: AbstractChannel, names: Names, work: Abstract
             durable=True,
             arguments=_quorum(**_dead_lettering(onward.name), **{"x-message-ttl": 1000 * 2**level}),
         )
-        skip = "*." * (DELAY_LEVELS - 1 - level)
+        skip = "*." * (names.delay_levels - 1 - level)
         await queue.bind(exchange, routing_key=f"{skip}1.#")
         await onward.bind(exchange, routing_key=f"{skip}0.#")
         onward = exchange

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 import httpx
 import psycopg
@@ -66,7 +67,7 @@ def postgres() -> str:
 
 
 def _rabbitmqctl(*args: str) -> None:
-    subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=60)
+    subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=300)
 
 
 @pytest.fixture(scope="session")
@@ -171,6 +172,10 @@ def stack_env(postgres: str, vhost: str, schema: str, tmp_path: Path) -> dict[st
         JOBLEDGER_POSTGRES__SCHEMA=schema,
         JOBLEDGER_AMQP__URL=f"amqp://guest:guest@{AMQP_HOST}/{vhost}",
         JOBLEDGER_AMQP__PREFIX=f"t{uuid.uuid4().hex[:8]}",
+        # Six delay levels (up to 63 s) instead of sixteen: fewer quorum queues per test.
+        JOBLEDGER_AMQP__DELAY_LEVELS="6",
+        JOBLEDGER_WORKER__HEARTBEAT_TTL_S="4",
+        JOBLEDGER_WORKER__HEARTBEAT_INTERVAL_S="1",
         JOBLEDGER_GATEWAY__PORT=str(free_port()),
         JOBLEDGER_TEST_LOGDIR=str(tmp_path),
         PYTHONPATH=str(ROOT),
@@ -178,12 +183,32 @@ def stack_env(postgres: str, vhost: str, schema: str, tmp_path: Path) -> dict[st
     return env
 
 
+MANAGEMENT = "http://127.0.0.1:15672/api"
+
+
+def delete_broker_objects(vhost: str, prefix: str) -> None:
+    """Delete this test's queues and exchanges (quorum queues cannot auto-delete;
+    deleting them here keeps the session's vhost small and its deletion quick)."""
+    auth = ("guest", "guest")
+    v = quote(vhost, safe="")
+    with httpx.Client(auth=auth, timeout=60) as client:
+        for kind in ("queues", "exchanges"):
+            listed = client.get(
+                f"{MANAGEMENT}/{kind}/{v}",
+                params={"name": f"^{prefix}\\.", "use_regex": "true", "columns": "name"},
+            )
+            listed.raise_for_status()
+            for item in listed.json():
+                client.delete(f"{MANAGEMENT}/{kind}/{v}/{quote(item['name'], safe='')}")
+
+
 @pytest.fixture
-def stack(stack_env: dict[str, str]) -> Iterator[Stack]:
+def stack(stack_env: dict[str, str], vhost: str) -> Iterator[Stack]:
     """An empty stack: tests start the processes they need."""
     s = Stack(env=stack_env, url=f"http://127.0.0.1:{stack_env['JOBLEDGER_GATEWAY__PORT']}")
     yield s
     s.stop_all()
+    delete_broker_objects(vhost, stack_env["JOBLEDGER_AMQP__PREFIX"])
 
 
 @pytest.fixture

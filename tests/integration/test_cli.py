@@ -9,8 +9,8 @@ import sys
 from tests.integration.conftest import ROOT, Stack, eventually, submit, wait_for_status
 
 
-def test_the_demo_brings_everything_up_and_shows_a_job_succeed(stack_env: dict[str, str]) -> None:
-    env = {k: v for k, v in stack_env.items() if k != "JOBLEDGER_APP"}  # the shipped examples
+def test_the_demo_brings_everything_up_and_shows_a_job_succeed(stack: Stack) -> None:
+    env = {k: v for k, v in stack.env.items() if k != "JOBLEDGER_APP"}  # the shipped examples
     result = subprocess.run(
         [sys.executable, "-m", "infra.cli", "run", "--demo", "--exit-after-demo"],
         cwd=ROOT,

@@ -9,7 +9,7 @@ from typing import Any
 import aio_pika
 
 from consumers.delivery import Delivery
-from consumers.routing import Names, routing_key
+from consumers.routing import Names
 from tests.integration.conftest import Stack, eventually, submit, wait_for_status
 
 
@@ -31,7 +31,7 @@ async def _publish_copies(stack: Stack, jobs: list[dict[str, Any]], copies: int)
             for _ in range(copies):
                 await exchange.publish(
                     aio_pika.Message(delivery.body(), headers=delivery.headers()),
-                    routing_key=routing_key("default"),
+                    routing_key="default",
                 )
 
 

@@ -13,6 +13,7 @@ from consumers.registry import RESERVED
 from consumers.testing import run_job
 from dental.jobs import registry as dental
 from domain.errors import InvalidParams, LedgerError, UnknownJobType
+from domain.retry import RetryPolicy
 
 
 class Params(BaseModel):
@@ -50,7 +51,9 @@ def three_arg_handler(ctx: JobContext, params: Params, extra: int) -> dict[str, 
 def test_a_handler_is_registered_with_the_params_model_of_its_signature() -> None:
     registry = JobRegistry()
 
-    job_type = registry.add(async_handler, name="scan", pool="gpu", max_attempts=5)
+    job_type = registry.add(
+        async_handler, name="scan", pool="gpu", retry=RetryPolicy(max_attempts=5)
+    )
 
     assert job_type.name == "scan"
     assert job_type.handler is async_handler

@@ -1,0 +1,205 @@
+"""One attempt of a handler, on the loop, in a thread or in a process, under its time
+limits, stoppable by a cancel or a shutdown; it ends in an Outcome."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel
+
+from consumers.context import JobCancelled, JobContext, PermanentError, Retry
+from consumers.process_run import ChildJob, ChildProcess, describe_exit
+from consumers.registry import JobType
+
+StopReason = Literal["cancel", "interrupt", "time limit"]
+# How long a stopped thread handler may take to notice before the attempt is given up.
+THREAD_GRACE_S = 5.0
+# How long a terminated process may take to exit before it is killed.
+PROCESS_GRACE_S = 1.0
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How an attempt ended."""
+
+    result: dict[str, Any] | None = None
+    error: str | None = None
+    retryable: bool = True
+    retry_delay_s: float | None = None
+    cancelled: bool = False
+    interrupted: bool = False
+
+
+class Execution:
+    def __init__(
+        self,
+        job_type: JobType,
+        ctx: JobContext,
+        params: BaseModel,
+        threads: ThreadPoolExecutor,
+        report: Callable[[int, str], None],
+    ) -> None:
+        self.job_type = job_type
+        self.ctx = ctx
+        self.params = params
+        self.threads = threads
+        self.report = report
+        self.stop_reason: StopReason | None = None
+        self._stop: Callable[[], None] = ctx.cancel
+        self._stopped = asyncio.Event()
+
+    def stop(self, reason: StopReason) -> None:
+        """Ask the handler to stop: cancel its task, set its flag or terminate its process."""
+        if self.stop_reason is None:
+            self.stop_reason = reason
+            self.ctx.cancel()
+            self._stop()
+            self._stopped.set()
+
+    async def run(self) -> Outcome:
+        limit = self.job_type.limits.time_limit_s
+        timer = (
+            asyncio.get_running_loop().call_later(limit, self.stop, "time limit") if limit else None
+        )
+        try:
+            match self.job_type.run_in:
+                case "loop":
+                    return await self._on_loop()
+                case "thread":
+                    return await self._in_thread()
+                case "process":
+                    return await self._in_process()
+        finally:
+            if timer:
+                timer.cancel()
+
+    async def _on_loop(self) -> Outcome:
+        task = asyncio.ensure_future(self.job_type.handler(self.ctx, self.params))
+        self._stop = lambda: _cancel(task)
+        try:
+            return self._ended(result=await task)
+        except asyncio.CancelledError:
+            if self.stop_reason is None:
+                raise
+            return self._ended(exc=JobCancelled())
+        except Exception as exc:  # noqa: BLE001 - the handler's failure is the outcome
+            return self._ended(exc=exc)
+
+    async def _in_thread(self) -> Outcome:
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(self.threads, self.job_type.handler, self.ctx, self.params)
+        stopped = asyncio.ensure_future(self._stopped.wait())
+        await asyncio.wait({future, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        if not future.done():  # stopped: give the handler a moment to see its flag
+            await asyncio.wait({future}, timeout=THREAD_GRACE_S)
+        stopped.cancel()
+        if not future.done():
+            return self._ended(exc=JobCancelled())  # the thread is abandoned
+        try:
+            return self._ended(result=future.result())
+        except Exception as exc:  # noqa: BLE001
+            return self._ended(exc=exc)
+
+    async def _in_process(self) -> Outcome:
+        kind, limits, ctx = self.job_type, self.job_type.limits, self.ctx
+        child = ChildProcess(
+            ChildJob(
+                module=kind.handler.__module__,
+                qualname=kind.handler.__qualname__,
+                params=self.params.model_dump(mode="json"),
+                job_id=ctx.job_id,
+                job_type=ctx.job_type,
+                attempt=ctx.attempt,
+                tenant=ctx.tenant,
+                case_id=ctx.case_id,
+                correlation_id=ctx.correlation_id,
+                memory_limit_mb=limits.memory_limit_mb,
+                retry_on=kind.retry_on,
+            )
+        )
+        loop = asyncio.get_running_loop()
+        self._stop = lambda: _terminate_then_kill(loop, child)
+        killer = (
+            loop.call_later(limits.hard_time_limit_s, self._hard_stop, child)
+            if limits.hard_time_limit_s
+            else None
+        )
+        try:
+            return await self._read(child)
+        finally:
+            if killer:
+                killer.cancel()
+            child.kill()
+            await child.close()
+
+    def _hard_stop(self, child: ChildProcess) -> None:
+        self.stop_reason = "time limit"
+        child.kill()
+
+    async def _read(self, child: ChildProcess) -> Outcome:
+        while True:
+            message = await child.messages.get()
+            match message:
+                case ("progress", percent, text):
+                    self.report(percent, text)
+                case ("result", result):
+                    return self._ended(result=result)
+                case ("cancelled",):
+                    return self._ended(exc=JobCancelled())
+                case ("error", error, retryable, delay):
+                    return Outcome(error=error, retryable=retryable, retry_delay_s=delay)
+                case ("exited",):
+                    if self.stop_reason:
+                        return self._ended(exc=JobCancelled())
+                    code = await child.close()
+                    return Outcome(error=describe_exit(code), retryable=True)
+
+    def _ended(self, *, result: Any = None, exc: BaseException | None = None) -> Outcome:
+        """The outcome, given what the handler returned or raised and why it was stopped."""
+        if self.stop_reason == "interrupt":
+            return Outcome(interrupted=True)
+        if self.stop_reason == "time limit":
+            limits = self.job_type.limits
+            seconds = limits.time_limit_s or limits.hard_time_limit_s
+            return Outcome(error=f"time limit of {seconds}s exceeded", retryable=True)
+        if exc is None:
+            try:
+                return Outcome(result=result_dict(result))
+            except PermanentError as error:
+                exc = error
+        if isinstance(exc, JobCancelled) and self.stop_reason == "cancel":
+            return Outcome(cancelled=True)
+        if isinstance(exc, Retry):
+            return Outcome(error=f"Retry: {exc}", retryable=True, retry_delay_s=exc.delay_s)
+        retryable = isinstance(exc, self.job_type.retry_on) and not isinstance(
+            exc, (PermanentError, JobCancelled)
+        )
+        return Outcome(error=f"{type(exc).__name__}: {exc}"[:2000], retryable=retryable)
+
+
+def _cancel(task: asyncio.Future[Any]) -> None:
+    task.cancel()
+
+
+def _terminate_then_kill(loop: asyncio.AbstractEventLoop, child: ChildProcess) -> None:
+    child.terminate()
+    loop.call_later(PROCESS_GRACE_S, child.kill)
+
+
+def result_dict(result: Any) -> dict[str, Any]:
+    """The handler's return value as a JSON object for the ledger."""
+    if result is None:
+        return {}
+    if isinstance(result, BaseModel):
+        return result.model_dump(mode="json")
+    payload = result if isinstance(result, dict) else {"value": result}
+    try:
+        json.dumps(payload)
+    except (TypeError, ValueError) as exc:
+        raise PermanentError(f"the handler's result is not JSON: {exc}") from None
+    return payload
