@@ -16,7 +16,7 @@ from consumers.context import JobCancelled, JobContext, PermanentError, Retry
 from consumers.process_run import ChildJob, ChildProcess, describe_exit
 from consumers.registry import JobType
 
-StopReason = Literal["cancel", "interrupt", "time limit"]
+StopReason = Literal["cancel", "interrupt", "time limit", "hard time limit"]
 # How long a stopped thread handler may take to notice before the attempt is given up.
 THREAD_GRACE_S = 5.0
 # How long a terminated process may take to exit before it is killed.
@@ -138,7 +138,7 @@ class Execution:
             await child.close()
 
     def _hard_stop(self, child: ChildProcess) -> None:
-        self.stop_reason = "time limit"
+        self.stop_reason = "hard time limit"
         child.kill()
 
     async def _read(self, child: ChildProcess) -> Outcome:
@@ -164,9 +164,11 @@ class Execution:
         if self.stop_reason == "interrupt":
             return Outcome(interrupted=True)
         if self.stop_reason == "time limit":
-            limits = self.job_type.limits
-            seconds = limits.time_limit_s or limits.hard_time_limit_s
+            seconds = self.job_type.limits.time_limit_s
             return Outcome(error=f"time limit of {seconds}s exceeded", retryable=True)
+        if self.stop_reason == "hard time limit":
+            seconds = self.job_type.limits.hard_time_limit_s
+            return Outcome(error=f"hard time limit of {seconds}s exceeded", retryable=True)
         if exc is None:
             try:
                 return Outcome(result=result_dict(result))

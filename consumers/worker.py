@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 from uuid import UUID
 
+import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
 from consumers.context import JobContext
@@ -130,14 +131,21 @@ class Worker:
             await asyncio.wait(set(self.in_flight))
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
-        task = asyncio.current_task()
-        assert task is not None
+        # The job runs in a task of our own: the AMQP client cancels the tasks of its
+        # consumer callbacks when their channel closes (the broker's consumer_timeout,
+        # a lost connection), and an attempt must outlive its channel.
+        task = asyncio.create_task(self._process(message))
         self.in_flight.add(task)
-        try:
-            async with self.slots:
+        task.add_done_callback(self.in_flight.discard)
+
+    async def _process(self, message: AbstractIncomingMessage) -> None:
+        async with self.slots:
+            try:
                 await self.handle(message)
-        finally:
-            self.in_flight.discard(task)
+            except Exception:
+                # Unsettled, the message returns when the channel closes, and its
+                # attempt is then recovered; the worker itself keeps running.
+                log.exception("message %s not handled", message.message_id)
 
     async def handle(self, message: AbstractIncomingMessage) -> None:
         try:
@@ -202,11 +210,11 @@ class Worker:
         ):
             failed = await self.recovery.settle(job, origin, self._retry_delay(job))
             if failed:
-                await message.reject(requeue=False)
+                await settle(message, reject=True)
                 return
         else:
             log.info("dropping stale delivery %s (job is %s)", delivery.message_id, job.status)
-        await message.ack()
+        await settle(message)
 
     async def _run(
         self, message: AbstractIncomingMessage, delivery: Delivery, job: Job, origin: Origin
@@ -236,7 +244,7 @@ class Worker:
         failed = await self._record(job, outcome, origin)
         if kind.limits.max_running:
             await self.store.call(self.limiter.release, job.id)
-        await (message.reject(requeue=False) if failed else message.ack())
+        await settle(message, reject=failed)
 
     async def _record(self, job: Job, outcome: Outcome, origin: Origin) -> bool:
         """Record how the attempt ended; True if the job has now failed for good.
@@ -300,6 +308,17 @@ class Worker:
                     self._check_cancel(await asyncio.to_thread(self.ledger.get_job, job_id))
             except Exception as exc:  # noqa: BLE001 - the next beat tries again
                 log.warning("heartbeat failed: %s", exc)
+
+
+async def settle(message: AbstractIncomingMessage, *, reject: bool = False) -> None:
+    """Ack (or reject into the DLQ) once the ledger has the outcome. If the channel
+    that delivered the message is gone (a lost connection, the broker's
+    consumer_timeout), the broker has already given the message to another consumer,
+    which finds the attempt recorded and drops it."""
+    try:
+        await (message.reject(requeue=False) if reject else message.ack())
+    except (aio_pika.exceptions.AMQPError, RuntimeError) as exc:
+        log.warning("could not settle message %s: %r", message.message_id, exc)
 
 
 def _kind_or_none(registry: JobRegistry, name: str) -> JobType | None:

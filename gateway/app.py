@@ -9,7 +9,7 @@ from fastapi import FastAPI, Request, Response
 
 from gateway import errors
 from gateway.caller import correlation_id_of
-from gateway.routes import jobs
+from gateway.routes import dlq, jobs
 from gateway.services import Services
 
 
@@ -32,4 +32,5 @@ def create_app(services: Services, *, correlation_header: str = "X-Correlation-I
         return response
 
     app.include_router(jobs.build_router(services))
+    app.include_router(dlq.build_router())
     return app

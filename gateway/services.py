@@ -35,6 +35,29 @@ class JobTypes(Protocol):
 
 
 @dataclass(frozen=True)
+class DeadLetter:
+    """A message in the DLQ, as its headers describe it."""
+
+    message_id: str | None
+    job_id: str | None
+    job_type: str | None
+    attempt: int | None
+    tenant: str | None
+    correlation_id: str | None
+    reason: str
+
+
+class DeadLettersUnavailable(Exception):
+    """The DLQ cannot be read right now."""
+
+
+class DeadLetters(Protocol):
+    """Reads the DLQ without taking messages out of it."""
+
+    def peek(self, limit: int) -> list[DeadLetter]: ...
+
+
+@dataclass(frozen=True)
 class Services:
     ledger: JobLedger
     view: JobView
@@ -42,3 +65,4 @@ class Services:
     identify: Identify
     default_max_attempts: int = 1
     read_your_writes_timeout_s: float = 2.0
+    dead_letters: DeadLetters | None = None

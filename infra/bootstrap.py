@@ -29,6 +29,7 @@ from gateway.app import create_app
 from gateway.caller import Caller
 from gateway.services import Services
 from infra import ledger_store, topology
+from infra.dead_letters import ManagementDeadLetters
 from infra.errors import BrokerUnavailable, ConfigurationError
 from infra.follower import LedgerFollower
 from infra.settings import Settings
@@ -121,8 +122,10 @@ async def supervise(
 # The processes. Each runs until ``stopping`` is set.
 
 
-async def run_dispatcher(settings: Settings, stopping: asyncio.Event) -> None:
-    ledger = await asyncio.to_thread(prepare_store, settings)
+async def run_dispatcher(
+    settings: Settings, stopping: asyncio.Event, shared: JobLedger | None = None
+) -> None:
+    ledger = shared if shared is not None else await asyncio.to_thread(prepare_store, settings)
     positions = await asyncio.to_thread(
         ledger_store.open_positions, settings.postgres, "dispatcher"
     )
@@ -147,8 +150,10 @@ async def run_dispatcher(settings: Settings, stopping: asyncio.Event) -> None:
     await supervise("dispatcher", dispatch, stopping)
 
 
-async def run_projector(settings: Settings, stopping: asyncio.Event) -> None:
-    ledger = await asyncio.to_thread(prepare_store, settings)
+async def run_projector(
+    settings: Settings, stopping: asyncio.Event, shared: JobLedger | None = None
+) -> None:
+    ledger = shared if shared is not None else await asyncio.to_thread(prepare_store, settings)
     view = await asyncio.to_thread(ledger_store.open_view, settings.postgres)
     projector = Projector(
         source=LedgerFollower(ledger, settings.postgres.conninfo),
@@ -169,9 +174,12 @@ def retry_policy(settings: Settings) -> RetryPolicy:
 
 
 async def run_worker(
-    settings: Settings, stopping: asyncio.Event, ready: asyncio.Event | None = None
+    settings: Settings,
+    stopping: asyncio.Event,
+    ready: asyncio.Event | None = None,
+    shared: JobLedger | None = None,
 ) -> None:
-    ledger = await asyncio.to_thread(prepare_store, settings)
+    ledger = shared if shared is not None else await asyncio.to_thread(prepare_store, settings)
     workers = await asyncio.to_thread(
         ledger_store.open_workers, settings.postgres, settings.worker.heartbeat_ttl_s
     )
@@ -224,6 +232,9 @@ def build_gateway(settings: Settings, ledger: JobLedger) -> FastAPI:
         identify=identify,
         default_max_attempts=settings.retry.max_attempts,
         read_your_writes_timeout_s=settings.gateway.read_your_writes_timeout_s,
+        dead_letters=ManagementDeadLetters(
+            settings.amqp.management_url, settings.amqp.url, names_of(settings).dead_queue
+        ),
     )
     return create_app(services)
 
@@ -237,9 +248,12 @@ class _EmbeddedServer(uvicorn.Server):
 
 
 async def run_gateway(
-    settings: Settings, stopping: asyncio.Event, ready: asyncio.Event | None = None
+    settings: Settings,
+    stopping: asyncio.Event,
+    ready: asyncio.Event | None = None,
+    shared: JobLedger | None = None,
 ) -> None:
-    ledger = await asyncio.to_thread(prepare_store, settings)
+    ledger = shared if shared is not None else await asyncio.to_thread(prepare_store, settings)
     app = await asyncio.to_thread(build_gateway, settings, ledger)
     config = uvicorn.Config(
         app,
@@ -265,13 +279,13 @@ async def run_gateway(
 
 async def run_all(settings: Settings, stopping: asyncio.Event, ready: asyncio.Event) -> None:
     """Every process in one, for development."""
-    await asyncio.to_thread(prepare_store, settings)  # create the schema once, up front
+    ledger = await asyncio.to_thread(prepare_store, settings)  # one ledger for all four
     gateway_ready, worker_ready = asyncio.Event(), asyncio.Event()
     tasks: list[asyncio.Future[object]] = [
-        asyncio.create_task(run_gateway(settings, stopping, gateway_ready), name="gateway"),
-        asyncio.create_task(run_dispatcher(settings, stopping), name="dispatcher"),
-        asyncio.create_task(run_projector(settings, stopping), name="projector"),
-        asyncio.create_task(run_worker(settings, stopping, worker_ready), name="worker"),
+        asyncio.create_task(run_gateway(settings, stopping, gateway_ready, ledger), name="gateway"),
+        asyncio.create_task(run_dispatcher(settings, stopping, ledger), name="dispatcher"),
+        asyncio.create_task(run_projector(settings, stopping, ledger), name="projector"),
+        asyncio.create_task(run_worker(settings, stopping, worker_ready, ledger), name="worker"),
     ]
     started: asyncio.Future[object] = asyncio.ensure_future(
         asyncio.gather(gateway_ready.wait(), worker_ready.wait())

@@ -4,7 +4,7 @@
     jobledger gateway            the HTTP gateway alone
     jobledger dispatcher         the ledger-to-broker dispatcher alone
     jobledger projector          the job-view projector alone
-    jobledger worker             a worker (--app, --pool, --concurrency, --prefetch)
+    jobledger worker             a worker (--app, --pool, --concurrency, --prefetch, --processes)
     jobledger submit TYPE CASE   submit a job over HTTP (--param k=v, --watch)
 
 The first Ctrl-C (or SIGTERM) stops taking work and lets running jobs finish; a
@@ -27,6 +27,7 @@ from infra import bootstrap
 from infra.demo import demo, submit_and_watch
 from infra.errors import InfraError
 from infra.settings import Settings
+from infra.supervisor import supervise_workers
 
 Process = Callable[[Settings, asyncio.Event, asyncio.Event], Coroutine[None, None, None]]
 
@@ -41,6 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("aio_pika").setLevel(logging.WARNING)
     logging.getLogger("aiormq").setLevel(logging.WARNING)
     try:
+        if args.command == "worker" and settings.worker.processes > 1:
+            child_argv = [*(argv if argv is not None else sys.argv[1:]), "--processes", "1"]
+            return supervise_workers(settings.worker.processes, child_argv)
         if args.command == "submit":
             params = dict(_param(p) for p in args.param)
             return asyncio.run(
@@ -115,6 +119,7 @@ def _settings(args: argparse.Namespace) -> Settings:
                 "pool": getattr(args, "pool", None),
                 "concurrency": getattr(args, "concurrency", None),
                 "prefetch": getattr(args, "prefetch", None),
+                "processes": getattr(args, "processes", None),
             }.items()
             if v is not None
         }
@@ -157,6 +162,8 @@ def _parser() -> argparse.ArgumentParser:
             sub.add_argument("--pool", help="worker pool, i.e. queue (JOBLEDGER_WORKER__POOL)")
             sub.add_argument("--concurrency", type=int, help="jobs run at once per worker")
             sub.add_argument("--prefetch", type=int, help="messages held unacked per worker")
+        if name == "worker":
+            sub.add_argument("--processes", type=int, help="worker processes to run and keep up")
         if name == "run":
             sub.add_argument("--demo", action="store_true", help="submit a job and show it run")
             sub.add_argument("--exit-after-demo", action="store_true", help="then stop")

@@ -81,7 +81,10 @@ def open_ledger(pg: PostgresSettings) -> JobLedger:
 
 
 def _factory(pg: PostgresSettings, name: str) -> PostgresFactory:
-    factory = InfrastructureFactory.construct(Environment(name, ledger_env(pg)))
+    """A connection pool for one of the small stores beside the ledger: it keeps a
+    single connection open and grows only under load."""
+    env = {**ledger_env(pg), "POSTGRES_POOL_SIZE": "1"}
+    factory = InfrastructureFactory.construct(Environment(name, env))
     assert isinstance(factory, PostgresFactory)
     return factory
 

@@ -14,7 +14,7 @@ class PostgresSettings(BaseModel):
     user: str = "postgres"
     password: str = ""
     schema_: str = Field(default="public", alias="schema")
-    pool_size: int = 5
+    pool_size: int = 2
     max_overflow: int = 10
     connect_timeout_s: int = 5
 

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
+from dataclasses import replace
 
 from pydantic import BaseModel, Field
 
-from consumers import JobContext, JobRegistry, PermanentError
+from consumers import JobContext, JobRegistry, Limits, PermanentError, Retry
+from domain.retry import RetryPolicy
 
 registry = JobRegistry()
 
@@ -60,3 +64,102 @@ def spin(ctx: JobContext, params: SpinParams) -> dict[str, object]:
         ctx.progress(50, "spinning")
         time.sleep(0.05)
     return {"spun": params.seconds}
+
+
+FAST_RETRY = RetryPolicy(max_attempts=3, base_delay_s=1.0, factor=1.0, max_delay_s=1.0)
+
+
+class FlakyParams(BaseModel):
+    fail_attempts: int = Field(ge=0, le=10)
+
+
+@registry.job("flaky", retry=FAST_RETRY)
+async def flaky(ctx: JobContext, params: FlakyParams) -> dict[str, object]:
+    """Fails its first ``fail_attempts`` attempts with a retryable error."""
+    if ctx.attempt <= params.fail_attempts:
+        raise RuntimeError(f"attempt {ctx.attempt} fails on purpose")
+    return {"attempt": ctx.attempt}
+
+
+@registry.job("flaky_twice", retry=replace(FAST_RETRY, max_attempts=2))
+async def flaky_twice(ctx: JobContext, params: FlakyParams) -> dict[str, object]:
+    """Like flaky, with two attempts: fail_attempts=2 exhausts them."""
+    if ctx.attempt <= params.fail_attempts:
+        raise RuntimeError(f"attempt {ctx.attempt} fails on purpose")
+    return {"attempt": ctx.attempt}
+
+
+class DelayParams(BaseModel):
+    delay_s: float = Field(ge=0, le=60)
+
+
+@registry.job("ask_retry", retry=FAST_RETRY)
+async def ask_retry(ctx: JobContext, params: DelayParams) -> dict[str, object]:
+    if ctx.attempt == 1:
+        raise Retry("not ready yet", delay_s=params.delay_s)
+    return {"attempt": ctx.attempt}
+
+
+class NoParams(BaseModel):
+    pass
+
+
+@registry.job("crash", retry=replace(FAST_RETRY, max_attempts=2))
+def crash(ctx: JobContext, params: NoParams) -> None:
+    """Kills the worker process that runs it."""
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+class BurnParams(BaseModel):
+    seconds: float = Field(ge=0, le=60)
+
+
+@registry.job("burn", run_in="process")
+def burn(ctx: JobContext, params: BurnParams) -> dict[str, object]:
+    """CPU in a child process; never looks at ctx.cancelled."""
+    deadline = time.monotonic() + params.seconds
+    n = 0
+    while time.monotonic() < deadline:
+        n += 1
+    return {"loops": n}
+
+
+@registry.job("stubborn", run_in="process", limits=Limits(hard_time_limit_s=2))
+def stubborn(ctx: JobContext, params: BurnParams) -> dict[str, object]:
+    """Ignores SIGTERM, so only the hard time limit stops it."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    time.sleep(params.seconds)
+    return {"slept": params.seconds}
+
+
+@registry.job("dawdle", limits=Limits(time_limit_s=1), retry=replace(FAST_RETRY, max_attempts=1))
+async def dawdle(ctx: JobContext, params: BurnParams) -> dict[str, object]:
+    await asyncio.sleep(params.seconds)
+    return {"slept": params.seconds}
+
+
+class HogParams(BaseModel):
+    megabytes: int = Field(ge=1, le=4096)
+
+
+@registry.job(
+    "hog",
+    run_in="process",
+    limits=Limits(memory_limit_mb=300),
+    retry=replace(FAST_RETRY, max_attempts=1),
+)
+def hog(ctx: JobContext, params: HogParams) -> dict[str, object]:
+    block = bytearray(params.megabytes * 1024 * 1024)
+    return {"allocated": len(block)}
+
+
+@registry.job("metered", limits=Limits(per_second=2))
+async def metered(ctx: JobContext, params: NoParams) -> dict[str, object]:
+    return {"at": time.time()}
+
+
+@registry.job("exclusive", limits=Limits(max_running=1))
+async def exclusive(ctx: JobContext, params: NapParams) -> dict[str, object]:
+    started = time.time()
+    await asyncio.sleep(params.seconds)
+    return {"started": started, "ended": time.time()}

@@ -7,6 +7,7 @@ run with the command that starts it; nothing is skipped."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import signal
@@ -21,9 +22,12 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote
 
+import aio_pika
 import httpx
 import psycopg
 import pytest
+
+from consumers.routing import Names
 
 ROOT = Path(__file__).resolve().parents[2]
 PG = {"host": "127.0.0.1", "port": 5432, "user": "postgres", "dbname": "jobledger_test"}
@@ -239,3 +243,29 @@ def submit(
     assert response.status_code == 202, response.text
     job: dict[str, Any] = response.json()
     return job
+
+
+def consumer_count(stack: Stack, pool: str = "default") -> int:
+    """How many consumers the pool's work queue has (workers that are ready)."""
+    names = Names(stack.env["JOBLEDGER_AMQP__PREFIX"])
+
+    async def count() -> int:
+        connection = await aio_pika.connect(stack.env["JOBLEDGER_AMQP__URL"])
+        async with connection:
+            channel = await connection.channel()
+            queue = await channel.declare_queue(names.work_queue(pool), passive=True)
+            return queue.declaration_result.consumer_count or 0
+
+    return asyncio.run(count())
+
+
+def start_workers(stack: Stack, *args: str, count: int = 1, **env: str) -> list[Any]:
+    """Start a control plane without a worker on the default pool, then ``count``
+    worker processes on it, and wait until they all consume."""
+    if not stack.processes:
+        stack.start("run", JOBLEDGER_WORKER__POOL="elsewhere")
+        stack.wait_ready()
+    before = consumer_count(stack)
+    workers = [stack.start("worker", *args, **env) for _ in range(count)]
+    eventually(lambda: consumer_count(stack) >= before + count, 60, "the workers to consume")
+    return workers

@@ -10,7 +10,13 @@ import aio_pika
 
 from consumers.delivery import Delivery
 from consumers.routing import Names
-from tests.integration.conftest import Stack, eventually, submit, wait_for_status
+from tests.integration.conftest import (
+    Stack,
+    consumer_count,
+    eventually,
+    submit,
+    wait_for_status,
+)
 
 
 async def _publish_copies(stack: Stack, jobs: list[dict[str, Any]], copies: int) -> None:
@@ -35,22 +41,12 @@ async def _publish_copies(stack: Stack, jobs: list[dict[str, Any]], copies: int)
                 )
 
 
-async def _consumer_count(stack: Stack, pool: str = "default") -> int:
-    names = Names(stack.env["JOBLEDGER_AMQP__PREFIX"])
-    connection = await aio_pika.connect(stack.env["JOBLEDGER_AMQP__URL"])
-    async with connection:
-        channel = await connection.channel()
-        queue = await channel.declare_queue(names.work_queue(pool), passive=True)
-        assert queue.declaration_result.consumer_count is not None
-        return queue.declaration_result.consumer_count
-
-
 def test_two_workers_never_both_run_one_delivery(stack: Stack) -> None:
     small = {"JOBLEDGER_WORKER__CONCURRENCY": "2", "JOBLEDGER_WORKER__PREFETCH": "2"}
     stack.start("run", **small)
     stack.start("worker", **small)  # a second worker process on the same pool
     stack.wait_ready()
-    eventually(lambda: asyncio.run(_consumer_count(stack)) == 2, 30, "two consumers")
+    eventually(lambda: consumer_count(stack) == 2, 30, "two consumers")
     running = stack
     with running.client() as client:
         jobs = [submit(client, "nap", {"seconds": 0.2}) for _ in range(12)]

@@ -1,0 +1,54 @@
+"""``jobledger worker --processes N``: N worker processes, kept running.
+
+A child that dies (a handler that kills its process, an out-of-memory kill) is
+started again after a short backoff; its messages return to the queue and its lost
+attempts are recorded by whichever worker receives them. SIGTERM/SIGINT are passed
+to every child (a graceful stop); the supervisor exits when they all have."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import subprocess
+import sys
+import time
+from types import FrameType
+
+log = logging.getLogger("jobledger.supervisor")
+
+
+def supervise_workers(count: int, argv: list[str]) -> int:
+    """Run ``count`` copies of ``jobledger <argv>`` (a single-process worker)."""
+    command = [sys.executable, "-m", "infra.cli", *argv]
+    children: list[subprocess.Popen[bytes]] = [start(command) for _ in range(count)]
+    stopping = False
+    signals = 0
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        nonlocal stopping, signals
+        stopping, signals = True, signals + 1
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signal.SIGKILL if signals > 1 else signum)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    backoff = [0.5] * count
+    while True:
+        for n, child in enumerate(children):
+            code = child.poll()
+            if code is None or stopping:
+                continue
+            log.warning("worker process %s exited with %s; starting another", child.pid, code)
+            time.sleep(backoff[n])
+            backoff[n] = min(backoff[n] * 2, 10.0)
+            if not stopping:
+                children[n] = start(command)
+        if stopping and all(child.poll() is not None for child in children):
+            return 0
+        time.sleep(0.2)
+
+
+def start(command: list[str]) -> subprocess.Popen[bytes]:
+    """Start one worker process: this interpreter, this program, the caller's flags."""
+    return subprocess.Popen(command)  # noqa: S603 - our own command line, no shell
