@@ -17,8 +17,11 @@ import httpx
 
 from bench.stack import stack
 
-KINDS = {"async": ("nap", {"seconds": 30}), "thread": ("spin", {"seconds": 30}),
-         "process": ("burn", {"seconds": 30})}
+KINDS = {
+    "async": ("nap", {"seconds": 30}),
+    "thread": ("spin", {"seconds": 30}),
+    "process": ("burn", {"seconds": 30}),
+}
 
 
 def wait_status(client: httpx.Client, job_id: str, wanted: str, poll_s: float = 0.005) -> float:
@@ -39,16 +42,20 @@ def main() -> None:
             for kind, (job_type, params) in KINDS.items():
                 took = []
                 for _ in range(args.rounds):
-                    job = client.post("/jobs", json={"type": job_type, "case_id": "bench",
-                                                     "params": params}).json()
+                    job = client.post(
+                        "/jobs", json={"type": job_type, "case_id": "bench", "params": params}
+                    ).json()
                     wait_status(client, job["id"], "running")
                     time.sleep(0.2)  # let the handler get going
                     asked = time.monotonic()
                     client.post(f"/jobs/{job['id']}/cancel")
                     took.append(wait_status(client, job["id"], "cancelled") - asked)
                 took_ms = sorted(1000 * t for t in took)
-                print(f"{kind:<8} n={len(took)} p50 {statistics.median(took_ms):7.1f} ms  "
-                      f"max {took_ms[-1]:7.1f} ms", flush=True)
+                print(
+                    f"{kind:<8} n={len(took)} p50 {statistics.median(took_ms):7.1f} ms  "
+                    f"max {took_ms[-1]:7.1f} ms",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

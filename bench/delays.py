@@ -42,8 +42,11 @@ async def measure(url: str, delays: list[int]) -> dict[int, float]:
                     await message.ack()
                     delay = int(message.body)
                     arrived[delay] = time.monotonic() - sent[delay]
-                    print(f"delay {delay:>4} s arrived after {arrived[delay]:7.3f} s "
-                          f"(error {arrived[delay] - delay:+.3f} s)", flush=True)
+                    print(
+                        f"delay {delay:>4} s arrived after {arrived[delay]:7.3f} s "
+                        f"(error {arrived[delay] - delay:+.3f} s)",
+                        flush=True,
+                    )
                     if len(arrived) == len(delays):
                         break
         finally:

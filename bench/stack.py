@@ -49,7 +49,10 @@ class Stack:
         log = (self.logdir / f"{len(self.processes)}-{command[0]}.log").open("wb")
         process = subprocess.Popen(
             [sys.executable, "-m", "infra.cli", "--log-level", "warning", *command],
-            cwd=ROOT, env={**self.env, **env}, stdout=log, stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            env={**self.env, **env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         log.close()
         self.processes.append(process)

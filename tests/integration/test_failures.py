@@ -129,3 +129,23 @@ def test_time_and_memory_limits_fail_the_attempt_with_a_clear_reason(stack: Stac
     assert outcomes["soft"]["error"] == "time limit of 1s exceeded"
     assert outcomes["hard"]["error"] == "hard time limit of 2s exceeded"
     assert outcomes["memory"]["error"] == "memory limit of 300 MB exceeded"
+
+
+def test_a_second_sigterm_stops_a_worker_at_once_and_its_job_still_completes(
+    stack: Stack,
+) -> None:
+    [leaving] = start_workers(stack)
+    with stack.client() as client:
+        job = submit(client, "nap", {"seconds": 20})
+        wait_for_status(client, job["id"], {"running"})
+        leaving.send_signal(signal.SIGTERM)
+        eventually(lambda: "stopping" in stack.logs[-1].read_text(), 10, "the first signal")
+        leaving.send_signal(signal.SIGTERM)
+        assert leaving.wait(timeout=5) != 0
+        start_workers(stack, JOBLEDGER_WORKER__CONCURRENCY="1")
+        client.post(f"/jobs/{job['id']}/cancel")  # no need to wait 20 s for the proof
+        done = wait_for_status(client, job["id"], timeout_s=60)
+        names = types(client, job["id"])
+    assert done["status"] == "cancelled"
+    assert names.count("Started") == 1
+    assert names[-2:] in (["CancelRequested", "Cancelled"], ["AttemptFailed", "Cancelled"])
