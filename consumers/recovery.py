@@ -42,7 +42,7 @@ class Recovery:
             if not await self.store.call(self.holders.holds, job.worker_id, job.id):
                 return await self._lost(job, origin, retry_delay_s)
             await asyncio.sleep(self.poll_s)
-            job = await self.store.call(self.ledger.get_job, job.id)
+            job = await self.store.call(self.ledger.read_job, job.id)
         return False
 
     async def _lost(self, job: Job, origin: Origin, retry_delay_s: float) -> bool:

@@ -191,7 +191,7 @@ class Worker:
         except InvalidTransition:
             if kind is not None and kind.limits.max_running:
                 await self.store.call(self.limiter.release, delivery.job_id)
-        job = await self.store.call(self.ledger.get_job, delivery.job_id)
+        job = await self.store.call(self.ledger.read_job, delivery.job_id)
         await self._not_startable(message, delivery, job, origin)
         return None
 
@@ -305,7 +305,7 @@ class Worker:
             try:
                 await asyncio.to_thread(self._beat)
                 for job_id in list(self.running):
-                    self._check_cancel(await asyncio.to_thread(self.ledger.get_job, job_id))
+                    self._check_cancel(await asyncio.to_thread(self.ledger.read_job, job_id))
             except Exception as exc:  # noqa: BLE001 - the next beat tries again
                 log.warning("heartbeat failed: %s", exc)
 

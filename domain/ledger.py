@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -10,8 +11,10 @@ from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.persistence import IntegrityError
+from eventsourcing.utils import strtobool
 
-from domain.errors import DuplicateSubmission, JobNotFound
+from domain.errors import DuplicateSubmission, InvalidTransition, JobNotFound
+from domain.group_commit import GroupCommit
 from domain.job import Job
 from domain.origin import Origin
 
@@ -29,7 +32,25 @@ class Committed:
 
 
 class JobLedger(Application[UUID]):
+    """Commands on jobs. With ``GROUP_COMMIT=y`` in its environment, saves from
+    concurrent callers are written together (see domain/group_commit.py)."""
+
     name = "JobLedger"
+
+    def __init__(self, env: Mapping[str, str] | None = None) -> None:
+        super().__init__(env)
+        self.writer: GroupCommit | None = None
+        if strtobool(self.env.get("GROUP_COMMIT", "n")):
+            self.writer = GroupCommit(
+                self.save,
+                max_batch=int(self.env.get("GROUP_COMMIT_MAX_BATCH", "500")),
+                max_wait_s=float(self.env.get("GROUP_COMMIT_MAX_WAIT_S", "0.002")),
+            )
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        super().close()
 
     def submit_job(
         self,
@@ -138,20 +159,47 @@ class JobLedger(Application[UUID]):
             raise JobNotFound
         return history  # type: ignore[return-value]
 
+    def read_job(self, job_id: UUID) -> Job:
+        """The job as the store has it now, never an older cached copy."""
+        self._forget(job_id)
+        return self.get_job(job_id)
+
     def _change(self, job_id: UUID, command: Callable[[Job], None]) -> Committed:
         """Load, decide and save; on a concurrent write, reload and decide again."""
         for _ in range(CONFLICT_RETRIES):
-            job = self.get_job(job_id)
-            command(job)
+            job = self._decided(job_id, command)
             try:
                 return self._commit(job)
             except IntegrityError:
-                continue
+                self._forget(job_id)
+        return self._commit(self._decided(job_id, command))
+
+    def _decided(self, job_id: UUID, command: Callable[[Job], None]) -> Job:
+        """The job after ``command``. Without fast-forward a cached copy may be behind
+        the store: a refusal is only believed once the store's copy refuses too."""
         job = self.get_job(job_id)
-        command(job)
-        return self._commit(job)
+        try:
+            command(job)
+        except InvalidTransition:
+            if self.repository.fastforward or self.repository.cache is None:
+                raise
+            job = self.read_job(job_id)
+            command(job)
+        return job
 
     def _commit(self, job: Job) -> Committed:
-        recordings = self.save(job)
-        position = recordings[-1].notification.id if recordings else 0
-        return Committed(job=job, position=position)
+        if self.writer is None:
+            recordings = self.save(job)
+            return Committed(job, recordings[-1].notification.id if recordings else 0)
+        position = self.writer.save(job)
+        cache = self.repository.cache
+        if cache is not None and not self.repository.fastforward:
+            cache.put(job.id, job)
+        return Committed(job, position)
+
+    def _forget(self, job_id: UUID) -> None:
+        """Drop a cached copy that lost a race, so the next read goes to the store."""
+        cache = self.repository.cache
+        if cache is not None:
+            with contextlib.suppress(KeyError):
+                cache.get(job_id, evict=True)

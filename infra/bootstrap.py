@@ -11,6 +11,7 @@ import importlib
 import logging
 import os
 import socket
+from functools import partial
 from collections.abc import AsyncIterator, Callable, Coroutine, Generator
 
 import aio_pika
@@ -91,9 +92,9 @@ async def broker(
         await connection.close()
 
 
-def prepare_store(settings: Settings) -> JobLedger:
+def prepare_store(settings: Settings, *, fastforward: bool = True) -> JobLedger:
     ledger_store.ensure_database(settings.postgres)
-    return ledger_store.open_ledger(settings.postgres)
+    return ledger_store.open_ledger(settings.postgres, settings.ledger, fastforward=fastforward)
 
 
 async def supervise(
@@ -179,7 +180,9 @@ async def run_worker(
     ready: asyncio.Event | None = None,
     shared: JobLedger | None = None,
 ) -> None:
-    ledger = shared if shared is not None else await asyncio.to_thread(prepare_store, settings)
+    ledger = shared if shared is not None else await asyncio.to_thread(
+        partial(prepare_store, settings, fastforward=False)
+    )
     workers = await asyncio.to_thread(
         ledger_store.open_workers, settings.postgres, settings.worker.heartbeat_ttl_s
     )

@@ -15,7 +15,7 @@ from psycopg import sql
 
 from domain.ledger import JobLedger
 from infra.errors import StoreUnavailable
-from infra.settings import PostgresSettings
+from infra.settings import LedgerSettings, PostgresSettings
 from infra.workers_store import PostgresWorkerStore
 from projections.job_view import PostgresJobView
 
@@ -75,9 +75,22 @@ def schema_lock(pg: PostgresSettings) -> Iterator[None]:
             conn.execute("SELECT pg_advisory_unlock(hashtext('jobledger.schema'))")
 
 
-def open_ledger(pg: PostgresSettings) -> JobLedger:
+def open_ledger(
+    pg: PostgresSettings, options: LedgerSettings | None = None, *, fastforward: bool = True
+) -> JobLedger:
+    """The ledger. Group commit per ``options``. A process that alone writes the jobs
+    it holds (a worker) may skip ``fastforward``: its cached copies are then used
+    without a read, and a copy that lost a race is dropped and read again."""
+    options = options or LedgerSettings()
+    env = {
+        **ledger_env(pg),
+        "GROUP_COMMIT": "y" if options.group_commit else "n",
+        "GROUP_COMMIT_MAX_BATCH": str(options.group_commit_max_batch),
+        "GROUP_COMMIT_MAX_WAIT_S": str(options.group_commit_max_wait_s),
+        "AGGREGATE_CACHE_FASTFORWARD": "y" if fastforward else "n",
+    }
     with schema_lock(pg):
-        return JobLedger(env=ledger_env(pg))
+        return JobLedger(env=env)
 
 
 def _factory(pg: PostgresSettings, name: str) -> PostgresFactory:

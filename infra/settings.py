@@ -37,6 +37,12 @@ class AmqpSettings(BaseModel):
     publish_window: int = 256
 
 
+class LedgerSettings(BaseModel):
+    group_commit: bool = True
+    group_commit_max_batch: int = Field(default=500, ge=1)
+    group_commit_max_wait_s: float = Field(default=0.002, ge=0)
+
+
 class OtelSettings(BaseModel):
     enabled: bool = False
     service_name: str = "jobledger"
@@ -81,6 +87,7 @@ class Settings(BaseSettings):
     app: str = "dental.jobs"
     retry: RetrySettings = RetrySettings()
     postgres: PostgresSettings = PostgresSettings()
+    ledger: LedgerSettings = LedgerSettings()
     amqp: AmqpSettings = AmqpSettings()
     otel: OtelSettings = OtelSettings()
     worker: WorkerSettings = WorkerSettings()

@@ -1,9 +1,9 @@
 """Integration tests run against the real PostgreSQL and RabbitMQ on this machine.
 
-Isolation: each test gets its own PostgreSQL schema (dropped afterwards) and its
-own AMQP name prefix, inside a vhost made for this test session (deleted
-afterwards; quorum queues cannot be auto-deleted). A missing service fails the
-run with the command that starts it; nothing is skipped."""
+Isolation: each test gets its own PostgreSQL schema and its own AMQP name prefix,
+both deleted afterwards (quorum queues cannot be auto-deleted, so the test deletes
+them). A missing service fails the run with the command that starts it; nothing
+is skipped."""
 
 from __future__ import annotations
 
@@ -32,6 +32,7 @@ from consumers.routing import Names
 ROOT = Path(__file__).resolve().parents[2]
 PG = {"host": "127.0.0.1", "port": 5432, "user": "postgres", "dbname": "jobledger_test"}
 AMQP_HOST = "127.0.0.1:5672"
+MANAGEMENT = "http://127.0.0.1:15672/api"
 T = TypeVar("T")
 
 
@@ -70,27 +71,24 @@ def postgres() -> str:
     return PG["dbname"]
 
 
-def _rabbitmqctl(*args: str) -> None:
-    subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=300)
-
-
 @pytest.fixture(scope="session")
-def vhost() -> Iterator[str]:
+def vhost() -> str:
+    """The broker's default vhost. Each test has its own name prefix and deletes its
+    queues and exchanges afterwards (see ``stack``): creating and deleting vhosts
+    serialises inside the broker and stalls behind the deletion of a vhost full of
+    quorum queues, which made a vhost per session the slowest part of a run."""
     if shutil.which("rabbitmqctl") is None:
         pytest.fail("rabbitmqctl is not installed: RabbitMQ is missing", pytrace=False)
     try:
-        socket.create_connection(AMQP_HOST.split(":"), timeout=5).close()  # type: ignore[arg-type]
-    except OSError as exc:
+        socket.create_connection(("127.0.0.1", 5672), timeout=5).close()
+        httpx.get(f"{MANAGEMENT}/overview", auth=("guest", "guest"), timeout=10).raise_for_status()
+    except (OSError, httpx.HTTPError) as exc:
         pytest.fail(
-            f"RabbitMQ is not reachable at {AMQP_HOST} ({exc}). Start it with: "
-            "rabbitmq-server -detached",
+            f"RabbitMQ (with its management plugin) is not reachable ({exc}). Start it with: "
+            "scripts/services",
             pytrace=False,
         )
-    name = f"jobledger-test-{uuid.uuid4().hex[:8]}"
-    _rabbitmqctl("add_vhost", name)
-    _rabbitmqctl("set_permissions", "-p", name, "guest", ".*", ".*", ".*")
-    yield name
-    _rabbitmqctl("delete_vhost", name)
+    return "/"
 
 
 @pytest.fixture
@@ -174,7 +172,7 @@ def stack_env(postgres: str, vhost: str, schema: str, tmp_path: Path) -> dict[st
         JOBLEDGER_APP="tests.integration.app",
         JOBLEDGER_POSTGRES__DBNAME=postgres,
         JOBLEDGER_POSTGRES__SCHEMA=schema,
-        JOBLEDGER_AMQP__URL=f"amqp://guest:guest@{AMQP_HOST}/{vhost}",
+        JOBLEDGER_AMQP__URL=f"amqp://guest:guest@{AMQP_HOST}/{quote(vhost, safe='')}",
         JOBLEDGER_AMQP__PREFIX=f"t{uuid.uuid4().hex[:8]}",
         # Six delay levels (up to 63 s) instead of sixteen: fewer quorum queues per test.
         JOBLEDGER_AMQP__DELAY_LEVELS="6",
@@ -185,9 +183,6 @@ def stack_env(postgres: str, vhost: str, schema: str, tmp_path: Path) -> dict[st
         PYTHONPATH=str(ROOT),
     )
     return env
-
-
-MANAGEMENT = "http://127.0.0.1:15672/api"
 
 
 def delete_broker_objects(vhost: str, prefix: str) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from datetime import datetime
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 import aio_pika
 import httpx
@@ -119,7 +119,7 @@ def test_an_operator_moving_a_dead_message_back_retries_the_job_once(running: St
 
 def _move_dead_letter_back(stack: Stack) -> None:
     names = Names(stack.env["JOBLEDGER_AMQP__PREFIX"])
-    vhost = quote(stack.env["JOBLEDGER_AMQP__URL"].rsplit("/", 1)[1], safe="")
+    vhost = quote(unquote(stack.env["JOBLEDGER_AMQP__URL"].rsplit("/", 1)[1]), safe="")
     with httpx.Client(auth=("guest", "guest"), timeout=30) as api:
         [message] = api.post(
             f"{MANAGEMENT}/queues/{vhost}/{quote(names.dead_queue, safe='')}/get",
