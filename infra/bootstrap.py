@@ -11,8 +11,8 @@ import importlib
 import logging
 import os
 import socket
-from functools import partial
 from collections.abc import AsyncIterator, Callable, Coroutine, Generator
+from functools import partial
 
 import aio_pika
 import uvicorn
@@ -180,8 +180,10 @@ async def run_worker(
     ready: asyncio.Event | None = None,
     shared: JobLedger | None = None,
 ) -> None:
-    ledger = shared if shared is not None else await asyncio.to_thread(
-        partial(prepare_store, settings, fastforward=False)
+    ledger = (
+        shared
+        if shared is not None
+        else await asyncio.to_thread(partial(prepare_store, settings, fastforward=False))
     )
     workers = await asyncio.to_thread(
         ledger_store.open_workers, settings.postgres, settings.worker.heartbeat_ttl_s
