@@ -58,6 +58,18 @@ class Stack:
         self.processes.append(process)
         return process
 
+    def pids(self) -> dict[str, int]:
+        """Every process of the stack (a worker supervisor's children included)."""
+        found: dict[str, int] = {}
+        for process in self.processes:
+            command = str(process.args[5]) if len(process.args) > 5 else "process"  # type: ignore[index]
+            found[f"{command}:{process.pid}"] = process.pid
+            children = Path(f"/proc/{process.pid}/task/{process.pid}/children")
+            if children.exists():
+                for child in children.read_text().split():
+                    found[f"{command}-child:{child}"] = int(child)
+        return found
+
     def wait_ready(self, timeout_s: float = 60) -> None:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:

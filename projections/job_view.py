@@ -72,11 +72,12 @@ class PostgresJobView(PostgresTrackingRecorder):
         )
 
     def apply(self, changes: Sequence[ViewChange], tracking: Tracking) -> None:
-        with self.datastore.transaction(commit=True) as curs:
+        """One transaction; its statements are pipelined (one round trip, not one each)."""
+        with self.datastore.transaction(commit=True) as curs, curs.connection.pipeline():
             for change in changes:
                 values = {k: _adapt(v) for k, v in change.values.items()}
                 values["job_id"] = change.job_id
-                curs.execute(self._statement(change, values), values)
+                curs.execute(self._statement(change, values), values, prepare=True)
             self._insert_tracking(curs, tracking)
 
     def _statement(self, change: ViewChange, values: dict[str, Any]) -> Composed:

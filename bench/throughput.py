@@ -1,0 +1,267 @@
+"""End-to-end throughput and latency of no-op jobs, every transition in the ledger, and
+the peers on the same workload in the same run.
+
+    .venv/bin/python -m bench.throughput -n 5000 --workers 2 -c 8               # over HTTP
+    .venv/bin/python -m bench.throughput -n 5000 --submit direct                # ledger directly
+    .venv/bin/python -m bench.throughput -n 5000 --peers                        # + Celery, Dramatiq, raw AMQP
+
+Reports: jobs/s (first submit to last ``Succeeded`` in the ledger), submit→running and
+submit→succeeded p50/p95/p99 (from the ledger's own timestamps, through the job view),
+ledger events/s, the projector's largest lag, and each process's peak RSS. With
+--peers, bench/setup_peers.sh must have run; ratios are printed at the end.
+jobledger publishes with confirms; the peers do not by default (see RESULTS.md there).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import subprocess
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+
+from bench.stack import ROOT, Stack, stack
+from domain.job import Job
+from domain.origin import Origin
+from infra import ledger_store
+from infra.settings import LedgerSettings, PostgresSettings
+
+PEERS = ROOT.parent / "shared" / "bench" / "peers"
+PEER_PY = ROOT / "bench" / ".venv" / "bin" / "python"
+
+
+def percentiles(values: list[float]) -> dict[str, float]:
+    if len(values) < 2:
+        return {}
+    q = statistics.quantiles(values, n=100, method="inclusive")
+    return {"p50_ms": q[49] * 1e3, "p95_ms": q[94] * 1e3, "p99_ms": q[98] * 1e3}
+
+
+class Sampler(threading.Thread):
+    """Every 0.2 s: ledger size, view position and each process's RSS."""
+
+    def __init__(self, s: Stack, pg: PostgresSettings) -> None:
+        super().__init__(daemon=True)
+        self.s, self.pg = s, pg
+        self.stop = threading.Event()
+        self.max_lag = 0
+        self.peak_rss_mb: dict[str, float] = {}
+
+    def run(self) -> None:
+        with psycopg.connect(self.pg.conninfo, autocommit=True) as conn:
+            while not self.stop.wait(0.2):
+                head = conn.execute(
+                    f"SELECT max(notification_id) FROM {self.s.schema}.jobledger_events"
+                ).fetchone()
+                seen = conn.execute(
+                    f"SELECT max(notification_id) FROM {self.s.schema}.job_view_tracking "
+                    "WHERE application_name = 'JobLedger'"
+                ).fetchone()
+                if head and head[0]:
+                    self.max_lag = max(self.max_lag, head[0] - ((seen and seen[0]) or 0))
+                self._rss()
+
+    def _rss(self) -> None:
+        for name, pid in self.s.pids().items():
+            try:
+                text = Path(f"/proc/{pid}/status").read_text()
+            except OSError:
+                continue
+            hwm = [int(line.split()[1]) for line in text.splitlines() if line.startswith("VmHWM")]
+            if hwm:  # a process that is exiting has no memory left to report
+                self.peak_rss_mb[name] = max(self.peak_rss_mb.get(name, 0), hwm[0] / 1024)
+
+
+async def submit_http(url: str, n: int, concurrency: int) -> float:
+    next_job = iter(range(n))
+    async with httpx.AsyncClient(
+        base_url=url, timeout=60, limits=httpx.Limits(max_connections=concurrency)
+    ) as client:
+
+        async def client_loop() -> None:
+            for i in next_job:
+                r = await client.post(
+                    "/jobs", json={"type": "noop", "case_id": f"bench-{i % 50}", "params": {"n": i}}
+                )
+                if r.status_code != 202:
+                    raise RuntimeError(f"submit refused: {r.status_code} {r.text}")
+
+        started = time.monotonic()
+        await asyncio.gather(*(client_loop() for _ in range(concurrency)))
+        return time.monotonic() - started
+
+
+def submit_direct(pg: PostgresSettings, n: int, batch: int = 500) -> float:
+    ledger = ledger_store.open_ledger(pg, LedgerSettings(group_commit=False))
+    origin = Origin(actor="bench")
+    started = time.monotonic()
+    for first in range(0, n, batch):
+        jobs = [
+            Job.submit(
+                job_id=uuid.uuid4(),
+                tenant="dev",
+                case_id=f"bench-{i % 50}",
+                job_type="noop",
+                params={"n": i},
+                pool="default",
+                max_attempts=3,
+                origin=origin,
+            )
+            for i in range(first, min(first + batch, n))
+        ]
+        ledger.save(*jobs)
+    took = time.monotonic() - started
+    ledger.close()
+    return took
+
+
+def count_succeeded(conn: psycopg.Connection[Any], schema: str) -> int:
+    row = conn.execute(
+        f"SELECT count(*) FROM {schema}.jobledger_events WHERE topic = 'domain.job:Job.Succeeded'"
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def run_jobledger(args: argparse.Namespace) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as logdir, stack("bench.noop_app", Path(logdir)) as s:
+        pg = PostgresSettings(dbname="jobledger", schema=s.schema)
+        common = {
+            "JOBLEDGER_WORKER__CONCURRENCY": str(args.concurrency),
+            "JOBLEDGER_WORKER__PREFETCH": str(args.prefetch),
+        }
+        s.start("gateway", **common)
+        s.start("dispatcher", **common)
+        s.start("projector", **common)
+        s.start("worker", "--processes", str(args.workers), **common)
+        s.wait_ready()
+        time.sleep(3)  # let every worker process connect
+        sampler = Sampler(s, pg)
+        sampler.start()
+        t0 = time.monotonic()
+        if args.submit == "http":
+            submit_s = asyncio.run(submit_http(s.url, args.jobs, args.http_concurrency))
+        else:
+            submit_s = submit_direct(pg, args.jobs)
+        with psycopg.connect(pg.conninfo, autocommit=True) as conn:
+            while count_succeeded(conn, s.schema) < args.jobs:
+                if time.monotonic() - t0 > args.timeout:
+                    raise RuntimeError("timed out")
+                time.sleep(0.05)
+            e2e = time.monotonic() - t0
+            events = conn.execute(f"SELECT count(*) FROM {s.schema}.jobledger_events").fetchone()[0]
+            caught_up = time.monotonic()
+            head = conn.execute(
+                f"SELECT max(notification_id) FROM {s.schema}.jobledger_events"
+            ).fetchone()[0]
+            while (
+                conn.execute(
+                    f"SELECT max(notification_id) FROM {s.schema}.job_view_tracking "
+                    "WHERE application_name='JobLedger'"
+                ).fetchone()[0]
+                or 0
+            ) < head:
+                time.sleep(0.01)
+            catch_up_s = time.monotonic() - caught_up
+            rows = conn.execute(
+                f"SELECT extract(epoch FROM started_at - submitted_at), "
+                f"extract(epoch FROM finished_at - submitted_at) FROM {s.schema}.job_view"
+            ).fetchall()
+        sampler.stop.set()
+        sampler.join()
+    return {
+        "system": f"jobledger ({args.submit} submit, {args.workers} worker procs x c={args.concurrency})",
+        "n": args.jobs,
+        "submit_s": round(submit_s, 2),
+        "e2e_s": round(e2e, 2),
+        "throughput_per_s": round(args.jobs / e2e, 1),
+        "ledger_events_per_s": round(events / e2e, 1),
+        "events": events,
+        "to_running": percentiles([float(r[0]) for r in rows]),
+        "to_succeeded": percentiles([float(r[1]) for r in rows]),
+        "projector_max_lag_events": sampler.max_lag,
+        "projector_max_lag_s": round(sampler.max_lag / (events / e2e), 3),
+        "projector_catch_up_s": round(catch_up_s, 3),
+        "peak_rss_mb": {k: round(v, 1) for k, v in sorted(sampler.peak_rss_mb.items())},
+    }
+
+
+def run_peer(script: str, *argv: str) -> dict[str, Any]:
+    with tempfile.NamedTemporaryFile("r", suffix=".jsonl") as out:
+        subprocess.run(
+            [str(PEER_PY), script, *argv, "--reps", "1", "--warmup", "100", "--out", out.name],
+            cwd=PEERS,
+            check=True,
+            capture_output=True,
+            timeout=1800,
+        )
+        record: dict[str, Any] = json.loads(Path(out.name).read_text().splitlines()[-1])
+    return record
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("-n", "--jobs", type=int, default=5000)
+    parser.add_argument("--submit", choices=["http", "direct"], default="http")
+    parser.add_argument("--http-concurrency", type=int, default=32)
+    parser.add_argument("--workers", type=int, default=2, help="worker processes")
+    parser.add_argument("-c", "--concurrency", type=int, default=8, help="jobs at once per worker")
+    parser.add_argument("--prefetch", type=int, default=64)
+    parser.add_argument("--timeout", type=float, default=900)
+    parser.add_argument("--peers", action="store_true", help="also run Celery, Dramatiq, raw AMQP")
+    args = parser.parse_args()
+
+    results = [run_jobledger(args)]
+    print(json.dumps(results[-1]), flush=True)
+    if args.peers:
+        n = str(args.jobs)
+        peers = {
+            "celery+pg-backend prefork c=8": (
+                "celery_rabbit_pg.py",
+                "--backend",
+                "pg",
+                "--pool",
+                "prefork",
+                "-c",
+                "8",
+                "-n",
+                n,
+            ),
+            "dramatiq pg-sink 2p x 4t": ("dramatiq_rabbit.py", "--sink", "pg", "-c", "8", "-n", n),
+            "raw aio-pika quorum pub+consume": (
+                "raw_limits.py",
+                "amqp",
+                "--queue-type",
+                "quorum",
+                "-n",
+                n,
+            ),
+        }
+        for name, argv in peers.items():
+            record = run_peer(*argv)
+            median = record.get("median", {})
+            rate = (
+                median.get("throughput_per_s")
+                or median.get("pubcons_msg_per_s")
+                or median.get("pub_consume_msg_per_s")
+            )
+            print(
+                json.dumps({"system": name, "throughput_per_s": rate, "median": median}), flush=True
+            )
+            results.append({"system": name, "throughput_per_s": rate})
+        ours = results[0]["throughput_per_s"]
+        for peer in results[1:]:
+            if peer["throughput_per_s"]:
+                print(f"jobledger / {peer['system']}: {ours / peer['throughput_per_s']:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
