@@ -92,6 +92,7 @@ class Worker:
         self.threads = ThreadPoolExecutor(options.concurrency, thread_name_prefix="jobledger-job")
         self.running: dict[UUID, Execution] = {}
         self.in_flight: set[asyncio.Task[None]] = set()
+        self.draining = False
         self.recovery = Recovery(ledger, liveness, self.store)
 
     async def run(self, stopping: asyncio.Event) -> None:
@@ -117,6 +118,7 @@ class Worker:
     async def _drain(self) -> None:
         """Let running jobs finish for up to the shutdown timeout, then interrupt the
         rest: each is recorded as interrupted and runs again on another worker."""
+        self.draining = True
         if not self.in_flight:
             return
         log.info(
@@ -140,6 +142,10 @@ class Worker:
 
     async def _process(self, message: AbstractIncomingMessage) -> None:
         async with self.slots:
+            if self.draining:  # prefetched, never started: another worker takes it
+                with contextlib.suppress(aio_pika.exceptions.AMQPError, RuntimeError):
+                    await message.nack(requeue=True)
+                return
             try:
                 await self.handle(message)
             except Exception:
