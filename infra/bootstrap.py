@@ -73,6 +73,23 @@ async def connect_broker(settings: Settings) -> AbstractRobustConnection:
         ) from exc
 
 
+async def wait_for_broker(settings: Settings, stopping: asyncio.Event) -> None:
+    """Return once the broker accepts connections (a worker started while RabbitMQ is
+    down, or restarting, waits for it instead of exiting)."""
+    backoff = 0.5
+    while not stopping.is_set():
+        try:
+            connection = await connect_broker(settings)
+        except BrokerUnavailable as exc:
+            log.warning("%s; retrying in %.1fs", exc, backoff)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), backoff)
+            backoff = min(backoff * 2, 10.0)
+        else:
+            await connection.close()
+            return
+
+
 @contextlib.asynccontextmanager
 async def broker(
     settings: Settings, registry: JobRegistry
@@ -191,6 +208,9 @@ async def run_worker(
     registry = load_registry(settings.app)
     names = names_of(settings)
     options = settings.worker
+    await wait_for_broker(settings, stopping)
+    if stopping.is_set():
+        return
     async with broker(settings, registry) as connection:
         channel = await connection.channel(publisher_confirms=True)
         await channel.set_qos(prefetch_count=max(options.prefetch, options.concurrency))
