@@ -92,10 +92,16 @@ class Stack:
             c.execute(f"DROP SCHEMA IF EXISTS {self.schema} CASCADE")
         with httpx.Client(auth=("guest", "guest"), timeout=60) as api:
             for kind in ("queues", "exchanges"):
-                for item in api.get(
+                listed = api.get(  # the name filter needs a page, or it lists everything
                     f"{MANAGEMENT}/{kind}/%2F",
-                    params={"name": f"^{self.prefix}\\.", "use_regex": "true", "columns": "name"},
-                ).json():
+                    params={
+                        "name": f"^{self.prefix}\\.",
+                        "use_regex": "true",
+                        "page": "1",
+                        "page_size": "500",
+                    },
+                ).json()["items"]
+                for item in [i for i in listed if i["name"].startswith(f"{self.prefix}.")]:
                     api.delete(f"{MANAGEMENT}/{kind}/%2F/{quote(item['name'], safe='')}")
 
 

@@ -192,12 +192,21 @@ def delete_broker_objects(vhost: str, prefix: str) -> None:
     v = quote(vhost, safe="")
     with httpx.Client(auth=auth, timeout=60) as client:
         for kind in ("queues", "exchanges"):
+            # The API filters by name only when asked for a page: without one it
+            # lists everything in the vhost.
             listed = client.get(
                 f"{MANAGEMENT}/{kind}/{v}",
-                params={"name": f"^{prefix}\\.", "use_regex": "true", "columns": "name"},
+                params={
+                    "name": f"^{prefix}\\.",
+                    "use_regex": "true",
+                    "page": "1",
+                    "page_size": "500",
+                },
             )
             listed.raise_for_status()
-            for item in listed.json():
+            for item in listed.json()["items"]:
+                if not item["name"].startswith(f"{prefix}."):
+                    continue
                 client.delete(f"{MANAGEMENT}/{kind}/{v}/{quote(item['name'], safe='')}")
 
 
