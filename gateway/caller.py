@@ -15,10 +15,17 @@ CORRELATION_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 TRACEPARENT = re.compile(r"^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")
 
 
+READ = "jobs:read"
+WRITE = "jobs:write"
+ADMIN = "jobs:admin"
+SCOPES = (READ, WRITE, ADMIN)
+
+
 @dataclass(frozen=True)
 class Caller:
     subject: str
     tenant: str
+    scopes: frozenset[str] = frozenset(SCOPES)
 
 
 Identify = Callable[[Request], Caller]

@@ -9,7 +9,7 @@ from fastapi import APIRouter, HTTPException, Query, Request
 from pydantic import BaseModel
 
 from domain.errors import JobNotFound
-from gateway.routes.jobs import Calling
+from gateway.access import Operating
 from gateway.services import DeadLettersUnavailable, Services
 
 
@@ -33,7 +33,7 @@ def build_router() -> APIRouter:
         responses={503: {"description": "The broker's management API is unreachable."}},
     )
     def dead_letters(
-        request: Request, who: Calling, limit: Annotated[int, Query(ge=1, le=500)] = 100
+        request: Request, who: Operating, limit: Annotated[int, Query(ge=1, le=500)] = 100
     ) -> list[DeadLetterOut]:
         services: Services = request.app.state.services
         if services.dead_letters is None:

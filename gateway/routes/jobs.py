@@ -13,12 +13,13 @@ import uuid
 from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
+from fastapi import APIRouter, Header, Path, Query, Request, Response
 from pydantic import BaseModel
 
 from domain.errors import DuplicateSubmission, JobNotFound
 from domain.job import Job, Status
 from domain.ledger import Committed
+from gateway.access import Reading, Writing
 from gateway.caller import Caller, origin_of
 from gateway.schemas import CASE_ID, ErrorOut, EventOut, JobOut, JobPage, SubmitJob
 from gateway.services import Services
@@ -39,14 +40,6 @@ IdempotencyKey = Annotated[
         description="Submitting twice with the same key returns the first job.",
     ),
 ]
-
-
-def _caller(request: Request) -> Caller:
-    services: Services = request.app.state.services
-    return services.identify(request)
-
-
-Calling = Annotated[Caller, Depends(_caller)]
 
 
 def build_router(services: Services) -> APIRouter:
@@ -104,7 +97,7 @@ def build_router(services: Services) -> APIRouter:
         body: SubmitJob,
         request: Request,
         response: Response,
-        who: Calling,
+        who: Writing,
         idempotency_key: IdempotencyKey = None,
     ) -> JobOut:
         return submit(
@@ -121,18 +114,18 @@ def build_router(services: Services) -> APIRouter:
         _add_typed_submit(router, name, services.job_types.get(name).params_model, submit)
 
     @router.get("/{job_id}", responses=ERRORS, summary="A job's current state")
-    def get_job(job_id: UUID, who: Calling) -> JobOut:
+    def get_job(job_id: UUID, who: Reading) -> JobOut:
         return JobOut.from_job(own_job(job_id, who))
 
     @router.get("/{job_id}/events", responses=ERRORS, summary="A job's full history, in order")
-    def job_events(job_id: UUID, who: Calling) -> list[EventOut]:
+    def job_events(job_id: UUID, who: Reading) -> list[EventOut]:
         own_job(job_id, who)
         return [EventOut.from_event(e) for e in services.ledger.job_history(job_id)]
 
     @router.get("/{case_id}/jobs", summary="The jobs of a case, newest first")
     def case_jobs(
         case_id: CaseId,
-        who: Calling,
+        who: Reading,
         status: Status | None = None,
         cursor: Annotated[str | None, Query(pattern=r"^[0-9]{1,19}$")] = None,
         limit: Annotated[int, Query(ge=1, le=200)] = 50,
@@ -150,7 +143,7 @@ def build_router(services: Services) -> APIRouter:
         return JobPage(items=[JobOut.from_row(r) for r in page.rows], next_cursor=page.next_cursor)
 
     @router.post("/{job_id}/cancel", responses=ERRORS, summary="Cancel a job")
-    def cancel(job_id: UUID, request: Request, response: Response, who: Calling) -> JobOut:
+    def cancel(job_id: UUID, request: Request, response: Response, who: Writing) -> JobOut:
         own_job(job_id, who)
         return _written(response, services.ledger.cancel_job(job_id, origin_of(request, who)))
 
@@ -160,7 +153,7 @@ def build_router(services: Services) -> APIRouter:
         responses=ERRORS,
         summary="Run a failed or cancelled job again",
     )
-    def retry(job_id: UUID, request: Request, response: Response, who: Calling) -> JobOut:
+    def retry(job_id: UUID, request: Request, response: Response, who: Writing) -> JobOut:
         own_job(job_id, who)
         return _written(response, services.ledger.retry_job(job_id, origin_of(request, who)))
 
@@ -195,7 +188,7 @@ def _add_typed_submit(router: APIRouter, name: str, model: type[BaseModel], subm
             param("params", param.POSITIONAL_OR_KEYWORD, annotation=model),
             param("request", param.POSITIONAL_OR_KEYWORD, annotation=Request),
             param("response", param.POSITIONAL_OR_KEYWORD, annotation=Response),
-            param("who", param.POSITIONAL_OR_KEYWORD, annotation=Calling),
+            param("who", param.POSITIONAL_OR_KEYWORD, annotation=Writing),
             param("idempotency_key", param.KEYWORD_ONLY, annotation=IdempotencyKey, default=None),
         ],
         return_annotation=JobOut,

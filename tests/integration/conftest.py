@@ -129,8 +129,12 @@ class Stack:
         self.logs.append(log_path)
         return process
 
+    def auth_headers(self) -> dict[str, str]:
+        """The headers that identify the tests' default caller (all scopes)."""
+        return {}
+
     def client(self) -> httpx.Client:
-        return httpx.Client(base_url=self.url, timeout=10)
+        return httpx.Client(base_url=self.url, timeout=10, headers=self.auth_headers())
 
     def wait_ready(self) -> None:
         def up() -> bool:

@@ -1,0 +1,36 @@
+"""Who may do what: the dependencies every route declares.
+
+``Reading``, ``Writing`` and ``Operating`` identify the caller (through the
+``identify`` the gateway was built with) and require the scope the route needs.
+A caller without it gets 403; ``identify`` itself answers 401 for a caller it
+cannot identify."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request
+
+from gateway.caller import ADMIN, READ, WRITE, Caller
+from gateway.services import Services
+
+
+def _require(scope: str) -> Callable[[Request], Caller]:
+    def caller(request: Request) -> Caller:
+        services: Services = request.app.state.services
+        who = services.identify(request)
+        if scope not in who.scopes:
+            raise HTTPException(
+                status_code=403,
+                detail=f"this needs the {scope} scope",
+                headers={"WWW-Authenticate": f'Bearer error="insufficient_scope", scope="{scope}"'},
+            )
+        return who
+
+    return caller
+
+
+Reading = Annotated[Caller, Depends(_require(READ))]
+Writing = Annotated[Caller, Depends(_require(WRITE))]
+Operating = Annotated[Caller, Depends(_require(ADMIN))]
