@@ -11,8 +11,12 @@ from dataclasses import asdict, dataclass
 from typing import Any
 from uuid import UUID
 
+from domain.correlation import accept_or_empty
+
 CONTENT_TYPE = "application/json"
 MAX_BODY_BYTES = 4096
+# When the attempt was due (epoch seconds): the dispatcher's publish time plus the delay.
+DUE_AT_HEADER = "x-due-at"
 
 
 class UndecodableDelivery(ValueError):
@@ -65,7 +69,7 @@ class Delivery:
                 tenant=_str(fields["tenant"]),
                 case_id=_str(fields["case_id"]),
                 pool=_str(fields["pool"]),
-                correlation_id=_str(fields.get("correlation_id", "")),
+                correlation_id=accept_or_empty(_str(fields.get("correlation_id", ""))),
                 traceparent=_str((headers or {}).get("traceparent", "")),
             )
         except (ValueError, KeyError, TypeError, AttributeError) as exc:

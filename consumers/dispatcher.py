@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -16,9 +17,11 @@ from typing import Any, Protocol
 import aio_pika
 from aio_pika.abc import AbstractExchange
 from eventsourcing.persistence import Tracking
+from opentelemetry.trace import SpanKind
 
-from consumers.delivery import CONTENT_TYPE, Delivery
+from consumers.delivery import CONTENT_TYPE, DUE_AT_HEADER, Delivery
 from consumers.routing import Names
+from consumers.telemetry import current_traceparent, messaging_span
 from domain.job import Job
 
 log = logging.getLogger("jobledger.dispatcher")
@@ -105,18 +108,26 @@ class Dispatcher:
         """Publish and wait for the broker's confirm (raises if it refuses)."""
         delay_s = self.names.clamp_delay(delay)
         exchange = self.delay_exchange if delay_s else self.work_exchange
-        message = aio_pika.Message(
-            delivery.body(),
-            content_type=CONTENT_TYPE,
-            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-            message_id=delivery.message_id,
-            correlation_id=delivery.correlation_id or None,
-            headers=delivery.headers(),
-        )
-        async with self.window:
-            await exchange.publish(
-                message, routing_key=self.names.routing_key(delivery.pool, delay_s), mandatory=True
+        with messaging_span("publish", SpanKind.PRODUCER, delivery, exchange.name) as span:
+            span.set_attribute("jobledger.delay_s", delay_s)
+            headers = {**delivery.headers(), DUE_AT_HEADER: time.time() + delay_s}
+            traceparent = current_traceparent(delivery.traceparent)
+            if traceparent:
+                headers["traceparent"] = traceparent
+            message = aio_pika.Message(
+                delivery.body(),
+                content_type=CONTENT_TYPE,
+                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                message_id=delivery.message_id,
+                correlation_id=delivery.correlation_id or None,
+                headers=headers,
             )
+            async with self.window:
+                await exchange.publish(
+                    message,
+                    routing_key=self.names.routing_key(delivery.pool, delay_s),
+                    mandatory=True,
+                )
 
     async def broadcast_cancel(self, event: Job.CancelRequested) -> None:
         """Tell every worker that a running job was asked to stop. Best effort: the

@@ -4,6 +4,7 @@ limits, stoppable by a cancel or a shutdown; it ends in an Outcome."""
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -92,7 +93,12 @@ class Execution:
 
     async def _in_thread(self) -> Outcome:
         loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(self.threads, self.job_type.handler, self.ctx, self.params)
+        # The thread runs in a copy of this task's context: the handler's logs and
+        # spans belong to its job.
+        context = contextvars.copy_context()
+        future = loop.run_in_executor(
+            self.threads, context.run, self.job_type.handler, self.ctx, self.params
+        )
         stopped = asyncio.ensure_future(self._stopped.wait())
         await asyncio.wait({future, stopped}, return_when=asyncio.FIRST_COMPLETED)
         if not future.done():  # stopped: give the handler a moment to see its flag

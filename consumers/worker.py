@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -20,15 +21,20 @@ from uuid import UUID
 
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
+from opentelemetry.trace import SpanKind, StatusCode
 
+from consumers import telemetry as metrics
 from consumers.context import JobContext
-from consumers.delivery import Delivery, UndecodableDelivery
+from consumers.delivery import DUE_AT_HEADER, Delivery, UndecodableDelivery
 from consumers.execution import Execution, Outcome
 from consumers.messages import Messages
 from consumers.progress import ProgressReporter
 from consumers.recovery import Recovery
 from consumers.registry import JobRegistry, JobType, Limits
 from consumers.store import Store
+from consumers.telemetry import current_traceparent, messaging_span
+from consumers.telemetry import tracer as job_tracer
+from domain.correlation import about
 from domain.errors import InvalidParams, InvalidTransition, JobNotFound, UnknownJobType
 from domain.job import Job, Status
 from domain.ledger import Committed, JobLedger
@@ -158,17 +164,33 @@ class Worker:
             delivery = Delivery.decode(message.body, dict(message.headers or {}))
         except UndecodableDelivery as exc:
             await self.messages.dead_letter(message, f"undecodable: {exc}", self.options.worker_id)
+            metrics.dead_lettered.add(1, {"job_type": "unknown"})
             return
-        origin = Origin(self.options.worker_id, delivery.correlation_id, delivery.traceparent)
-        try:
-            started = await self._start(message, delivery, origin)
-        except JobNotFound:
-            await self.messages.dead_letter(
-                message, "unknown job", self.options.worker_id, delivery
-            )
-            return
-        if started is not None:
-            await self._run(message, delivery, started.job, origin)
+        queue = self.messages.names.work_queue(self.options.pool)
+        with (
+            about(
+                correlation_id=delivery.correlation_id,
+                job_id=str(delivery.job_id),
+                attempt=delivery.attempt,
+            ),
+            messaging_span("consume", SpanKind.CONSUMER, delivery, queue),
+        ):
+            traceparent = current_traceparent(delivery.traceparent)
+            origin = Origin(self.options.worker_id, delivery.correlation_id, traceparent)
+            try:
+                started = await self._start(message, delivery, origin)
+            except JobNotFound:
+                await self._dead_letter(message, "unknown job", delivery)
+                return
+            if started is not None:
+                _observe_queue_wait(message, delivery.job_type)
+                await self._run(message, delivery, started.job, origin)
+
+    async def _dead_letter(
+        self, message: AbstractIncomingMessage, reason: str, delivery: Delivery
+    ) -> None:
+        await self.messages.dead_letter(message, reason, self.options.worker_id, delivery)
+        metrics.dead_lettered.add(1, {"job_type": delivery.job_type})
 
     async def _start(
         self, message: AbstractIncomingMessage, delivery: Delivery, origin: Origin
@@ -230,7 +252,7 @@ class Worker:
             params = kind.validate(job.params)
         except (UnknownJobType, InvalidParams) as exc:
             await self._record(job, Outcome(error=str(exc), retryable=False), origin)
-            await self.messages.dead_letter(message, str(exc), self.options.worker_id, delivery)
+            await self._dead_letter(message, str(exc), delivery)
             return
         reporter = ProgressReporter(
             write=lambda pct, msg: self.store.call(
@@ -241,16 +263,43 @@ class Worker:
         report = reporter.report_threadsafe(asyncio.get_running_loop())
         execution = Execution(kind, _context(job, report), params, self.threads, report)
         reporter.on_written = lambda committed: self._check_cancel(committed.job)
-        self.running[job.id] = execution
-        try:
-            outcome = await execution.run()
-        finally:
-            del self.running[job.id]
+        outcome = await self._execute(job, execution)
         await reporter.close()
         failed = await self._record(job, outcome, origin)
         if kind.limits.max_running:
             await self.store.call(self.limiter.release, job.id)
+        if failed:
+            metrics.dead_lettered.add(1, {"job_type": job.job_type})
         await settle(message, reject=failed)
+
+    async def _execute(self, job: Job, execution: Execution) -> Outcome:
+        """Run the handler in a span of its own, counted in flight."""
+        worker = {"worker_id": self.options.worker_id, "pool": self.options.pool}
+        self.running[job.id] = execution
+        metrics.in_flight.add(1, worker)
+        began = time.monotonic()
+        try:
+            with job_tracer.start_as_current_span(
+                f"run {job.job_type}",
+                attributes={
+                    "jobledger.job_id": str(job.id),
+                    "jobledger.job_type": job.job_type,
+                    "jobledger.attempt": job.attempt,
+                    "jobledger.run_in": execution.job_type.run_in,
+                },
+            ) as span:
+                outcome = await execution.run()
+                span.set_attribute("jobledger.outcome", _outcome_name(outcome))
+                if outcome.error is not None:
+                    span.set_status(StatusCode.ERROR)
+        finally:
+            del self.running[job.id]
+            metrics.in_flight.add(-1, worker)
+        metrics.duration.record(
+            time.monotonic() - began,
+            {"job_type": job.job_type, "outcome": _outcome_name(outcome)},
+        )
+        return outcome
 
     async def _record(self, job: Job, outcome: Outcome, origin: Origin) -> bool:
         """Record how the attempt ended; True if the job has now failed for good.
@@ -279,6 +328,8 @@ class Worker:
                 {"attempt": attempt},
             )
         committed = await self.store.record(*command, **kwargs)
+        if committed is not None:
+            _count_outcome(committed.job)
         return committed is not None and committed.job.status is Status.FAILED
 
     def _retry_delay(self, job: Job) -> float:
@@ -325,6 +376,32 @@ async def settle(message: AbstractIncomingMessage, *, reject: bool = False) -> N
         await (message.reject(requeue=False) if reject else message.ack())
     except (aio_pika.exceptions.AMQPError, RuntimeError) as exc:
         log.warning("could not settle message %s: %r", message.message_id, exc)
+
+
+def _outcome_name(outcome: Outcome) -> str:
+    if outcome.interrupted:
+        return "interrupted"
+    if outcome.cancelled:
+        return "cancelled"
+    return "failed" if outcome.error is not None else "succeeded"
+
+
+def _count_outcome(job: Job) -> None:
+    by_type = {"job_type": job.job_type}
+    match job.status:
+        case Status.SUCCEEDED:
+            metrics.succeeded.add(1, by_type)
+        case Status.FAILED:
+            metrics.failed.add(1, by_type)
+        case Status.RETRY_SCHEDULED if job.error is not None:
+            metrics.retried.add(1, by_type)
+
+
+def _observe_queue_wait(message: AbstractIncomingMessage, job_type: str) -> None:
+    """From when the attempt was due (the dispatcher's publish plus its delay) to now."""
+    due = (message.headers or {}).get(DUE_AT_HEADER)
+    if isinstance(due, (int, float)) and not isinstance(due, bool):
+        metrics.queue_wait.record(max(0.0, time.time() - due), {"job_type": job_type})
 
 
 def _kind_or_none(registry: JobRegistry, name: str) -> JobType | None:

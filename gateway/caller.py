@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import re
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from fastapi import Request
 
+from domain.correlation import accept_or_new
 from domain.origin import Origin
+from gateway.tracing import current_traceparent
 
-CORRELATION_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 TRACEPARENT = re.compile(r"^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")
 
 
@@ -33,14 +33,15 @@ Identify = Callable[[Request], Caller]
 
 def correlation_id_of(request: Request, header: str) -> str:
     """The request's correlation id when well formed, a new one otherwise."""
-    given = request.headers.get(header, "")
-    return given if CORRELATION_ID.match(given) else uuid.uuid4().hex
+    return accept_or_new(request.headers.get(header))
 
 
 def origin_of(request: Request, caller: Caller) -> Origin:
+    """The cause of what the request appends: the caller, the request's correlation id
+    and the current span (the append's, when traced; else the caller's traceparent)."""
     traceparent = request.headers.get("traceparent", "").strip().lower()
     return Origin(
         actor=caller.subject,
         correlation_id=request.state.correlation_id,
-        traceparent=traceparent if TRACEPARENT.match(traceparent) else "",
+        traceparent=current_traceparent(traceparent if TRACEPARENT.match(traceparent) else ""),
     )

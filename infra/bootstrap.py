@@ -28,11 +28,14 @@ from domain.ledger import JobLedger
 from domain.retry import RetryPolicy
 from gateway.app import create_app
 from gateway.caller import Caller
+from gateway.ops import LiveWorker, Ops
 from gateway.services import Services
-from infra import ledger_store, topology
+from infra import ledger_store, telemetry, topology
 from infra.dead_letters import ManagementDeadLetters
 from infra.errors import BrokerUnavailable, ConfigurationError
 from infra.follower import LedgerFollower
+from infra.gauges import QueueDepths, observe_projector_lag
+from infra.health import probes
 from infra.settings import Settings
 from projections.runner import Projector
 
@@ -149,9 +152,14 @@ async def run_dispatcher(
     )
     registry = load_registry(settings.app)
     names = names_of(settings)
+    depths = QueueDepths(names.dead_queue)
+    work_queues = [names.work_queue(pool) for pool in pools_of(settings, registry)]
 
     async def dispatch() -> None:
         async with broker(settings, registry) as connection:
+            sampling = asyncio.create_task(
+                depths.watch(connection, work_queues, settings.observability.queue_depth_interval_s)
+            )
             channel = await connection.channel(publisher_confirms=True)
             dispatcher = Dispatcher(
                 source=LedgerFollower(ledger, settings.postgres.conninfo),
@@ -163,7 +171,10 @@ async def run_dispatcher(
                 control_exchange=await channel.get_exchange(names.control_exchange),
                 publish_window=settings.amqp.publish_window,
             )
-            await dispatcher.run()
+            try:
+                await dispatcher.run()
+            finally:
+                sampling.cancel()
 
     await supervise("dispatcher", dispatch, stopping)
 
@@ -173,6 +184,13 @@ async def run_projector(
 ) -> None:
     ledger = shared if shared is not None else await asyncio.to_thread(prepare_store, settings)
     view = await asyncio.to_thread(ledger_store.open_view, settings.postgres)
+
+    def lag() -> int | None:
+        return (ledger.recorder.max_notification_id() or 0) - (
+            view.max_tracking_id(ledger.name) or 0
+        )
+
+    observe_projector_lag(lag)
     projector = Projector(
         source=LedgerFollower(ledger, settings.postgres.conninfo),
         view=view,
@@ -261,7 +279,20 @@ def build_gateway(settings: Settings, ledger: JobLedger) -> FastAPI:
             settings.amqp.management_url, settings.amqp.url, names_of(settings).dead_queue
         ),
     )
-    return create_app(services)
+    workers = ledger_store.open_workers(settings.postgres, settings.worker.heartbeat_ttl_s)
+
+    def live_workers() -> list[LiveWorker]:
+        return [LiveWorker(**row) for row in workers.live_workers()]
+
+    app = create_app(
+        services,
+        correlation_header=settings.observability.correlation_header,
+        operations=Ops(
+            probes=probes(settings), metrics=telemetry.prometheus_text, workers=live_workers
+        ),
+    )
+    telemetry.configure(settings.otel, "gateway").instrument_app(app)
+    return app
 
 
 class _EmbeddedServer(uvicorn.Server):

@@ -23,9 +23,10 @@ import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from infra import bootstrap
+from infra import bootstrap, logs, telemetry
 from infra.demo import demo, submit_and_watch
 from infra.errors import InfraError
+from infra.health import serve_ops
 from infra.settings import Settings
 from infra.supervisor import supervise_workers
 
@@ -35,12 +36,7 @@ Process = Callable[[Settings, asyncio.Event, asyncio.Event], Coroutine[None, Non
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     settings = _settings(args)
-    logging.basicConfig(
-        level=getattr(logging, args.log_level.upper()),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
-    logging.getLogger("aio_pika").setLevel(logging.WARNING)
-    logging.getLogger("aiormq").setLevel(logging.WARNING)
+    logs.configure(args.log_level, json_lines=settings.observability.json_logs)
     try:
         if args.command == "worker" and settings.worker.processes > 1:
             child_argv = [*(argv if argv is not None else sys.argv[1:]), "--processes", "1"]
@@ -50,7 +46,11 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(
                 submit_and_watch(args.url, args.type, args.case_id, params, watch=args.watch)
             )
-        return asyncio.run(_serve(args, settings))
+        installed = telemetry.configure(settings.otel, args.command)
+        try:
+            return asyncio.run(_serve(args, settings))
+        finally:
+            installed.shutdown()
     except InfraError as exc:
         print(f"jobledger: {exc}", file=sys.stderr)
         return 2
@@ -68,6 +68,20 @@ async def _serve(args: argparse.Namespace, settings: Settings) -> int:
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal)
+    ops = None
+    if settings.observability.ops_port is not None and args.command != "gateway":
+        ops = asyncio.create_task(serve_ops(settings, stopping), name="ops")
+    try:
+        return await _run(args, settings, stopping, ready)
+    finally:
+        stopping.set()
+        if ops is not None:
+            await ops
+
+
+async def _run(
+    args: argparse.Namespace, settings: Settings, stopping: asyncio.Event, ready: asyncio.Event
+) -> int:
     process = _process(args.command)
     if args.command == "run" and args.demo:
         running = asyncio.create_task(process(settings, stopping, ready))

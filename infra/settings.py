@@ -3,6 +3,9 @@ development machine, and its unit in its name where the unit is not obvious."""
 
 from __future__ import annotations
 
+import os
+from typing import Literal
+
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -43,9 +46,42 @@ class LedgerSettings(BaseModel):
     group_commit_max_wait_s: float = Field(default=0.002, ge=0)
 
 
+def _otel_env(name: str, default: str = "") -> str:
+    """A standard ``OTEL_*`` variable: the default of an OtelSettings field, which the
+    ``JOBLEDGER_OTEL__*`` variable of the same field overrides."""
+    return os.environ.get(name, default).strip()
+
+
+def _otel_enabled() -> bool:
+    disabled = _otel_env("OTEL_SDK_DISABLED").lower() == "true"
+    return not disabled and bool(_otel_env("OTEL_EXPORTER_OTLP_ENDPOINT"))
+
+
+def _otel_sample_ratio() -> float:
+    try:
+        return min(1.0, max(0.0, float(_otel_env("OTEL_TRACES_SAMPLER_ARG", "1.0"))))
+    except ValueError:
+        return 1.0
+
+
 class OtelSettings(BaseModel):
-    enabled: bool = False
-    service_name: str = "jobledger"
+    """Tracing and metrics export. Off unless enabled here or an
+    ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set; off, no SDK is installed at all."""
+
+    enabled: bool = Field(default_factory=_otel_enabled)
+    service_name: str = Field(
+        default_factory=lambda: _otel_env("OTEL_SERVICE_NAME", "jobledger") or "jobledger"
+    )
+    # The collector's base URL; empty means the protocol's default on localhost.
+    endpoint: str = Field(default_factory=lambda: _otel_env("OTEL_EXPORTER_OTLP_ENDPOINT"))
+    protocol: Literal["http/protobuf", "grpc"] = Field(
+        default_factory=lambda: (
+            "grpc" if _otel_env("OTEL_EXPORTER_OTLP_PROTOCOL") == "grpc" else "http/protobuf"
+        )
+    )
+    # Fraction of new traces kept (a trace continued from a caller follows its decision).
+    sample_ratio: float = Field(default_factory=_otel_sample_ratio, ge=0.0, le=1.0)
+    metrics_export_interval_s: float = Field(default=10.0, gt=0)
 
 
 class WorkerSettings(BaseModel):
@@ -76,6 +112,19 @@ class GatewaySettings(BaseModel):
     dev_subject: str = "dev"
 
 
+class ObservabilitySettings(BaseModel):
+    """Logs, correlation ids and the operations port of the non-HTTP processes."""
+
+    json_logs: bool = False  # one JSON object per log line, with the job's ids
+    correlation_header: str = "X-Correlation-ID"
+    # /healthz, /readyz and /metrics of the dispatcher, projector and worker: off when
+    # unset, an ephemeral port when 0 (the gateway serves them on its own port).
+    ops_host: str = "127.0.0.1"
+    ops_port: int | None = Field(default=None, ge=0, le=65535)
+    # How often the dispatcher samples the depth of the work queues and the DLQ.
+    queue_depth_interval_s: float = Field(default=5.0, gt=0)
+
+
 class Settings(BaseSettings):
     """Read from JOBLEDGER_* variables; nested groups use a double underscore,
     e.g. JOBLEDGER_POSTGRES__HOST or JOBLEDGER_WORKER__CONCURRENCY."""
@@ -89,6 +138,7 @@ class Settings(BaseSettings):
     postgres: PostgresSettings = PostgresSettings()
     ledger: LedgerSettings = LedgerSettings()
     amqp: AmqpSettings = AmqpSettings()
-    otel: OtelSettings = OtelSettings()
+    otel: OtelSettings = Field(default_factory=OtelSettings)  # reads OTEL_* when built
     worker: WorkerSettings = WorkerSettings()
     gateway: GatewaySettings = GatewaySettings()
+    observability: ObservabilitySettings = ObservabilitySettings()

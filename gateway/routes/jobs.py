@@ -23,6 +23,7 @@ from gateway.access import Reading, Writing
 from gateway.caller import Caller, origin_of
 from gateway.schemas import CASE_ID, ErrorOut, EventOut, JobOut, JobPage, SubmitJob
 from gateway.services import Services
+from gateway.tracing import appending, submitted
 
 POSITION_HEADER = "X-Ledger-Position"
 IDEMPOTENCY_NAMESPACE = UUID("6f1c2a52-3f1e-4a8e-9d7b-1f0c8e1f9a10")
@@ -69,16 +70,18 @@ def build_router(services: Services) -> APIRouter:
             else uuid.uuid4()
         )
         try:
-            committed = services.ledger.submit_job(
-                job_id=job_id,
-                tenant=who.tenant,
-                case_id=case_id,
-                job_type=job_type,
-                params=normalised,
-                pool=info.pool,
-                max_attempts=info.max_attempts or services.default_max_attempts,
-                origin=origin_of(request, who),
-            )
+            with appending("Submitted", job_id, job_type):
+                committed = services.ledger.submit_job(
+                    job_id=job_id,
+                    tenant=who.tenant,
+                    case_id=case_id,
+                    job_type=job_type,
+                    params=normalised,
+                    pool=info.pool,
+                    max_attempts=info.max_attempts or services.default_max_attempts,
+                    origin=origin_of(request, who),
+                )
+            submitted.add(1, {"job_type": job_type})
         except DuplicateSubmission:
             job = own_job(job_id, who)
             if (job.job_type, job.case_id) != (job_type, case_id):
@@ -145,7 +148,9 @@ def build_router(services: Services) -> APIRouter:
     @router.post("/{job_id}/cancel", responses=ERRORS, summary="Cancel a job")
     def cancel(job_id: UUID, request: Request, response: Response, who: Writing) -> JobOut:
         own_job(job_id, who)
-        return _written(response, services.ledger.cancel_job(job_id, origin_of(request, who)))
+        with appending("Cancel", job_id):
+            committed = services.ledger.cancel_job(job_id, origin_of(request, who))
+        return _written(response, committed)
 
     @router.post(
         "/{job_id}/retry",
@@ -155,7 +160,9 @@ def build_router(services: Services) -> APIRouter:
     )
     def retry(job_id: UUID, request: Request, response: Response, who: Writing) -> JobOut:
         own_job(job_id, who)
-        return _written(response, services.ledger.retry_job(job_id, origin_of(request, who)))
+        with appending("RetryRequested", job_id):
+            committed = services.ledger.retry_job(job_id, origin_of(request, who))
+        return _written(response, committed)
 
     return router
 

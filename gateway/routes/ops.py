@@ -1,0 +1,87 @@
+"""/healthz, /readyz, /metrics and /workers: for operators and orchestrators,
+tagged ``ops`` in the OpenAPI document."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+
+from fastapi import APIRouter, HTTPException, Request, Response
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
+
+from gateway.access import Operating
+from gateway.ops import Ops
+
+PROBE_TIMEOUT_S = 3.0
+
+
+class Health(BaseModel):
+    status: str
+    checks: dict[str, str] = {}
+
+
+class WorkerOut(BaseModel):
+    worker_id: str
+    pool: str
+    started_at: datetime
+    heartbeat_at: datetime
+    in_flight: list[str]
+
+
+def build_router(ops: Ops) -> APIRouter:
+    router = APIRouter(tags=["ops"])
+
+    @router.get("/healthz", summary="Liveness: the gateway answers")
+    async def healthz() -> Health:
+        return Health(status="ok")
+
+    @router.get(
+        "/readyz",
+        summary="Readiness: PostgreSQL and RabbitMQ answer",
+        responses={503: {"model": Health, "description": "A dependency is not ready."}},
+    )
+    async def readyz() -> JSONResponse:
+        checks = await check_all(ops)
+        ready = all(v == "ok" for v in checks.values())
+        body = Health(status="ok" if ready else "unavailable", checks=checks)
+        return JSONResponse(body.model_dump(), status_code=200 if ready else 503)
+
+    @router.get(
+        "/metrics",
+        summary="This process's metrics, Prometheus text format",
+        response_class=Response,
+        responses={200: {"content": {"text/plain": {}}}},
+    )
+    async def metrics() -> Response:
+        if ops.metrics is None:
+            raise HTTPException(404, "metrics are not configured")
+        body, content_type = ops.metrics()
+        return Response(body, media_type=content_type)
+
+    @router.get("/workers", summary="Live workers and the jobs they run")
+    async def workers(request: Request, who: Operating) -> list[WorkerOut]:
+        if ops.workers is None:
+            raise HTTPException(503, "worker liveness is not configured")
+        live = await run_in_threadpool(ops.workers)
+        return [WorkerOut(**w.__dict__) for w in live]
+
+    return router
+
+
+async def check_all(ops: Ops) -> dict[str, str]:
+    """Every probe, concurrently: ``ok`` or why not."""
+
+    async def check(name: str) -> str:
+        try:
+            await asyncio.wait_for(ops.probes[name](), PROBE_TIMEOUT_S)
+        except TimeoutError:
+            return f"no answer within {PROBE_TIMEOUT_S:.0f}s"
+        except Exception as exc:  # noqa: BLE001 - any failure means not ready
+            return f"{type(exc).__name__}: {exc}"[:300]
+        return "ok"
+
+    names = list(ops.probes)
+    results = await asyncio.gather(*(check(n) for n in names))
+    return dict(zip(names, results, strict=True))

@@ -1,0 +1,45 @@
+"""The gateway's own spans and metrics (through the OpenTelemetry API only: infra
+decides whether anything is recorded).
+
+Each ledger append is a span, child of the request's; its context is the
+``traceparent`` stored on the events it appends, which the dispatcher and the
+worker continue later, in other processes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from uuid import UUID
+
+from opentelemetry import metrics, trace
+from opentelemetry.trace import Span
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from domain.correlation import about
+
+tracer = trace.get_tracer("jobledger.gateway")
+meter = metrics.get_meter("jobledger.gateway")
+submitted = meter.create_counter(
+    "jobledger.jobs.submitted", unit="{job}", description="Jobs accepted, by type"
+)
+_propagator = TraceContextTextMapPropagator()
+
+
+@contextmanager
+def appending(event: str, job_id: UUID, job_type: str = "") -> Iterator[Span]:
+    """A span around appending ``event`` of a job to the ledger."""
+    attributes = {"jobledger.job_id": str(job_id), "jobledger.event": event}
+    if job_type:
+        attributes["jobledger.job_type"] = job_type
+    with (
+        about(job_id=str(job_id)),
+        tracer.start_as_current_span(f"ledger append {event}", attributes=attributes) as span,
+    ):
+        yield span
+
+
+def current_traceparent(fallback: str) -> str:
+    """The W3C context of the current span, or ``fallback`` when nothing is traced."""
+    carrier: dict[str, str] = {}
+    _propagator.inject(carrier)
+    return carrier.get("traceparent", fallback)

@@ -1,0 +1,78 @@
+"""Metrics observed from the stores rather than counted in code: the depth of the
+work queues and the DLQ (sampled by the dispatcher) and the projector's lag."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Iterable
+
+from aio_pika.abc import AbstractRobustConnection
+from opentelemetry import metrics
+from opentelemetry.metrics import CallbackOptions, Observation
+
+log = logging.getLogger("jobledger.metrics")
+meter = metrics.get_meter("jobledger.infra")
+
+
+class QueueDepths:
+    """The last sampled message count of each queue, as observable gauges."""
+
+    def __init__(self, dead_queue: str) -> None:
+        self.dead_queue = dead_queue
+        self.depths: dict[str, int] = {}
+        meter.create_observable_gauge(
+            "jobledger.queue.depth",
+            [self._work],
+            unit="{message}",
+            description="Ready messages in each work queue",
+        )
+        meter.create_observable_gauge(
+            "jobledger.dlq.depth",
+            [self._dead],
+            unit="{message}",
+            description="Messages in the dead-letter queue",
+        )
+
+    def _work(self, options: CallbackOptions) -> Iterable[Observation]:
+        return [
+            Observation(n, {"queue": q}) for q, n in self.depths.items() if q != self.dead_queue
+        ]
+
+    def _dead(self, options: CallbackOptions) -> Iterable[Observation]:
+        if self.dead_queue in self.depths:
+            return [Observation(self.depths[self.dead_queue], {"queue": self.dead_queue})]
+        return []
+
+    async def watch(
+        self, connection: AbstractRobustConnection, queues: list[str], interval_s: float
+    ) -> None:
+        """Sample every ``interval_s`` until cancelled (a passive declare per queue)."""
+        while True:
+            try:
+                async with connection.channel() as channel:
+                    for name in [*queues, self.dead_queue]:
+                        queue = await channel.declare_queue(name, passive=True)
+                        self.depths[name] = queue.declaration_result.message_count or 0
+            except Exception as exc:  # noqa: BLE001 - a sample is skipped, not fatal
+                log.debug("queue depth sample failed: %r", exc)
+            await asyncio.sleep(interval_s)
+
+
+def observe_projector_lag(lag: Callable[[], int | None]) -> None:
+    """Ledger positions the job view has yet to apply."""
+
+    def observe(options: CallbackOptions) -> Iterable[Observation]:
+        with contextlib.suppress(Exception):
+            value = lag()
+            if value is not None:
+                return [Observation(value)]
+        return []
+
+    meter.create_observable_gauge(
+        "jobledger.projector.lag",
+        [observe],
+        unit="{event}",
+        description="Ledger positions not yet applied to the job view",
+    )

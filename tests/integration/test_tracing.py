@@ -1,0 +1,172 @@
+"""Traces over the wire: the real processes export OTLP/HTTP to a receiver in the test
+process, and each job's request, append, publish, consume and handler are spans of
+one trace, retries included, with nothing of the job's data in them."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.integration.conftest import Stack, eventually, submit, wait_for_status
+from tests.integration.otlp import OtlpReceiver, ReceivedSpan
+
+SERVER, CONSUMER, PRODUCER = 2, 5, 4  # OTLP span kinds
+ERROR = 2  # OTLP status code
+
+
+@pytest.fixture
+def receiver() -> Iterator[OtlpReceiver]:
+    r = OtlpReceiver()
+    r.start()
+    yield r
+    r.stop()
+
+
+@pytest.fixture
+def traced(stack: Stack, receiver: OtlpReceiver) -> Stack:
+    """Every process in one, exporting spans every 100 ms to the receiver."""
+    stack.start(
+        "run",
+        OTEL_EXPORTER_OTLP_ENDPOINT=receiver.url,
+        OTEL_EXPORTER_OTLP_PROTOCOL="http/protobuf",
+        OTEL_SERVICE_NAME="jobledger-test",
+        OTEL_BSP_SCHEDULE_DELAY="100",
+        JOBLEDGER_OTEL__METRICS_EXPORT_INTERVAL_S="0.5",
+    )
+    stack.wait_ready()
+    return stack
+
+
+def one(spans: list[ReceivedSpan], name: str, **attributes: Any) -> ReceivedSpan:
+    found = [
+        s
+        for s in spans
+        if s.name == name and all(s.attributes.get(k) == v for k, v in attributes.items())
+    ]
+    assert len(found) == 1, f"{len(found)} spans {name} {attributes} in {[s.name for s in spans]}"
+    return found[0]
+
+
+def spans_of_job(receiver: OtlpReceiver, job_id: str, names: set[str]) -> list[ReceivedSpan]:
+    """Wait until every span named in ``names`` has arrived for the job."""
+
+    def arrived() -> list[ReceivedSpan] | None:
+        spans = [s for s in receiver.received() if s.attributes.get("jobledger.job_id") == job_id]
+        return spans if names <= {s.name for s in spans} else None
+
+    return eventually(arrived, 20, f"spans {names} of job {job_id}")
+
+
+def test_a_job_is_one_trace_from_the_callers_request_to_its_handler(
+    traced: Stack, receiver: OtlpReceiver
+) -> None:
+    trace_id, caller_span = secrets.token_hex(16), secrets.token_hex(8)
+    headers = {"traceparent": f"00-{trace_id}-{caller_span}-01", "X-Correlation-ID": "corr-42"}
+    with traced.client() as client:
+        response = client.post(
+            "/jobs",
+            json={"type": "echo", "case_id": "case-1", "params": {"text": "hi"}},
+            headers=headers,
+        )
+        assert response.status_code == 202, response.text
+        job_id = response.json()["id"]
+        wait_for_status(client, job_id)
+        submitted = client.get(f"/jobs/{job_id}/events").json()[0]
+
+    spans_of_job(receiver, job_id, {"ledger append Submitted", "publish", "consume", "run echo"})
+    spans = receiver.of_trace(trace_id)
+    server = one(spans, "POST /jobs", **{"jobledger.correlation_id": "corr-42"})
+    append = one(spans, "ledger append Submitted")
+    publish = one(spans, "publish", **{"jobledger.attempt": 1})
+    consume = one(spans, "consume", **{"jobledger.attempt": 1})
+    run = one(spans, "run echo")
+
+    assert server.kind == SERVER and server.parent_id == caller_span
+    assert append.parent_id == server.span_id
+    assert submitted["traceparent"] == f"00-{trace_id}-{append.span_id}-01"
+    assert publish.parent_id == append.span_id and publish.kind == PRODUCER
+    assert consume.parent_id == publish.span_id and consume.kind == CONSUMER
+    assert run.parent_id == consume.span_id
+    assert run.attributes["jobledger.outcome"] == "succeeded"
+    assert consume.attributes["jobledger.correlation_id"] == "corr-42"
+    assert {s.service for s in (server, publish, consume)} == {"jobledger-test"}
+    queries = [s for s in spans if s.attributes.get("db.system") == "postgresql"]
+    assert queries, "psycopg's queries for the job are spans of its trace"
+
+
+def test_the_attempts_of_a_retried_job_are_spans_of_its_trace(
+    traced: Stack, receiver: OtlpReceiver
+) -> None:
+    with traced.client() as client:
+        job = submit(client, "flaky", {"fail_attempts": 1})
+        done = wait_for_status(client, job["id"])
+    assert done["status"] == "succeeded" and done["attempt"] == 2
+
+    spans = spans_of_job(receiver, job["id"], {"ledger append Submitted", "run flaky"})
+    spans = eventually(
+        lambda: (
+            (
+                s := [
+                    x
+                    for x in receiver.received()
+                    if x.attributes.get("jobledger.job_id") == job["id"]
+                ]
+            )
+            and len([x for x in s if x.name == "run flaky"]) == 2
+            and s
+        ),
+        20,
+        "both attempts' spans",
+    )
+    trace_ids = {s.trace_id for s in spans}
+    assert len(trace_ids) == 1, trace_ids
+    server = one(receiver.of_trace(trace_ids.pop()), "POST /jobs")
+    append = one(spans, "ledger append Submitted")
+    assert append.parent_id == server.span_id
+    first = {name: one(spans, name, **{"jobledger.attempt": 1}) for name in ("publish", "consume")}
+    second = {name: one(spans, name, **{"jobledger.attempt": 2}) for name in ("publish", "consume")}
+    run_1 = one(spans, "run flaky", **{"jobledger.attempt": 1})
+    run_2 = one(spans, "run flaky", **{"jobledger.attempt": 2})
+
+    assert first["publish"].parent_id == append.span_id
+    assert first["consume"].parent_id == first["publish"].span_id
+    assert run_1.parent_id == first["consume"].span_id and run_1.status_code == ERROR
+    # The failed attempt was recorded inside its consume span; the retry continues it.
+    assert second["publish"].parent_id == first["consume"].span_id
+    assert second["consume"].parent_id == second["publish"].span_id
+    assert run_2.parent_id == second["consume"].span_id
+    assert run_2.attributes["jobledger.outcome"] == "succeeded"
+
+
+def test_no_params_results_errors_or_tokens_reach_any_exported_span(
+    traced: Stack, receiver: OtlpReceiver
+) -> None:
+    param_marker = f"PARAM{secrets.token_hex(6)}"
+    error_marker = f"ERROR{secrets.token_hex(6)}"
+    token_marker = f"TOKEN{secrets.token_hex(6)}"
+    with traced.client() as client:
+        echoed = submit(client, "echo", {"text": param_marker})
+        failed = submit(client, "fail", {"message": error_marker, "permanent": False})
+        wait_for_status(client, echoed["id"])
+        wait_for_status(client, failed["id"])
+        read = client.get(f"/jobs/{echoed['id']}", params={"access_token": token_marker})
+        assert read.status_code == 200 and param_marker in read.text  # the API does answer it
+
+    spans_of_job(receiver, echoed["id"], {"run echo"})
+    spans_of_job(receiver, failed["id"], {"run fail"})
+    reads = eventually(
+        lambda: [s for s in receiver.received() if s.name == "GET /jobs/{job_id}"],
+        20,
+        "the read's span",
+    )
+    urls = [v for s in reads for k, v in s.attributes.items() if k in ("http.url", "url.full")]
+    assert urls and all("?" not in u for u in urls), urls
+
+    everything = repr(
+        [(s.name, s.attributes, s.events, s.status_message) for s in receiver.received()]
+    )
+    for marker in (param_marker, error_marker, token_marker):
+        assert marker not in everything, f"{marker} leaked into a span"
