@@ -330,6 +330,7 @@ class Worker:
         committed = await self.store.record(*command, **kwargs)
         if committed is not None:
             _count_outcome(committed.job)
+            log.info("%s attempt %d: %s", job.job_type, attempt, committed.job.status)
         return committed is not None and committed.job.status is Status.FAILED
 
     def _retry_delay(self, job: Job) -> float:

@@ -8,6 +8,7 @@ for the view to reach it."""
 from __future__ import annotations
 
 import inspect
+import logging
 import time
 import uuid
 from typing import Annotated, Any
@@ -25,6 +26,7 @@ from gateway.schemas import CASE_ID, ErrorOut, EventOut, JobOut, JobPage, Submit
 from gateway.services import Services
 from gateway.tracing import appending, submitted
 
+log = logging.getLogger("jobledger.gateway")
 POSITION_HEADER = "X-Ledger-Position"
 IDEMPOTENCY_NAMESPACE = UUID("6f1c2a52-3f1e-4a8e-9d7b-1f0c8e1f9a10")
 
@@ -81,6 +83,7 @@ def build_router(services: Services) -> APIRouter:
                     max_attempts=info.max_attempts or services.default_max_attempts,
                     origin=origin_of(request, who),
                 )
+                log.info("accepted a %s job", job_type)
             submitted.add(1, {"job_type": job_type})
         except DuplicateSubmission:
             job = own_job(job_id, who)

@@ -26,7 +26,7 @@ def receiver() -> Iterator[OtlpReceiver]:
 
 
 @pytest.fixture
-def traced(stack: Stack, receiver: OtlpReceiver) -> Stack:
+def traced(receiver: OtlpReceiver, stack: Stack) -> Stack:
     """Every process in one, exporting spans every 100 ms to the receiver."""
     stack.start(
         "run",
@@ -152,18 +152,29 @@ def test_no_params_results_errors_or_tokens_reach_any_exported_span(
         failed = submit(client, "fail", {"message": error_marker, "permanent": False})
         wait_for_status(client, echoed["id"])
         wait_for_status(client, failed["id"])
-        read = client.get(f"/jobs/{echoed['id']}", params={"access_token": token_marker})
+        read = client.get(
+            f"/jobs/{echoed['id']}",
+            params={"access_token": token_marker},
+            headers={"X-Correlation-ID": "the-read-with-a-token"},
+        )
         assert read.status_code == 200 and param_marker in read.text  # the API does answer it
 
     spans_of_job(receiver, echoed["id"], {"run echo"})
     spans_of_job(receiver, failed["id"], {"run fail"})
-    reads = eventually(
-        lambda: [s for s in receiver.received() if s.name == "GET /jobs/{job_id}"],
+    read_span = eventually(
+        lambda: next(
+            (
+                s
+                for s in receiver.received()
+                if s.attributes.get("jobledger.correlation_id") == "the-read-with-a-token"
+            ),
+            None,
+        ),
         20,
         "the read's span",
     )
-    urls = [v for s in reads for k, v in s.attributes.items() if k in ("http.url", "url.full")]
-    assert urls and all("?" not in u for u in urls), urls
+    urls = [v for k, v in read_span.attributes.items() if k in ("http.url", "url.full")]
+    assert urls and all(u.endswith(f"/jobs/{echoed['id']}") for u in urls), urls
 
     everything = repr(
         [(s.name, s.attributes, s.events, s.status_message) for s in receiver.received()]
