@@ -83,7 +83,7 @@ def build_router(services: Services) -> APIRouter:
                     max_attempts=info.max_attempts or services.default_max_attempts,
                     origin=origin_of(request, who),
                 )
-                log.info("accepted a %s job", job_type)
+                log.info("accepted a job of type %s", job_type)
             submitted.add(1, {"job_type": job_type})
         except DuplicateSubmission:
             job = own_job(job_id, who)

@@ -122,7 +122,7 @@ def test_a_malformed_correlation_id_is_replaced_and_never_echoed_logged_or_store
         assert submitted["correlation_id"] == headers["x-correlation-id"]
         assert GENERATED.fullmatch(submitted["correlation_id"])
     logs = logs_of(running)
-    assert logs.count("accepted a echo job") >= len(HOSTILE) + 1
+    assert logs.count("accepted a job of type echo") >= len(HOSTILE) + 1
     for value in HOSTILE:
         assert value.decode("latin-1") not in logs
 

@@ -6,9 +6,14 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import grpc
 import pytest
+from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
+from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2_grpc as metrics_rpc
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
 from tests.integration.conftest import Stack, eventually, submit, wait_for_status
 from tests.integration.otlp import OtlpReceiver, ReceivedSpan
@@ -181,3 +186,38 @@ def test_no_params_results_errors_or_tokens_reach_any_exported_span(
     )
     for marker in (param_marker, error_marker, token_marker):
         assert marker not in everything, f"{marker} leaked into a span"
+
+
+def test_spans_are_exported_over_grpc_too(stack: Stack) -> None:
+    names: list[str] = []
+
+    class Traces(trace_service_pb2_grpc.TraceServiceServicer):
+        def Export(self, request: Any, context: Any) -> Any:
+            names.extend(
+                s.name for rs in request.resource_spans for ss in rs.scope_spans for s in ss.spans
+            )
+            return trace_service_pb2.ExportTraceServiceResponse()
+
+    class Metrics(metrics_rpc.MetricsServiceServicer):
+        def Export(self, request: Any, context: Any) -> Any:
+            return metrics_service_pb2.ExportMetricsServiceResponse()
+
+    server = grpc.server(ThreadPoolExecutor(2))
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Traces(), server)
+    metrics_rpc.add_MetricsServiceServicer_to_server(Metrics(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        stack.start(
+            "run",
+            OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{port}",
+            OTEL_EXPORTER_OTLP_PROTOCOL="grpc",
+            OTEL_BSP_SCHEDULE_DELAY="100",
+        )
+        stack.wait_ready()
+        with stack.client() as client:
+            wait_for_status(client, submit(client, "echo", {"text": "x"})["id"])
+        eventually(lambda: {"POST /jobs", "consume", "run echo"} <= set(names), 20, "gRPC spans")
+    finally:
+        stack.stop_all()
+        server.stop(0)
