@@ -60,7 +60,13 @@ async def serve_ops(settings: Settings, stopping: asyncio.Event) -> None:
         finally:
             writer.close()
 
-    server = await asyncio.start_server(answer, obs.ops_host, obs.ops_port or 0)
+    try:
+        server = await asyncio.start_server(answer, obs.ops_host, obs.ops_port or 0)
+    except OSError as exc:  # e.g. the port is taken by a sibling worker process
+        log.warning(
+            "no ops endpoints: cannot listen on %s:%s (%s)", obs.ops_host, obs.ops_port, exc
+        )
+        return
     port = server.sockets[0].getsockname()[1]
     log.info("ops endpoints on http://%s:%s (/healthz /readyz /metrics)", obs.ops_host, port)
     async with server:
