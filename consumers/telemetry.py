@@ -8,16 +8,20 @@ consumes it. When nothing is traced the context passes through unchanged."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from aio_pika.abc import AbstractIncomingMessage
 from opentelemetry import metrics, trace
 from opentelemetry.context import Context
 from opentelemetry.trace import Span, SpanKind
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from consumers.delivery import Delivery
+from consumers.delivery import DUE_AT_HEADER, Delivery
+from consumers.execution import Outcome
+from domain.job import Job, Status
 
 tracer = trace.get_tracer("jobledger.consumers")
 meter = metrics.get_meter("jobledger.consumers")
@@ -81,3 +85,29 @@ def messaging_span(
         name, context=parent_of(delivery.traceparent), kind=kind, attributes=attributes
     ) as span:
         yield span
+
+
+def outcome_name(outcome: Outcome) -> str:
+    if outcome.interrupted:
+        return "interrupted"
+    if outcome.cancelled:
+        return "cancelled"
+    return "failed" if outcome.error is not None else "succeeded"
+
+
+def count_outcome(job: Job) -> None:
+    by_type = {"job_type": job.job_type}
+    match job.status:
+        case Status.SUCCEEDED:
+            succeeded.add(1, by_type)
+        case Status.FAILED:
+            failed.add(1, by_type)
+        case Status.RETRY_SCHEDULED if job.error is not None:
+            retried.add(1, by_type)
+
+
+def observe_queue_wait(message: AbstractIncomingMessage, job_type: str) -> None:
+    """From when the attempt was due (the dispatcher's publish plus its delay) to now."""
+    due = (message.headers or {}).get(DUE_AT_HEADER)
+    if isinstance(due, (int, float)) and not isinstance(due, bool):
+        queue_wait.record(max(0.0, time.time() - due), {"job_type": job_type})

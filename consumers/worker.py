@@ -25,7 +25,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 from consumers import telemetry as metrics
 from consumers.context import JobContext
-from consumers.delivery import DUE_AT_HEADER, Delivery, UndecodableDelivery
+from consumers.delivery import Delivery, UndecodableDelivery
 from consumers.execution import Execution, Outcome
 from consumers.messages import Messages
 from consumers.progress import ProgressReporter
@@ -183,7 +183,7 @@ class Worker:
                 await self._dead_letter(message, "unknown job", delivery)
                 return
             if started is not None:
-                _observe_queue_wait(message, delivery.job_type)
+                metrics.observe_queue_wait(message, delivery.job_type)
                 await self._run(message, delivery, started.job, origin)
 
     async def _dead_letter(
@@ -238,6 +238,7 @@ class Worker:
         ):
             failed = await self.recovery.settle(job, origin, self._retry_delay(job))
             if failed:
+                metrics.dead_lettered.add(1, {"job_type": job.job_type})
                 await settle(message, reject=True)
                 return
         else:
@@ -289,7 +290,7 @@ class Worker:
                 },
             ) as span:
                 outcome = await execution.run()
-                span.set_attribute("jobledger.outcome", _outcome_name(outcome))
+                span.set_attribute("jobledger.outcome", metrics.outcome_name(outcome))
                 if outcome.error is not None:
                     span.set_status(StatusCode.ERROR)
         finally:
@@ -297,7 +298,7 @@ class Worker:
             metrics.in_flight.add(-1, worker)
         metrics.duration.record(
             time.monotonic() - began,
-            {"job_type": job.job_type, "outcome": _outcome_name(outcome)},
+            {"job_type": job.job_type, "outcome": metrics.outcome_name(outcome)},
         )
         return outcome
 
@@ -329,7 +330,7 @@ class Worker:
             )
         committed = await self.store.record(*command, **kwargs)
         if committed is not None:
-            _count_outcome(committed.job)
+            metrics.count_outcome(committed.job)
             log.info("%s attempt %d: %s", job.job_type, attempt, committed.job.status)
         return committed is not None and committed.job.status is Status.FAILED
 
@@ -377,32 +378,6 @@ async def settle(message: AbstractIncomingMessage, *, reject: bool = False) -> N
         await (message.reject(requeue=False) if reject else message.ack())
     except (aio_pika.exceptions.AMQPError, RuntimeError) as exc:
         log.warning("could not settle message %s: %r", message.message_id, exc)
-
-
-def _outcome_name(outcome: Outcome) -> str:
-    if outcome.interrupted:
-        return "interrupted"
-    if outcome.cancelled:
-        return "cancelled"
-    return "failed" if outcome.error is not None else "succeeded"
-
-
-def _count_outcome(job: Job) -> None:
-    by_type = {"job_type": job.job_type}
-    match job.status:
-        case Status.SUCCEEDED:
-            metrics.succeeded.add(1, by_type)
-        case Status.FAILED:
-            metrics.failed.add(1, by_type)
-        case Status.RETRY_SCHEDULED if job.error is not None:
-            metrics.retried.add(1, by_type)
-
-
-def _observe_queue_wait(message: AbstractIncomingMessage, job_type: str) -> None:
-    """From when the attempt was due (the dispatcher's publish plus its delay) to now."""
-    due = (message.headers or {}).get(DUE_AT_HEADER)
-    if isinstance(due, (int, float)) and not isinstance(due, bool):
-        metrics.queue_wait.record(max(0.0, time.time() - due), {"job_type": job_type})
 
 
 def _kind_or_none(registry: JobRegistry, name: str) -> JobType | None:
