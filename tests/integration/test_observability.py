@@ -266,3 +266,21 @@ def test_a_worker_answers_health_and_metrics_on_its_ops_port(stack: Stack, ops_p
     assert readyz.status_code == 200 and readyz.json()["status"] == "ok"
     assert re.search(r'jobledger_jobs_succeeded_total\{[^}]*job_type="echo"[^}]*\} 1\.0', metrics)
     assert httpx.get(f"{ops}/nothing", timeout=5).status_code == 404
+
+
+def test_with_tracing_off_the_callers_trace_context_still_reaches_every_event(
+    running: Stack,
+) -> None:
+    traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    with running.client() as client:
+        response = client.post(
+            "/jobs",
+            json={"type": "echo", "case_id": "c-1", "params": {"text": "x"}},
+            headers={"traceparent": traceparent},
+        )
+        job_id = response.json()["id"]
+        wait_for_status(client, job_id)
+        events = client.get(f"/jobs/{job_id}/events").json()
+
+    assert [e["type"] for e in events][:2] == ["Submitted", "Started"]
+    assert {e["traceparent"] for e in events} == {traceparent}
