@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from datetime import datetime
 
-from fastapi import APIRouter, HTTPException, Request, Response
+from fastapi import APIRouter, HTTPException, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
@@ -61,7 +61,7 @@ def build_router(ops: Ops) -> APIRouter:
         return Response(body, media_type=content_type)
 
     @router.get("/workers", summary="Live workers and the jobs they run")
-    async def workers(request: Request, who: Operating) -> list[WorkerOut]:
+    async def workers(who: Operating) -> list[WorkerOut]:
         if ops.workers is None:
             raise HTTPException(503, "worker liveness is not configured")
         live = await run_in_threadpool(ops.workers)
