@@ -8,12 +8,22 @@ cannot identify."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request
 
 from gateway.caller import ADMIN, READ, WRITE, Caller
+from gateway.schemas import ErrorOut
 from gateway.services import Services
+
+# What every route guarded by these dependencies may also answer; routers declare
+# it (``APIRouter(responses=DENIED)``) so the OpenAPI document tells the truth.
+DENIED: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorOut, "description": "No valid bearer token (see WWW-Authenticate)."},
+    403: {"model": ErrorOut, "description": "The token lacks the scope this needs."},
+    413: {"model": ErrorOut, "description": "The request body is too large."},
+    431: {"model": ErrorOut, "description": "The request headers are too large."},
+}
 
 
 def _require(scope: str) -> Callable[[Request], Caller]:

@@ -9,6 +9,7 @@ from fastapi import FastAPI, Request, Response
 
 from gateway import errors
 from gateway.caller import correlation_id_of
+from gateway.limits import RequestLimits
 from gateway.routes import dlq, jobs
 from gateway.services import Services
 
@@ -33,4 +34,9 @@ def create_app(services: Services, *, correlation_header: str = "X-Correlation-I
 
     app.include_router(jobs.build_router(services))
     app.include_router(dlq.build_router())
+    app.add_middleware(
+        RequestLimits,
+        max_body_bytes=services.max_body_bytes,
+        max_header_bytes=services.max_header_bytes,
+    )
     return app

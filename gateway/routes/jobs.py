@@ -14,12 +14,12 @@ from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, Header, Path, Query, Request, Response
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, ValidationError
 
-from domain.errors import DuplicateSubmission, JobNotFound
+from domain.errors import DuplicateSubmission, InvalidParams, JobNotFound
 from domain.job import Job, Status
 from domain.ledger import Committed
-from gateway.access import Reading, Writing
+from gateway.access import DENIED, Reading, Writing
 from gateway.caller import Caller, origin_of
 from gateway.schemas import CASE_ID, ErrorOut, EventOut, JobOut, JobPage, SubmitJob
 from gateway.services import Services
@@ -43,7 +43,11 @@ IdempotencyKey = Annotated[
 
 
 def build_router(services: Services) -> APIRouter:
-    router = APIRouter(prefix="/jobs", tags=["jobs"])
+    router = APIRouter(prefix="/jobs", tags=["jobs"], responses=DENIED)
+    strict = {
+        name: _strict(services.job_types.get(name).params_model)
+        for name in services.job_types.names()
+    }
 
     def own_job(job_id: UUID, who: Caller) -> Job:
         job = services.ledger.get_job(job_id)
@@ -61,6 +65,8 @@ def build_router(services: Services) -> APIRouter:
         params: dict[str, Any],
         idempotency_key: str | None,
     ) -> JobOut:
+        if job_type in strict:  # unknown types are reported by validate, with the known ones
+            _check_strict(strict[job_type], job_type, params)
         normalised = services.job_types.validate(job_type, params)
         info = services.job_types.get(job_type)
         job_id = (
@@ -111,7 +117,7 @@ def build_router(services: Services) -> APIRouter:
         )
 
     for name in services.job_types.names():
-        _add_typed_submit(router, name, services.job_types.get(name).params_model, submit)
+        _add_typed_submit(router, name, strict[name], submit)
 
     @router.get("/{job_id}", responses=ERRORS, summary="A job's current state")
     def get_job(job_id: UUID, who: Reading) -> JobOut:
@@ -201,6 +207,24 @@ def _add_typed_submit(router: APIRouter, name: str, model: type[BaseModel], subm
         response_model=JobOut,
         summary=f"Submit a {name} job on a case",
     )
+
+
+def _strict(model: type[BaseModel]) -> type[BaseModel]:
+    """The params model with unknown fields forbidden, as the gateway accepts it."""
+    config = ConfigDict(**{**model.model_config, "extra": "forbid"})
+    namespace = {"model_config": config, "__module__": model.__module__, "__doc__": model.__doc__}
+    return type(model.__name__, (model,), namespace)
+
+
+def _check_strict(model: type[BaseModel], job_type: str, params: dict[str, Any]) -> None:
+    try:
+        model.model_validate(params)
+    except ValidationError as exc:
+        errors: list[dict[str, object]] = [
+            {"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]}
+            for e in exc.errors(include_url=False, include_input=False)
+        ]
+        raise InvalidParams(job_type, errors) from None
 
 
 def _written(response: Response, committed: Committed) -> JobOut:
