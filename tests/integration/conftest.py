@@ -37,7 +37,7 @@ AMQP_HOST = "127.0.0.1:5672"
 MANAGEMENT = "http://127.0.0.1:15672/api"
 T = TypeVar("T")
 TENANT = "dev"  # the tests' default caller's tenant
-AUTH_SECRET = "integration-tests-hs256-secret-0123456789abcdef"  # noqa: S105
+AUTH_SECRET = "integration-tests-hs256-secret-0123456789abcdef"
 
 
 def _pg_conninfo(dbname: str) -> str:
