@@ -17,7 +17,12 @@ JOB_TYPE = r"^[a-z][a-z0-9_]{0,62}$"
 
 
 class SubmitJob(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"type": "segment", "case_id": "case-42", "params": {"scan_id": "s-7"}}]
+        },
+    )
 
     type: str = Field(pattern=JOB_TYPE, description="A registered job type.")
     case_id: str = Field(pattern=CASE_ID, description="The patient case the job works on.")

@@ -27,6 +27,17 @@ from gateway.services import Services
 POSITION_HEADER = "X-Ledger-Position"
 IDEMPOTENCY_NAMESPACE = UUID("6f1c2a52-3f1e-4a8e-9d7b-1f0c8e1f9a10")
 
+SUBMIT_ERRORS: dict[int | str, dict[str, Any]] = {
+    404: {
+        "model": ErrorOut,
+        "description": "The Idempotency-Key names a job this tenant cannot see.",
+    },
+    409: {
+        "model": ErrorOut,
+        "description": "The Idempotency-Key was used for another type or case.",
+    },
+    422: {"description": "Unknown type or invalid params."},
+}
 ERRORS: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorOut, "description": "No such job (for this tenant)."},
     409: {"model": ErrorOut, "description": "The job's state does not allow this."},
@@ -97,7 +108,7 @@ def build_router(services: Services) -> APIRouter:
         "",
         status_code=202,
         summary="Submit a job of any registered type",
-        responses={422: {"description": "Unknown type or invalid params."}},
+        responses=SUBMIT_ERRORS,
     )
     def submit_any(
         body: SubmitJob,
@@ -205,6 +216,7 @@ def _add_typed_submit(router: APIRouter, name: str, model: type[BaseModel], subm
         methods=["POST"],
         status_code=202,
         response_model=JobOut,
+        responses=SUBMIT_ERRORS,
         summary=f"Submit a {name} job on a case",
     )
 

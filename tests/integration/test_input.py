@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from collections.abc import Iterator
 
 import aio_pika
@@ -92,6 +93,13 @@ def test_unknown_fields_and_over_long_values_get_422_naming_the_field(running: S
         unknown = client.post("/jobs", json={"type": "nosuch", "case_id": "c", "params": {}})
         assert unknown.status_code == 422
         assert "echo" in unknown.json()["registered"]
+
+        misspelt = client.get("/jobs/case-1/jobs", params={"limt": "5"})
+        assert misspelt.status_code == 422
+        assert misspelt.json()["detail"][0]["loc"] == ["query", "limt"]
+        assert client.post(f"/jobs/{uuid.uuid4()}/cancel?force=1").status_code == 422
+        token = {"access_token": running.token()}
+        assert client.get("/jobs/case-1/jobs", params=token).status_code == 200
 
         long_correlation = client.get("/jobs/case-1/jobs", headers={"X-Correlation-ID": "c" * 129})
         assert long_correlation.status_code == 200
