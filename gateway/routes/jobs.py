@@ -14,7 +14,7 @@ from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, Header, Path, Query, Request, Response
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
 
 from domain.errors import DuplicateSubmission, InvalidParams, JobNotFound
 from domain.job import Job, Status
@@ -44,6 +44,20 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 CaseId = Annotated[str, Path(pattern=CASE_ID, description="The patient case.")]
+MAX_POSITION = 2**63 - 1  # ledger positions are PostgreSQL bigints
+
+
+def _a_position(cursor: str | None) -> str | None:
+    if cursor is not None and int(cursor) > MAX_POSITION:
+        raise ValueError(f"a cursor is at most {MAX_POSITION}")
+    return cursor
+
+
+Cursor = Annotated[
+    str | None,
+    Query(pattern=r"^[0-9]{1,19}$", description="`next_cursor` of the previous page."),
+    AfterValidator(_a_position),
+]
 IdempotencyKey = Annotated[
     str | None,
     Header(
@@ -144,9 +158,9 @@ def build_router(services: Services) -> APIRouter:
         case_id: CaseId,
         who: Reading,
         status: Status | None = None,
-        cursor: Annotated[str | None, Query(pattern=r"^[0-9]{1,19}$")] = None,
+        cursor: Cursor = None,
         limit: Annotated[int, Query(ge=1, le=200)] = 50,
-        x_ledger_position: Annotated[int | None, Header(ge=0)] = None,
+        x_ledger_position: Annotated[int | None, Header(ge=0, le=MAX_POSITION)] = None,
     ) -> JobPage:
         if x_ledger_position:
             _wait_for_view(services, x_ledger_position)

@@ -94,6 +94,10 @@ def test_unknown_fields_and_over_long_values_get_422_naming_the_field(running: S
         assert unknown.status_code == 422
         assert "echo" in unknown.json()["registered"]
 
+        beyond_bigint = client.get("/jobs/case-1/jobs", params={"cursor": "9369953002064983230"})
+        assert beyond_bigint.status_code == 422  # found by the fuzzer: it was a 500
+        assert beyond_bigint.json()["detail"][0]["loc"] == ["query", "cursor"]
+
         misspelt = client.get("/jobs/case-1/jobs", params={"limt": "5"})
         assert misspelt.status_code == 422
         assert misspelt.json()["detail"][0]["loc"] == ["query", "limt"]
