@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import json
+import subprocess
+import sys
 import time
 import uuid
 
@@ -14,7 +16,14 @@ from gateway.caller import ADMIN, READ, WRITE
 from gateway.routes.jobs import IDEMPOTENCY_NAMESPACE
 from infra import ledger_store
 from infra.settings import LedgerSettings, PostgresSettings
-from tests.integration.conftest import TENANT, Stack, eventually, submit, wait_for_status
+from tests.integration.conftest import (
+    ROOT,
+    TENANT,
+    Stack,
+    eventually,
+    submit,
+    wait_for_status,
+)
 
 
 def _b64(data: dict[str, object]) -> str:
@@ -185,3 +194,57 @@ def test_the_gateway_refuses_to_start_in_production_with_the_development_key(
     assert "well-known development key" in stack.logs[-1].read_text()
     stack.processes.clear()
     stack.logs.clear()
+
+
+def test_the_token_command_mints_what_the_gateway_accepts_and_submit_sends_jobledger_token(
+    running: Stack,
+) -> None:
+    def cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "infra.cli", *args],
+            cwd=ROOT,
+            env={**running.env, **env},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    minted = cli("token", "--tenant", "clinic-7", "--subject", "dr-who", "--scope", READ)
+    assert minted.returncode == 0, minted.stderr
+    token = minted.stdout.strip()
+    with httpx.Client(base_url=running.url, timeout=10) as client:
+        headers = {"Authorization": f"Bearer {token}"}
+        assert client.get("/jobs/case-1/jobs", headers=headers).status_code == 200
+        assert client.post("/jobs", headers=headers, json={}).status_code == 403  # read only
+
+    writer = running.token(tenant="clinic-7", subject="dr-who", scopes=(READ, WRITE))
+    submitted = cli(
+        "submit",
+        "echo",
+        "tok-case",
+        "--param",
+        "text=hi",
+        "--url",
+        running.url,
+        JOBLEDGER_TOKEN=writer,
+    )
+    assert submitted.returncode == 0, submitted.stderr
+    with running.client(tenant="clinic-7") as clinic:
+        [job] = eventually(lambda: clinic.get("/jobs/tok-case/jobs").json()["items"], 10)
+        assert job["submitted_by"] == "dr-who"
+    with running.client() as dev:
+        assert dev.get("/jobs/tok-case/jobs").json()["items"] == []
+
+    env = {k: v for k, v in running.env.items() if k != "JOBLEDGER_AUTH__SECRET"}
+    dev_key = subprocess.run(
+        [sys.executable, "-m", "infra.cli", "token", "--tenant", "t", "--subject", "s"],
+        cwd=ROOT,
+        env={**env, "JOBLEDGER_AUTH__ENVIRONMENT": "production"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert dev_key.returncode == 2
+    assert "well-known development key" in dev_key.stderr
