@@ -126,6 +126,20 @@ class EventOut(BaseModel):
         )
 
 
+class FieldError(BaseModel):
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class InvalidRequestOut(BaseModel):
+    """A 422: what is wrong, field by field; ``registered`` lists the job types when
+    the type was unknown."""
+
+    detail: list[FieldError]
+    registered: list[str] | None = None
+
+
 class ErrorOut(BaseModel):
     detail: Any
     status: str | None = None

@@ -21,7 +21,15 @@ from domain.job import Job, Status
 from domain.ledger import Committed
 from gateway.access import DENIED, Reading, Writing
 from gateway.caller import Caller, origin_of
-from gateway.schemas import CASE_ID, ErrorOut, EventOut, JobOut, JobPage, SubmitJob
+from gateway.schemas import (
+    CASE_ID,
+    ErrorOut,
+    EventOut,
+    InvalidRequestOut,
+    JobOut,
+    JobPage,
+    SubmitJob,
+)
 from gateway.services import Services
 
 POSITION_HEADER = "X-Ledger-Position"
@@ -36,7 +44,7 @@ SUBMIT_ERRORS: dict[int | str, dict[str, Any]] = {
         "model": ErrorOut,
         "description": "The Idempotency-Key was used for another type or case.",
     },
-    422: {"description": "Unknown type or invalid params."},
+    422: {"model": InvalidRequestOut, "description": "Unknown type or invalid params."},
 }
 ERRORS: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorOut, "description": "No such job (for this tenant)."},
