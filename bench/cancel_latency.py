@@ -38,7 +38,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as logdir, stack("tests.integration.app", Path(logdir)) as s:
         s.start("run")
         s.wait_ready()
-        with httpx.Client(base_url=s.url, timeout=10) as client:
+        with httpx.Client(base_url=s.url, timeout=10, headers=s.auth_headers()) as client:
             for kind, (job_type, params) in KINDS.items():
                 took = []
                 for _ in range(args.rounds):

@@ -18,6 +18,10 @@ from urllib.parse import quote
 import httpx
 import psycopg
 
+from gateway.caller import SCOPES
+from gateway.tokens import mint
+from infra.settings import DEV_AUTH_SECRET
+
 ROOT = Path(__file__).resolve().parents[1]
 MANAGEMENT = "http://127.0.0.1:15672/api"
 
@@ -57,6 +61,11 @@ class Stack:
         log.close()
         self.processes.append(process)
         return process
+
+    def auth_headers(self) -> dict[str, str]:
+        """A development token for the development tenant, with every scope."""
+        token = mint(DEV_AUTH_SECRET, tenant="dev", subject="bench", scopes=SCOPES)
+        return {"Authorization": f"Bearer {token}"}
 
     def pids(self) -> dict[str, int]:
         """Every process of the stack (a worker supervisor's children included)."""

@@ -81,10 +81,13 @@ class Sampler(threading.Thread):
                 self.peak_rss_mb[name] = max(self.peak_rss_mb.get(name, 0), hwm[0] / 1024)
 
 
-async def submit_http(url: str, n: int, concurrency: int) -> float:
+async def submit_http(url: str, n: int, concurrency: int, headers: dict[str, str]) -> float:
     next_job = iter(range(n))
     async with httpx.AsyncClient(
-        base_url=url, timeout=60, limits=httpx.Limits(max_connections=concurrency)
+        base_url=url,
+        timeout=60,
+        limits=httpx.Limits(max_connections=concurrency),
+        headers=headers,
     ) as client:
 
         async def client_loop() -> None:
@@ -148,7 +151,9 @@ def run_jobledger(args: argparse.Namespace) -> dict[str, Any]:
         sampler.start()
         t0 = time.monotonic()
         if args.submit == "http":
-            submit_s = asyncio.run(submit_http(s.url, args.jobs, args.http_concurrency))
+            submit_s = asyncio.run(
+                submit_http(s.url, args.jobs, args.http_concurrency, s.auth_headers())
+            )
         else:
             submit_s = submit_direct(pg, args.jobs)
         with psycopg.connect(pg.conninfo, autocommit=True) as conn:

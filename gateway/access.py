@@ -3,17 +3,33 @@
 ``Reading``, ``Writing`` and ``Operating`` identify the caller (through the
 ``identify`` the gateway was built with) and require the scope the route needs.
 A caller without it gets 403; ``identify`` itself answers 401 for a caller it
-cannot identify."""
+cannot identify. Query parameters the route does not declare are then refused
+(422), so every guarded route is strict about its query as about its body."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request
 
 from gateway.caller import ADMIN, READ, WRITE, Caller
+from gateway.schemas import ErrorOut
 from gateway.services import Services
+from gateway.strict import reject_unknown_query
+
+# What every route guarded by these dependencies may also answer; routers declare
+# it (``APIRouter(responses=DENIED)``) so the OpenAPI document tells the truth.
+DENIED: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorOut, "description": "No valid bearer token (see WWW-Authenticate)."},
+    403: {"model": ErrorOut, "description": "The token lacks the scope this needs."},
+    413: {"model": ErrorOut, "description": "The request body is too large."},
+    431: {"model": ErrorOut, "description": "The request headers are too large."},
+    400: {
+        "description": "Malformed HTTP (refused by the HTTP server itself).",
+        "content": {"text/plain": {"schema": {"type": "string"}}},
+    },
+}
 
 
 def _require(scope: str) -> Callable[[Request], Caller]:
@@ -26,6 +42,7 @@ def _require(scope: str) -> Callable[[Request], Caller]:
                 detail=f"this needs the {scope} scope",
                 headers={"WWW-Authenticate": f'Bearer error="insufficient_scope", scope="{scope}"'},
             )
+        reject_unknown_query(request)
         return who
 
     return caller

@@ -7,6 +7,7 @@ from fastapi import FastAPI
 
 from gateway import errors
 from gateway.correlation import CorrelationMiddleware
+from gateway.limits import RequestLimits
 from gateway.ops import Ops
 from gateway.routes import dlq, jobs, ops
 from gateway.services import Services
@@ -25,6 +26,13 @@ def create_app(
     )
     app.state.services = services
     errors.install(app)
+    # The last added runs first: every answer, a refusal of the limits included,
+    # carries the correlation id.
+    app.add_middleware(
+        RequestLimits,
+        max_body_bytes=services.max_body_bytes,
+        max_header_bytes=services.max_header_bytes,
+    )
     app.add_middleware(CorrelationMiddleware, header=correlation_header)
 
     app.include_router(jobs.build_router(services))

@@ -17,7 +17,12 @@ JOB_TYPE = r"^[a-z][a-z0-9_]{0,62}$"
 
 
 class SubmitJob(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"type": "segment", "case_id": "case-42", "params": {"scan_id": "s-7"}}]
+        },
+    )
 
     type: str = Field(pattern=JOB_TYPE, description="A registered job type.")
     case_id: str = Field(pattern=CASE_ID, description="The patient case the job works on.")
@@ -119,6 +124,20 @@ class EventOut(BaseModel):
             traceparent=event.traceparent,
             data={k: v for k, v in fields.items() if k not in ENVELOPE},
         )
+
+
+class FieldError(BaseModel):
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class InvalidRequestOut(BaseModel):
+    """A 422: what is wrong, field by field; ``registered`` lists the job types when
+    the type was unknown."""
+
+    detail: list[FieldError]
+    registered: list[str] | None = None
 
 
 class ErrorOut(BaseModel):

@@ -66,3 +66,5 @@ class Services:
     default_max_attempts: int = 1
     read_your_writes_timeout_s: float = 2.0
     dead_letters: DeadLetters | None = None
+    max_body_bytes: int = 65536
+    max_header_bytes: int = 8192

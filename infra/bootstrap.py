@@ -17,7 +17,7 @@ from functools import partial
 import aio_pika
 import uvicorn
 from aio_pika.abc import AbstractRobustConnection
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 
 from consumers.dispatcher import Dispatcher
 from consumers.messages import Messages
@@ -27,10 +27,10 @@ from consumers.worker import Worker, WorkerOptions
 from domain.ledger import JobLedger
 from domain.retry import RetryPolicy
 from gateway.app import create_app
-from gateway.caller import Caller
 from gateway.ops import LiveWorker, Ops
 from gateway.services import Services
-from infra import ledger_store, telemetry, topology
+from gateway.tokens import bearer_identify
+from infra import auth, ledger_store, telemetry, topology
 from infra.dead_letters import ManagementDeadLetters
 from infra.errors import BrokerUnavailable, ConfigurationError
 from infra.follower import LedgerFollower
@@ -263,21 +263,18 @@ async def run_worker(
 def build_gateway(settings: Settings, ledger: JobLedger) -> FastAPI:
     registry = load_registry(settings.app)
     view = ledger_store.open_view(settings.postgres)
-    caller = Caller(subject=settings.gateway.dev_subject, tenant=settings.gateway.dev_tenant)
-
-    def identify(request: Request) -> Caller:
-        return caller
-
     services = Services(
         ledger=ledger,
         view=view,
         job_types=registry,
-        identify=identify,
+        identify=bearer_identify(auth.token_verifier(settings.auth)),
         default_max_attempts=settings.retry.max_attempts,
         read_your_writes_timeout_s=settings.gateway.read_your_writes_timeout_s,
         dead_letters=ManagementDeadLetters(
             settings.amqp.management_url, settings.amqp.url, names_of(settings).dead_queue
         ),
+        max_body_bytes=settings.input.max_body_bytes,
+        max_header_bytes=settings.input.max_header_bytes,
     )
     workers = ledger_store.open_workers(settings.postgres, settings.worker.heartbeat_ttl_s)
 
@@ -309,6 +306,7 @@ async def run_gateway(
     ready: asyncio.Event | None = None,
     shared: JobLedger | None = None,
 ) -> None:
+    auth.token_verifier(settings.auth)  # refuse a bad key before touching any store
     ledger = shared if shared is not None else await asyncio.to_thread(prepare_store, settings)
     app = await asyncio.to_thread(build_gateway, settings, ledger)
     config = uvicorn.Config(
@@ -335,6 +333,7 @@ async def run_gateway(
 
 async def run_all(settings: Settings, stopping: asyncio.Event, ready: asyncio.Event) -> None:
     """Every process in one, for development."""
+    auth.token_verifier(settings.auth)  # refuse a bad key before starting anything
     ledger = await asyncio.to_thread(prepare_store, settings)  # one ledger for all four
     gateway_ready, worker_ready = asyncio.Event(), asyncio.Event()
     tasks: list[asyncio.Future[object]] = [

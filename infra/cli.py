@@ -6,6 +6,8 @@
     jobledger projector          the job-view projector alone
     jobledger worker             a worker (--app, --pool, --concurrency, --prefetch, --processes)
     jobledger submit TYPE CASE   submit a job over HTTP (--param k=v, --watch)
+    jobledger token              print a token minted with the HS256 key (--tenant, --subject,
+                                 --scope, --ttl-s); refused in production with the dev key
 
 The first Ctrl-C (or SIGTERM) stops taking work and lets running jobs finish; a
 second one exits at once (unacked messages return to their queue).
@@ -23,7 +25,7 @@ import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from infra import bootstrap, logs, telemetry
+from infra import auth, bootstrap, logs, telemetry
 from infra.demo import demo, submit_and_watch
 from infra.errors import InfraError
 from infra.health import serve_ops
@@ -41,10 +43,20 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "worker" and settings.worker.processes > 1:
             child_argv = [*(argv if argv is not None else sys.argv[1:]), "--processes", "1"]
             return supervise_workers(settings.worker.processes, child_argv)
+        if args.command == "token":
+            print(_token(args, settings))
+            return 0
         if args.command == "submit":
             params = dict(_param(p) for p in args.param)
             return asyncio.run(
-                submit_and_watch(args.url, args.type, args.case_id, params, watch=args.watch)
+                submit_and_watch(
+                    args.url,
+                    args.type,
+                    args.case_id,
+                    params,
+                    watch=args.watch,
+                    token=auth.client_token(settings),
+                )
             )
         installed = telemetry.configure(settings.otel, args.command)
         try:
@@ -92,7 +104,7 @@ async def _run(
             await running
             return 1
         url = f"http://{settings.gateway.host}:{settings.gateway.port}"
-        code = await demo(url)
+        code = await demo(url, auth.client_token(settings))
         if args.exit_after_demo:
             stopping.set()
         await running
@@ -145,6 +157,16 @@ def _settings(args: argparse.Namespace) -> Settings:
     return settings.model_copy(update={"worker": worker, "gateway": gateway, "app": app})
 
 
+def _token(args: argparse.Namespace, settings: Settings) -> str:
+    return auth.mint_token(
+        settings.auth,
+        tenant=args.tenant,
+        subject=args.subject,
+        scopes=args.scope or [],
+        ttl_s=args.ttl_s,
+    )
+
+
 def _param(text: str) -> tuple[str, Any]:
     key, sep, value = text.partition("=")
     if not sep:
@@ -187,6 +209,16 @@ def _parser() -> argparse.ArgumentParser:
     submit.add_argument("--param", action="append", default=[], help="key=value (JSON value)")
     submit.add_argument("--url", default="http://127.0.0.1:8000")
     submit.add_argument("--watch", action="store_true", help="follow it until it ends")
+    token = commands.add_parser("token", help="print a bearer token minted with the HS256 key")
+    token.add_argument("--tenant", required=True)
+    token.add_argument("--subject", required=True)
+    token.add_argument(
+        "--scope",
+        action="append",
+        choices=["jobs:read", "jobs:write", "jobs:admin"],
+        help="repeat for each scope",
+    )
+    token.add_argument("--ttl-s", type=float, default=3600, help="seconds until it expires")
     return parser
 
 

@@ -11,16 +11,23 @@ import httpx
 TERMINAL = {"succeeded", "failed", "cancelled"}
 
 
-async def demo(url: str) -> int:
+async def demo(url: str, token: str | None = None) -> int:
     print(f"\njobledger is up: {url}/docs  (Ctrl-C to stop)\n", flush=True)
     params = {"scan_id": "scan-0001", "teeth": [11, 12, 21], "stage_s": 0.3}
-    return await submit_and_watch(url, "segment", "demo-case", params, watch=True)
+    return await submit_and_watch(url, "segment", "demo-case", params, watch=True, token=token)
 
 
 async def submit_and_watch(
-    url: str, job_type: str, case_id: str, params: dict[str, Any], *, watch: bool
+    url: str,
+    job_type: str,
+    case_id: str,
+    params: dict[str, Any],
+    *,
+    watch: bool,
+    token: str | None = None,
 ) -> int:
-    async with httpx.AsyncClient(base_url=url, timeout=10) as client:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with httpx.AsyncClient(base_url=url, timeout=10, headers=headers) as client:
         response = await client.post(
             "/jobs", json={"type": job_type, "case_id": case_id, "params": params}
         )

@@ -4,9 +4,10 @@ development machine, and its unit in its name where the unit is not obvious."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -125,6 +126,35 @@ class ObservabilitySettings(BaseModel):
     queue_depth_interval_s: float = Field(default=5.0, gt=0)
 
 
+# The well-known development key. Tokens signed with it prove nothing: the gateway
+# refuses to start with it, and `jobledger token` refuses to mint with it, in production.
+DEV_AUTH_SECRET = "jobledger-development-key-do-not-use-in-production"  # noqa: S105
+
+
+class AuthSettings(BaseModel):
+    """How the gateway verifies bearer tokens (JWT). One key source: the HS256
+    ``secret``, a PEM ``public_key_file`` (RS256/ES256/PS256) or a ``jwks_file``."""
+
+    environment: Literal["development", "production"] = "development"
+    algorithm: Literal["HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "PS256", "ES256"] = (
+        "HS256"
+    )
+    secret: SecretStr = SecretStr(DEV_AUTH_SECRET)
+    public_key_file: Path | None = None
+    jwks_file: Path | None = None
+    audience: str | None = None
+    issuer: str | None = None
+    leeway_s: float = Field(default=30.0, ge=0, le=300)
+    tenant_claim: str = "tenant"
+
+
+class InputSettings(BaseModel):
+    """Bounds on what a request may send the gateway."""
+
+    max_body_bytes: int = Field(default=65536, ge=1024)
+    max_header_bytes: int = Field(default=8192, ge=1024)
+
+
 class Settings(BaseSettings):
     """Read from JOBLEDGER_* variables; nested groups use a double underscore,
     e.g. JOBLEDGER_POSTGRES__HOST or JOBLEDGER_WORKER__CONCURRENCY."""
@@ -142,3 +172,6 @@ class Settings(BaseSettings):
     worker: WorkerSettings = WorkerSettings()
     gateway: GatewaySettings = GatewaySettings()
     observability: ObservabilitySettings = ObservabilitySettings()
+    auth: AuthSettings = AuthSettings()
+    input: InputSettings = InputSettings()
+    token: SecretStr | None = None  # the bearer token `jobledger submit` sends (JOBLEDGER_TOKEN)

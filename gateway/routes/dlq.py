@@ -9,7 +9,7 @@ from fastapi import APIRouter, HTTPException, Query, Request
 from pydantic import BaseModel
 
 from domain.errors import JobNotFound
-from gateway.access import Operating
+from gateway.access import DENIED, Operating
 from gateway.services import DeadLettersUnavailable, Services
 
 
@@ -25,7 +25,7 @@ class DeadLetterOut(BaseModel):
 
 
 def build_router() -> APIRouter:
-    router = APIRouter(tags=["dead letters"])
+    router = APIRouter(tags=["dead letters"], responses=DENIED)
 
     @router.get(
         "/dlq",

@@ -15,14 +15,22 @@ from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, Header, Path, Query, Request, Response
-from pydantic import BaseModel
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
 
-from domain.errors import DuplicateSubmission, JobNotFound
+from domain.errors import DuplicateSubmission, InvalidParams, JobNotFound
 from domain.job import Job, Status
 from domain.ledger import Committed
-from gateway.access import Reading, Writing
+from gateway.access import DENIED, Reading, Writing
 from gateway.caller import Caller, origin_of
-from gateway.schemas import CASE_ID, ErrorOut, EventOut, JobOut, JobPage, SubmitJob
+from gateway.schemas import (
+    CASE_ID,
+    ErrorOut,
+    EventOut,
+    InvalidRequestOut,
+    JobOut,
+    JobPage,
+    SubmitJob,
+)
 from gateway.services import Services
 from gateway.tracing import appending, submitted
 
@@ -30,12 +38,37 @@ log = logging.getLogger("jobledger.gateway")
 POSITION_HEADER = "X-Ledger-Position"
 IDEMPOTENCY_NAMESPACE = UUID("6f1c2a52-3f1e-4a8e-9d7b-1f0c8e1f9a10")
 
+SUBMIT_ERRORS: dict[int | str, dict[str, Any]] = {
+    404: {
+        "model": ErrorOut,
+        "description": "The Idempotency-Key names a job this tenant cannot see.",
+    },
+    409: {
+        "model": ErrorOut,
+        "description": "The Idempotency-Key was used for another type or case.",
+    },
+    422: {"model": InvalidRequestOut, "description": "Unknown type or invalid params."},
+}
 ERRORS: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorOut, "description": "No such job (for this tenant)."},
     409: {"model": ErrorOut, "description": "The job's state does not allow this."},
 }
 
 CaseId = Annotated[str, Path(pattern=CASE_ID, description="The patient case.")]
+MAX_POSITION = 2**63 - 1  # ledger positions are PostgreSQL bigints
+
+
+def _a_position(cursor: str | None) -> str | None:
+    if cursor is not None and int(cursor) > MAX_POSITION:
+        raise ValueError(f"a cursor is at most {MAX_POSITION}")
+    return cursor
+
+
+Cursor = Annotated[
+    str | None,
+    Query(pattern=r"^[0-9]{1,19}$", description="`next_cursor` of the previous page."),
+    AfterValidator(_a_position),
+]
 IdempotencyKey = Annotated[
     str | None,
     Header(
@@ -46,7 +79,11 @@ IdempotencyKey = Annotated[
 
 
 def build_router(services: Services) -> APIRouter:
-    router = APIRouter(prefix="/jobs", tags=["jobs"])
+    router = APIRouter(prefix="/jobs", tags=["jobs"], responses=DENIED)
+    strict = {
+        name: _strict(services.job_types.get(name).params_model)
+        for name in services.job_types.names()
+    }
 
     def own_job(job_id: UUID, who: Caller) -> Job:
         job = services.ledger.get_job(job_id)
@@ -64,6 +101,8 @@ def build_router(services: Services) -> APIRouter:
         params: dict[str, Any],
         idempotency_key: str | None,
     ) -> JobOut:
+        if job_type in strict:  # unknown types are reported by validate, with the known ones
+            _check_strict(strict[job_type], job_type, params)
         normalised = services.job_types.validate(job_type, params)
         info = services.job_types.get(job_type)
         job_id = (
@@ -97,7 +136,7 @@ def build_router(services: Services) -> APIRouter:
         "",
         status_code=202,
         summary="Submit a job of any registered type",
-        responses={422: {"description": "Unknown type or invalid params."}},
+        responses=SUBMIT_ERRORS,
     )
     def submit_any(
         body: SubmitJob,
@@ -117,7 +156,7 @@ def build_router(services: Services) -> APIRouter:
         )
 
     for name in services.job_types.names():
-        _add_typed_submit(router, name, services.job_types.get(name).params_model, submit)
+        _add_typed_submit(router, name, strict[name], submit)
 
     @router.get("/{job_id}", responses=ERRORS, summary="A job's current state")
     def get_job(job_id: UUID, who: Reading) -> JobOut:
@@ -133,9 +172,9 @@ def build_router(services: Services) -> APIRouter:
         case_id: CaseId,
         who: Reading,
         status: Status | None = None,
-        cursor: Annotated[str | None, Query(pattern=r"^[0-9]{1,19}$")] = None,
+        cursor: Cursor = None,
         limit: Annotated[int, Query(ge=1, le=200)] = 50,
-        x_ledger_position: Annotated[int | None, Header(ge=0)] = None,
+        x_ledger_position: Annotated[int | None, Header(ge=0, le=MAX_POSITION)] = None,
     ) -> JobPage:
         if x_ledger_position:
             _wait_for_view(services, x_ledger_position)
@@ -209,8 +248,27 @@ def _add_typed_submit(router: APIRouter, name: str, model: type[BaseModel], subm
         methods=["POST"],
         status_code=202,
         response_model=JobOut,
+        responses=SUBMIT_ERRORS,
         summary=f"Submit a {name} job on a case",
     )
+
+
+def _strict(model: type[BaseModel]) -> type[BaseModel]:
+    """The params model with unknown fields forbidden, as the gateway accepts it."""
+    config = ConfigDict(**{**model.model_config, "extra": "forbid"})
+    namespace = {"model_config": config, "__module__": model.__module__, "__doc__": model.__doc__}
+    return type(model.__name__, (model,), namespace)
+
+
+def _check_strict(model: type[BaseModel], job_type: str, params: dict[str, Any]) -> None:
+    try:
+        model.model_validate(params)
+    except ValidationError as exc:
+        errors: list[dict[str, object]] = [
+            {"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]}
+            for e in exc.errors(include_url=False, include_input=False)
+        ]
+        raise InvalidParams(job_type, errors) from None
 
 
 def _written(response: Response, committed: Committed) -> JobOut:

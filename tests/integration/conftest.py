@@ -28,12 +28,16 @@ import psycopg
 import pytest
 
 from consumers.routing import Names
+from gateway.caller import SCOPES
+from gateway.tokens import mint
 
 ROOT = Path(__file__).resolve().parents[2]
 PG = {"host": "127.0.0.1", "port": 5432, "user": "postgres", "dbname": "jobledger_test"}
 AMQP_HOST = "127.0.0.1:5672"
 MANAGEMENT = "http://127.0.0.1:15672/api"
 T = TypeVar("T")
+TENANT = "dev"  # the tests' default caller's tenant
+AUTH_SECRET = "integration-tests-hs256-secret-0123456789abcdef"
 
 
 def _pg_conninfo(dbname: str) -> str:
@@ -129,12 +133,28 @@ class Stack:
         self.logs.append(log_path)
         return process
 
-    def auth_headers(self) -> dict[str, str]:
-        """The headers that identify the tests' default caller (all scopes)."""
-        return {}
+    def token(
+        self,
+        tenant: str = TENANT,
+        subject: str = "tester",
+        scopes: tuple[str, ...] = SCOPES,
+        ttl_s: float = 300,
+        secret: str | None = None,
+        **claims: Any,
+    ) -> str:
+        """A token for any tenant, subject, scopes or expiry (negative: already expired),
+        signed with the gateway's key unless ``secret`` says otherwise."""
+        key = secret if secret is not None else self.env["JOBLEDGER_AUTH__SECRET"]
+        return mint(key, tenant=tenant, subject=subject, scopes=scopes, ttl_s=ttl_s, **claims)
 
-    def client(self) -> httpx.Client:
-        return httpx.Client(base_url=self.url, timeout=10, headers=self.auth_headers())
+    def auth_headers(self, **token: Any) -> dict[str, str]:
+        """The headers that identify the tests' default caller (all scopes), or the
+        caller ``token`` describes (see ``token``)."""
+        return {"Authorization": f"Bearer {self.token(**token)}"}
+
+    def client(self, **token: Any) -> httpx.Client:
+        """An HTTP client of the gateway, as the default caller or as ``token`` says."""
+        return httpx.Client(base_url=self.url, timeout=10, headers=self.auth_headers(**token))
 
     def wait_ready(self) -> None:
         def up() -> bool:
@@ -183,6 +203,9 @@ def stack_env(postgres: str, vhost: str, schema: str, tmp_path: Path) -> dict[st
         JOBLEDGER_WORKER__HEARTBEAT_TTL_S="4",
         JOBLEDGER_WORKER__HEARTBEAT_INTERVAL_S="1",
         JOBLEDGER_GATEWAY__PORT=str(free_port()),
+        JOBLEDGER_GATEWAY__DEV_TENANT=TENANT,
+        JOBLEDGER_AUTH__ENVIRONMENT="development",
+        JOBLEDGER_AUTH__SECRET=AUTH_SECRET,
         JOBLEDGER_TEST_LOGDIR=str(tmp_path),
         PYTHONPATH=str(ROOT),
     )

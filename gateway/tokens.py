@@ -1,0 +1,176 @@
+"""Bearer tokens: who a request comes from.
+
+Tokens are JWTs verified by PyJWT with one configured key and one configured
+algorithm: an HS256 secret, an RS256/ES256 public key, or a JWKS (the key picked
+by the token's ``kid``). A token must carry ``exp``, ``sub`` and the tenant claim;
+``aud`` and ``iss`` are checked when configured. Only the configured algorithm is
+accepted, so ``alg: none`` and algorithm confusion (an HS256 token "signed" with
+the RSA public key) are rejected by construction."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import jwt
+from fastapi import HTTPException, Request
+
+from gateway.caller import SCOPES, Caller, Identify
+
+TENANT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
+MAX_SUBJECT = 256
+MAX_TOKEN = 8192
+QUERY_PARAMETER = "access_token"
+
+
+class InvalidToken(Exception):
+    """The token cannot be accepted; the message says why."""
+
+
+@dataclass(frozen=True)
+class TokenPolicy:
+    """How tokens are verified. ``keys`` maps a key id to a verification key (a
+    secret string, or a key object from a PEM or JWKS); the id ``""`` is the key
+    used when the token names none."""
+
+    algorithm: str
+    keys: Mapping[str, Any]
+    audience: str | None = None
+    issuer: str | None = None
+    leeway_s: float = 0.0
+    tenant_claim: str = "tenant"
+    known_scopes: frozenset[str] = field(default_factory=lambda: frozenset(SCOPES))
+
+
+class TokenVerifier:
+    def __init__(self, policy: TokenPolicy) -> None:
+        if not policy.keys:
+            raise ValueError("a token policy needs at least one key")
+        self.policy = policy
+
+    def verify(self, token: str) -> Caller:
+        """The caller a token names, or InvalidToken."""
+        p = self.policy
+        if len(token) > MAX_TOKEN:
+            raise InvalidToken(f"token longer than {MAX_TOKEN} characters")
+        try:
+            header = jwt.get_unverified_header(token)
+            claims = jwt.decode(
+                token,
+                key=self._key(header),
+                algorithms=[p.algorithm],
+                audience=p.audience,
+                issuer=p.issuer,
+                leeway=p.leeway_s,
+                options={
+                    "require": ["exp", "sub"],
+                    "verify_aud": p.audience is not None,
+                    "verify_iss": p.issuer is not None,
+                },
+            )
+        except jwt.ExpiredSignatureError:
+            raise InvalidToken("token expired") from None
+        except jwt.InvalidAlgorithmError:
+            raise InvalidToken(f"only {p.algorithm} tokens are accepted") from None
+        except jwt.InvalidSignatureError:
+            raise InvalidToken("signature does not verify") from None
+        except jwt.PyJWTError as exc:
+            raise InvalidToken(str(exc) or type(exc).__name__) from None
+        return self._caller(claims)
+
+    def _key(self, header: dict[str, Any]) -> Any:
+        if header.get("alg") != self.policy.algorithm:
+            raise jwt.InvalidAlgorithmError
+        kid = header.get("kid")
+        keys = self.policy.keys
+        if isinstance(kid, str) and kid in keys:
+            return keys[kid]
+        if kid is None and "" in keys:
+            return keys[""]
+        if kid is None and len(keys) == 1:
+            return next(iter(keys.values()))
+        raise InvalidToken("no key for this token's kid")
+
+    def _caller(self, claims: dict[str, Any]) -> Caller:
+        subject = claims["sub"]
+        if not isinstance(subject, str) or not 0 < len(subject) <= MAX_SUBJECT:
+            raise InvalidToken(f"sub must be a string of 1 to {MAX_SUBJECT} characters")
+        tenant = claims.get(self.policy.tenant_claim)
+        if not isinstance(tenant, str) or not TENANT.match(tenant):
+            raise InvalidToken(f"the {self.policy.tenant_claim!r} claim is missing or malformed")
+        return Caller(
+            subject=subject,
+            tenant=tenant,
+            scopes=scopes_of(claims) & self.policy.known_scopes,
+        )
+
+
+def scopes_of(claims: Mapping[str, Any]) -> frozenset[str]:
+    """OAuth's space-separated ``scope`` string, or a list of scopes."""
+    scope = claims.get("scope", "")
+    if isinstance(scope, str):
+        return frozenset(scope.split())
+    if isinstance(scope, list):
+        return frozenset(s for s in scope if isinstance(s, str))
+    return frozenset()
+
+
+def mint(
+    secret: str,
+    *,
+    tenant: str,
+    subject: str,
+    scopes: Iterable[str],
+    ttl_s: float = 3600,
+    algorithm: str = "HS256",
+    tenant_claim: str = "tenant",
+    **claims: Any,
+) -> str:
+    """A token signed with ``secret`` (for development, the demo and tests)."""
+    now = int(time.time())
+    payload = {
+        "sub": subject,
+        tenant_claim: tenant,
+        "scope": " ".join(scopes),
+        "iat": now,
+        "exp": now + int(ttl_s),
+        **claims,
+    }
+    return jwt.encode(payload, secret, algorithm=algorithm)
+
+
+def bearer_identify(verifier: TokenVerifier) -> Identify:
+    """``identify`` for the gateway: the token from ``Authorization: Bearer``, or, on
+    GET only, from the ``access_token`` query parameter (a browser's EventSource
+    cannot send headers). 401 with ``WWW-Authenticate`` and the reason otherwise."""
+
+    def identify(request: Request) -> Caller:
+        token = token_of(request)
+        if token is None:
+            raise unauthorized("missing bearer token", error=None)
+        try:
+            return verifier.verify(token)
+        except InvalidToken as exc:
+            raise unauthorized(str(exc)) from None
+
+    return identify
+
+
+def token_of(request: Request) -> str | None:
+    scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and credentials.strip():
+        return credentials.strip()
+    if request.method == "GET":
+        return request.query_params.get(QUERY_PARAMETER) or None
+    return None
+
+
+def unauthorized(reason: str, error: str | None = "invalid_token") -> HTTPException:
+    challenge = 'Bearer realm="jobledger"'
+    if error:
+        description = reason.replace("\\", "").replace('"', "'")
+        challenge += f', error="{error}", error_description="{description}"'
+    return HTTPException(status_code=401, detail=reason, headers={"WWW-Authenticate": challenge})
