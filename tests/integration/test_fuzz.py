@@ -13,15 +13,11 @@ The default run is bounded for CI; a longer one:
 from __future__ import annotations
 
 import os
-from types import SimpleNamespace
-from typing import Any
 
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
-from hypothesis.internal.conjecture import utils as conjecture
-from hypothesis_jsonschema import _from_schema
 from schemathesis import DataGenerationMethod
 from schemathesis.specs.openapi.checks import negative_data_rejection
 
@@ -32,32 +28,8 @@ pytestmark = pytest.mark.filterwarnings("ignore:jsonschema.RefResolver is deprec
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "25"))
 
 
-class _LegacyMany(conjecture.many):
-    """``many`` with the ``more()`` loop that hypothesis-jsonschema 0.23 drives.
-
-    The locked hypothesis replaced ``while elements.more():`` with a context
-    manager and an iterator; this adapter drives the new protocol the old way so
-    object schemas can still be generated. Drop it once hypothesis-jsonschema
-    speaks the new protocol (or hypothesis is pinned to a release with ``more()``)."""
-
-    _elements: Any = None
-
-    def more(self) -> bool:
-        if self._elements is None:
-            self.__enter__()
-            self._elements = iter(self)
-        try:
-            next(self._elements)
-        except StopIteration:
-            self.__exit__(None)
-            return False
-        return True
-
-
 @pytest.fixture
-def object_generation(monkeypatch: pytest.MonkeyPatch) -> None:
-    if not hasattr(conjecture.many, "more"):
-        monkeypatch.setattr(_from_schema, "cu", SimpleNamespace(many=_LegacyMany))
+def object_generation() -> None:
     # Job ids are UUIDs: generate real ones, so requests reach the routes (404s
     # included) instead of all stopping at path validation.
     schemathesis.openapi.format("uuid", st.uuids().map(str))
