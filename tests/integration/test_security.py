@@ -60,6 +60,7 @@ def test_each_route_needs_its_scope(running: Stack) -> None:
     with running.client(scopes=(READ, WRITE)) as writer:
         job = submit(writer, "echo", {"text": "scoped"})
         assert writer.get("/dlq").status_code == 403
+        assert writer.get("/workers").status_code == 403
     with running.client(scopes=(READ,)) as reader:
         assert reader.get(f"/jobs/{job['id']}").status_code == 200
         denied = reader.post("/jobs", json={"type": "echo", "case_id": "c", "params": {}})
@@ -71,6 +72,7 @@ def test_each_route_needs_its_scope(running: Stack) -> None:
         assert reader.post("/jobs/c/echo", json={"text": "x"}).status_code == 403
     with running.client(scopes=(ADMIN,)) as operator:
         assert operator.get("/dlq").status_code == 200
+        assert operator.get("/workers").status_code == 200
         assert operator.get(f"/jobs/{job['id']}").status_code == 403
     with running.client(scopes=()) as nobody:
         assert nobody.get("/jobs/case-1/jobs").status_code == 403
