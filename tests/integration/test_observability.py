@@ -159,11 +159,17 @@ def test_json_logs_carry_the_correlation_id_job_id_attempt_and_trace_id(stack: S
             10,
             "metrics over OTLP",
         )
-        trace_ids = {
-            s.trace_id
-            for s in receiver.received()
-            if s.attributes.get("jobledger.job_id") == job_id
-        }
+
+        def the_jobs_spans() -> list[Any] | None:
+            spans = [
+                s for s in receiver.received() if s.attributes.get("jobledger.job_id") == job_id
+            ]
+            # The gateway's append and the worker's run are exported on their own schedules.
+            ran = any(s.name.startswith("run ") for s in spans)
+            appended = any(s.name.startswith("ledger append") for s in spans)
+            return spans if ran and appended else None
+
+        trace_ids = {s.trace_id for s in eventually(the_jobs_spans, 10, "the job's spans")}
     finally:
         stack.stop_all()
         receiver.stop()
