@@ -9,7 +9,7 @@ from fastapi import FastAPI, Request, Response
 
 from gateway import errors
 from gateway.caller import correlation_id_of
-from gateway.routes import dlq, jobs
+from gateway.routes import dlq, jobs, status_page, stream
 from gateway.services import Services
 
 
@@ -33,4 +33,7 @@ def create_app(services: Services, *, correlation_header: str = "X-Correlation-I
 
     app.include_router(jobs.build_router(services))
     app.include_router(dlq.build_router())
+    if services.streams is not None:
+        app.include_router(stream.build_router(services, services.streams))
+        app.include_router(status_page.build_router(services))
     return app

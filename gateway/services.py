@@ -10,6 +10,7 @@ from pydantic import BaseModel
 
 from domain.ledger import JobLedger
 from gateway.caller import Identify
+from gateway.sse import Streams
 from projections.projection import JobView
 
 
@@ -66,3 +67,4 @@ class Services:
     default_max_attempts: int = 1
     read_your_writes_timeout_s: float = 2.0
     dead_letters: DeadLetters | None = None
+    streams: Streams | None = None

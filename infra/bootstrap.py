@@ -29,11 +29,13 @@ from domain.retry import RetryPolicy
 from gateway.app import create_app
 from gateway.caller import Caller
 from gateway.services import Services
+from gateway.sse import Streams
 from infra import ledger_store, topology
 from infra.dead_letters import ManagementDeadLetters
 from infra.errors import BrokerUnavailable, ConfigurationError
 from infra.follower import LedgerFollower
 from infra.settings import Settings
+from infra.streams import feed_hub, open_streams
 from projections.runner import Projector
 
 log = logging.getLogger("jobledger")
@@ -242,7 +244,7 @@ async def run_worker(
         await worker.run(stopping)
 
 
-def build_gateway(settings: Settings, ledger: JobLedger) -> FastAPI:
+def build_gateway(settings: Settings, ledger: JobLedger, streams: Streams | None = None) -> FastAPI:
     registry = load_registry(settings.app)
     view = ledger_store.open_view(settings.postgres)
     caller = Caller(subject=settings.gateway.dev_subject, tenant=settings.gateway.dev_tenant)
@@ -260,6 +262,7 @@ def build_gateway(settings: Settings, ledger: JobLedger) -> FastAPI:
         dead_letters=ManagementDeadLetters(
             settings.amqp.management_url, settings.amqp.url, names_of(settings).dead_queue
         ),
+        streams=streams,
     )
     return create_app(services)
 
@@ -279,7 +282,12 @@ async def run_gateway(
     shared: JobLedger | None = None,
 ) -> None:
     ledger = shared if shared is not None else await asyncio.to_thread(prepare_store, settings)
-    app = await asyncio.to_thread(build_gateway, settings, ledger)
+    streams = await asyncio.to_thread(open_streams, settings, ledger)
+    app = await asyncio.to_thread(build_gateway, settings, ledger, streams)
+    follower = LedgerFollower(ledger, settings.postgres.conninfo)
+    following = asyncio.create_task(
+        supervise("stream follower", partial(feed_hub, streams.hub, follower), stopping)
+    )
     config = uvicorn.Config(
         app,
         host=settings.gateway.host,
@@ -292,14 +300,17 @@ async def run_gateway(
     while not server.started and not serving.done():
         await asyncio.sleep(0.01)
     if serving.done():
+        following.cancel()
         await serving  # raises why it could not start
         return
     log.info("gateway listening on http://%s:%s", settings.gateway.host, settings.gateway.port)
     if ready is not None:
         ready.set()
     await stopping.wait()
+    streams.hub.close()  # open streams end, so the server can stop
     server.should_exit = True
     await serving
+    await following
 
 
 async def run_all(settings: Settings, stopping: asyncio.Event, ready: asyncio.Event) -> None:

@@ -6,6 +6,7 @@
     jobledger projector          the job-view projector alone
     jobledger worker             a worker (--app, --pool, --concurrency, --prefetch, --processes)
     jobledger submit TYPE CASE   submit a job over HTTP (--param k=v, --watch)
+    jobledger watch JOB_ID       a job's live progress, from its SSE stream
 
 The first Ctrl-C (or SIGTERM) stops taking work and lets running jobs finish; a
 second one exits at once (unacked messages return to their queue).
@@ -28,6 +29,7 @@ from infra.demo import demo, submit_and_watch
 from infra.errors import InfraError
 from infra.settings import Settings
 from infra.supervisor import supervise_workers
+from infra.watch import bearer, watch
 
 Process = Callable[[Settings, asyncio.Event, asyncio.Event], Coroutine[None, None, None]]
 
@@ -48,8 +50,17 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "submit":
             params = dict(_param(p) for p in args.param)
             return asyncio.run(
-                submit_and_watch(args.url, args.type, args.case_id, params, watch=args.watch)
+                submit_and_watch(
+                    args.url,
+                    args.type,
+                    args.case_id,
+                    params,
+                    watch=args.watch,
+                    headers=bearer(settings.token),
+                )
             )
+        if args.command == "watch":
+            return asyncio.run(watch(args.url, args.job_id, bearer(settings.token)))
         return asyncio.run(_serve(args, settings))
     except InfraError as exc:
         print(f"jobledger: {exc}", file=sys.stderr)
@@ -78,7 +89,7 @@ async def _serve(args: argparse.Namespace, settings: Settings) -> int:
             await running
             return 1
         url = f"http://{settings.gateway.host}:{settings.gateway.port}"
-        code = await demo(url)
+        code = await demo(url, bearer(settings.token))
         if args.exit_after_demo:
             stopping.set()
         await running
@@ -173,6 +184,9 @@ def _parser() -> argparse.ArgumentParser:
     submit.add_argument("--param", action="append", default=[], help="key=value (JSON value)")
     submit.add_argument("--url", default="http://127.0.0.1:8000")
     submit.add_argument("--watch", action="store_true", help="follow it until it ends")
+    watcher = commands.add_parser("watch", help="a job's live progress (JOBLEDGER_TOKEN)")
+    watcher.add_argument("job_id")
+    watcher.add_argument("--url", default="http://127.0.0.1:8000")
     return parser
 
 

@@ -76,6 +76,15 @@ class GatewaySettings(BaseModel):
     dev_subject: str = "dev"
 
 
+class StreamSettings(BaseModel):
+    """The live streams (SSE) of the gateway."""
+
+    heartbeat_interval_s: float = Field(default=15.0, gt=0)
+    client_queue_size: int = Field(default=1000, ge=1)  # events; a client further behind is cut off
+    reconnect_ms: int = Field(default=1000, ge=0)  # the SSE retry: a client waits this to reconnect
+    catch_up_page_size: int = Field(default=500, ge=1)  # events read per ledger query on resume
+
+
 class Settings(BaseSettings):
     """Read from JOBLEDGER_* variables; nested groups use a double underscore,
     e.g. JOBLEDGER_POSTGRES__HOST or JOBLEDGER_WORKER__CONCURRENCY."""
@@ -92,3 +101,6 @@ class Settings(BaseSettings):
     otel: OtelSettings = OtelSettings()
     worker: WorkerSettings = WorkerSettings()
     gateway: GatewaySettings = GatewaySettings()
+    stream: StreamSettings = StreamSettings()
+    # The bearer token the command-line clients send (jobledger watch, submit --watch).
+    token: str = ""
