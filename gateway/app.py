@@ -3,12 +3,10 @@ answers reads. It never talks to workers."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI
 
 from gateway import errors
-from gateway.caller import correlation_id_of
+from gateway.correlation import Correlate
 from gateway.routes import dlq, jobs, status_page, stream
 from gateway.services import Services
 
@@ -22,14 +20,7 @@ def create_app(services: Services, *, correlation_header: str = "X-Correlation-I
     app.state.services = services
     errors.install(app)
 
-    @app.middleware("http")
-    async def correlate(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        request.state.correlation_id = correlation_id_of(request, correlation_header)
-        response = await call_next(request)
-        response.headers[correlation_header] = request.state.correlation_id
-        return response
+    app.add_middleware(Correlate, header=correlation_header)
 
     app.include_router(jobs.build_router(services))
     app.include_router(dlq.build_router())

@@ -53,9 +53,18 @@ def assert_in_order_without_duplicates(events: list[SseEvent]) -> None:
 
 def test_a_jobs_progress_streams_live_to_its_terminal_event_then_closes(running: Stack) -> None:
     with running.client() as client:
-        job = submit(client, "nap", {"seconds": 1.0})
-        events = read_until_closed(client, f"/jobs/{job['id']}/progress")
+        response = client.post(
+            "/jobs",
+            json={"type": "nap", "case_id": "case-1", "params": {"seconds": 1.0}},
+            headers={"X-Correlation-ID": "corr-stream-1"},
+        )
+        assert response.headers["X-Correlation-ID"] == "corr-stream-1"
+        job = response.json()
+        with client.stream("GET", f"/jobs/{job['id']}/progress") as stream:
+            assert stream.headers["X-Correlation-ID"]  # the middleware passes streams through
+            events = list(sse(stream.iter_lines()))
         recorded = history(client, job["id"])
+    assert job["correlation_id"] == "corr-stream-1"
     assert_in_order_without_duplicates(events)
     assert [e.data["type"] for e in events] == recorded
     assert events[-1].event == "result" and events[-1].data["status"] == "succeeded"
