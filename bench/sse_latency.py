@@ -8,7 +8,8 @@ Starts gateway, dispatcher, projector and worker as separate processes on a fres
 schema. All clients follow ``GET /jobs/{id}/progress`` of one ``ticker`` job, which
 reports every 0.2 s with the call's wall-clock time as its message; a sample is the
 receive time minus that time, counted only for reports made once every client was
-connected. The clients are plain asyncio sockets in this process (no HTTP library),
+connected. Meanwhile a probe reads ``GET /jobs/{id}`` every 0.1 s: the gateway's
+answer time to ordinary requests with the streams open. The clients are plain asyncio sockets in this process (no HTTP library),
 so their own parsing adds as little as possible. Prints p50/p99/max per client count.
 """
 
@@ -112,8 +113,23 @@ async def measure(s: Stack, clients: int, reports: int) -> list[float]:
     started = time.monotonic()
     await ready.wait()
     print(f"  {clients} clients connected in {time.monotonic() - started:.1f} s", flush=True)
-    await asyncio.gather(*tasks)
+    streaming = asyncio.gather(*tasks)
+    reads = await probe(s.url, job_id, streaming)
+    await streaming
+    print(f"  GET /jobs/{{id}} while they stream: {summary(reads)}", flush=True)
     return samples
+
+
+async def probe(base_url: str, job_id: str, streaming: asyncio.Future[object]) -> list[float]:
+    """The gateway's answer time to ordinary reads while the streams are open."""
+    timings: list[float] = []
+    async with httpx.AsyncClient(base_url=base_url, timeout=30) as http:
+        while not streaming.done():
+            started = time.monotonic()
+            (await http.get(f"/jobs/{job_id}")).raise_for_status()
+            timings.append(time.monotonic() - started)
+            await asyncio.sleep(0.1)
+    return timings
 
 
 def main() -> None:
