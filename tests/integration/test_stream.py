@@ -174,11 +174,14 @@ def test_a_slow_client_is_cut_off_while_the_others_continue(stack: Stack) -> Non
     slow, head = _raw_stream(stack, "/stream")  # subscribed; it reads nothing more till the end
     with slow, stack.client() as client, stack.client() as reader:
         with reader.stream("GET", "/stream") as feed:
+            lines = feed.iter_lines()
+            # An idle stream gets keep-alive comments (every second here).
+            assert next(line for line in lines if line.startswith(":")) == ": keep-alive"
             jobs = [
                 submit(client, "chatter", {"reports": 400, "message_bytes": 60000})
                 for _ in range(4)
             ]
-            fast = _until_finished(sse(feed.iter_lines()), {j["id"] for j in jobs})
+            fast = _until_finished(sse(lines), {j["id"] for j in jobs})
         assert_in_order_without_duplicates(fast)
         # The slow client gets what was buffered for it, then the end of the stream.
         received = head + _drain(slow)
