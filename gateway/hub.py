@@ -25,6 +25,7 @@ class Subscription:
         self.wake = asyncio.Event()
         self.cut = asyncio.Event()  # the client fell behind by more than ``limit``
         self.closed = False  # the gateway is stopping
+        self.beat = False  # a keep-alive is due
 
     def offer(self, event: StreamEvent) -> None:
         if self.cut.is_set():
@@ -40,11 +41,18 @@ class Subscription:
         self.closed = True
         self.wake.set()
 
+    def keep_alive(self) -> None:
+        self.beat = True
+        self.wake.set()
+
 
 class StreamHub:
-    def __init__(self, *, position: int, client_queue_size: int) -> None:
+    def __init__(
+        self, *, position: int, client_queue_size: int, heartbeat_interval_s: float = 15.0
+    ) -> None:
         self.position = position  # every event after this one will be published
         self.client_queue_size = client_queue_size
+        self.heartbeat_interval_s = heartbeat_interval_s
         self.cut_off = 0  # subscriptions cut off so far
         self._by_job: dict[UUID, set[Subscription]] = {}
         self._by_case: dict[tuple[str, str], set[Subscription]] = {}
@@ -93,6 +101,16 @@ class StreamHub:
             for members in index.values():
                 for subscription in members:
                     subscription.close()
+
+    async def heartbeats(self) -> None:
+        """Every ``heartbeat_interval_s``, a keep-alive for every stream: one timer for
+        them all, rather than one per stream per event."""
+        while True:
+            await asyncio.sleep(self.heartbeat_interval_s)
+            for index in self._indexes():
+                for members in index.values():
+                    for subscription in members:
+                        subscription.keep_alive()
 
     def _wanted(self, event: Any) -> bool:
         tenant = getattr(event, "tenant", None)

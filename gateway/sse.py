@@ -31,7 +31,6 @@ class Streams:
 
     hub: StreamHub
     history: LedgerHistory
-    heartbeat_interval_s: float = 15.0
     reconnect_ms: int = 1000
     page_size: int = 500
 
@@ -123,7 +122,7 @@ async def _frames(
         page = await asyncio.to_thread(read_page, streams, subscription.feed, page.scanned_to)
     if single_job and ended:
         return
-    async for live in _live(streams, subscription):
+    async for live in _live(subscription):
         if live is None:
             yield KEEP_ALIVE
             continue
@@ -135,15 +134,14 @@ async def _frames(
             return
 
 
-async def _live(streams: Streams, subscription: Subscription) -> AsyncIterator[StreamEvent | None]:
-    """The subscription's events as they come; None when a heartbeat is due."""
+async def _live(subscription: Subscription) -> AsyncIterator[StreamEvent | None]:
+    """The subscription's events as they come; None when a keep-alive is due."""
     while not subscription.closed and not subscription.cut.is_set():
         if subscription.queue:
             yield subscription.queue.popleft()
-            continue
-        subscription.wake.clear()
-        try:
-            async with asyncio.timeout(streams.heartbeat_interval_s):
-                await subscription.wake.wait()
-        except TimeoutError:
+        elif subscription.beat:
+            subscription.beat = False
             yield None
+        else:
+            subscription.wake.clear()
+            await subscription.wake.wait()

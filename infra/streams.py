@@ -3,6 +3,7 @@ and the one follower per process that feeds the hub."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from eventsourcing.persistence import Notification
@@ -75,17 +76,22 @@ def open_streams(settings: Settings, ledger: JobLedger) -> Streams:
     hub = StreamHub(
         position=ledger.recorder.max_notification_id() or 0,
         client_queue_size=options.client_queue_size,
+        heartbeat_interval_s=options.heartbeat_interval_s,
     )
     return Streams(
         hub=hub,
         history=PostgresLedgerHistory(ledger),
-        heartbeat_interval_s=options.heartbeat_interval_s,
         reconnect_ms=options.reconnect_ms,
         page_size=options.catch_up_page_size,
     )
 
 
 async def feed_hub(hub: StreamHub, follower: LedgerFollower) -> None:
-    """Publish every ledger event after the hub's position to the hub, forever."""
-    async for batch in follower.batches(hub.position):
-        hub.publish(batch)
+    """Publish every ledger event after the hub's position to the hub, and its
+    keep-alives, forever."""
+    beating = asyncio.create_task(hub.heartbeats(), name="stream keep-alives")
+    try:
+        async for batch in follower.batches(hub.position):
+            hub.publish(batch)
+    finally:
+        beating.cancel()

@@ -3,6 +3,7 @@ order, once; a stream that falls too far behind is cut off without holding up ot
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 from uuid import uuid4
@@ -111,3 +112,16 @@ def test_closing_the_hub_ends_every_stream() -> None:
     hub.close()
     assert all(s.closed and s.wake.is_set() for s in subscriptions)
     assert hub.subscribe(Feed(tenant="t1")).closed
+
+
+async def test_every_stream_gets_a_keep_alive_from_the_hubs_one_timer() -> None:
+    hub = StreamHub(position=0, client_queue_size=3, heartbeat_interval_s=0.01)
+    subscriptions = [hub.subscribe(Feed(tenant="t1")), hub.subscribe(Feed(tenant="t2"))]
+    beating = asyncio.create_task(hub.heartbeats())
+    try:
+        async with asyncio.timeout(5):
+            while not all(s.beat for s in subscriptions):
+                await asyncio.sleep(0.005)
+    finally:
+        beating.cancel()
+    assert all(s.wake.is_set() for s in subscriptions)
