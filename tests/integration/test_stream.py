@@ -109,6 +109,18 @@ def test_an_unknown_job_is_not_found_before_any_stream_opens(running: Stack) -> 
     assert response.headers["content-type"].startswith("application/json")
 
 
+def test_every_streaming_route_is_tagged_stream_and_the_page_is_not_in_the_schema(
+    running: Stack,
+) -> None:
+    with running.client() as client:
+        paths = client.get("/openapi.json").json()["paths"]
+    streaming = ["/jobs/{job_id}/progress", "/cases/{case_id}/stream", "/stream"]
+    assert all(paths[p]["get"]["tags"] == ["stream"] for p in streaming)
+    tagged = {p for p, ops in paths.items() for op in ops.values() if "stream" in op["tags"]}
+    assert tagged == set(streaming)
+    assert "/ui/jobs/{job_id}" not in paths
+
+
 def test_the_case_and_tenant_feeds_carry_their_jobs_and_resume_by_id(running: Stack) -> None:
     with running.client() as client, running.client() as other:
         with (
