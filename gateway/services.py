@@ -10,6 +10,7 @@ from pydantic import BaseModel
 
 from domain.ledger import JobLedger
 from gateway.caller import Identify
+from gateway.sse import Streams
 from projections.projection import JobView
 
 
@@ -68,3 +69,4 @@ class Services:
     dead_letters: DeadLetters | None = None
     max_body_bytes: int = 65536
     max_header_bytes: int = 8192
+    streams: Streams | None = None

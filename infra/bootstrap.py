@@ -29,6 +29,7 @@ from domain.retry import RetryPolicy
 from gateway.app import create_app
 from gateway.ops import LiveWorker, Ops
 from gateway.services import Services
+from gateway.sse import Streams
 from gateway.tokens import bearer_identify
 from infra import auth, ledger_store, telemetry, topology
 from infra.dead_letters import ManagementDeadLetters
@@ -37,6 +38,7 @@ from infra.follower import LedgerFollower
 from infra.gauges import QueueDepths, observe_projector_lag
 from infra.health import probes
 from infra.settings import Settings
+from infra.streams import feed_hub, open_streams
 from projections.runner import Projector
 
 log = logging.getLogger("jobledger")
@@ -260,7 +262,7 @@ async def run_worker(
         await worker.run(stopping)
 
 
-def build_gateway(settings: Settings, ledger: JobLedger) -> FastAPI:
+def build_gateway(settings: Settings, ledger: JobLedger, streams: Streams | None = None) -> FastAPI:
     registry = load_registry(settings.app)
     view = ledger_store.open_view(settings.postgres)
     services = Services(
@@ -275,6 +277,7 @@ def build_gateway(settings: Settings, ledger: JobLedger) -> FastAPI:
         ),
         max_body_bytes=settings.input.max_body_bytes,
         max_header_bytes=settings.input.max_header_bytes,
+        streams=streams,
     )
     workers = ledger_store.open_workers(settings.postgres, settings.worker.heartbeat_ttl_s)
 
@@ -308,7 +311,12 @@ async def run_gateway(
 ) -> None:
     auth.token_verifier(settings.auth)  # refuse a bad key before touching any store
     ledger = shared if shared is not None else await asyncio.to_thread(prepare_store, settings)
-    app = await asyncio.to_thread(build_gateway, settings, ledger)
+    streams = await asyncio.to_thread(open_streams, settings, ledger)
+    app = await asyncio.to_thread(build_gateway, settings, ledger, streams)
+    follower = LedgerFollower(ledger, settings.postgres.conninfo)
+    following = asyncio.create_task(
+        supervise("stream follower", partial(feed_hub, streams.hub, follower), stopping)
+    )
     config = uvicorn.Config(
         app,
         host=settings.gateway.host,
@@ -321,14 +329,17 @@ async def run_gateway(
     while not server.started and not serving.done():
         await asyncio.sleep(0.01)
     if serving.done():
+        following.cancel()
         await serving  # raises why it could not start
         return
     log.info("gateway listening on http://%s:%s", settings.gateway.host, settings.gateway.port)
     if ready is not None:
         ready.set()
     await stopping.wait()
+    streams.hub.close()  # open streams end, so the server can stop
     server.should_exit = True
     await serving
+    await following
 
 
 async def run_all(settings: Settings, stopping: asyncio.Event, ready: asyncio.Event) -> None:

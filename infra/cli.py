@@ -8,6 +8,7 @@
     jobledger submit TYPE CASE   submit a job over HTTP (--param k=v, --watch)
     jobledger token              print a token minted with the HS256 key (--tenant, --subject,
                                  --scope, --ttl-s); refused in production with the dev key
+    jobledger watch JOB_ID       a job's live progress, from its SSE stream
 
 The first Ctrl-C (or SIGTERM) stops taking work and lets running jobs finish; a
 second one exits at once (unacked messages return to their queue).
@@ -31,6 +32,7 @@ from infra.errors import InfraError
 from infra.health import serve_ops
 from infra.settings import Settings
 from infra.supervisor import supervise_workers
+from infra.watch import bearer, watch
 
 Process = Callable[[Settings, asyncio.Event, asyncio.Event], Coroutine[None, None, None]]
 
@@ -55,9 +57,12 @@ def main(argv: list[str] | None = None) -> int:
                     args.case_id,
                     params,
                     watch=args.watch,
-                    token=auth.client_token(settings),
+                    headers=bearer(auth.client_token(settings) or ""),
                 )
             )
+        if args.command == "watch":
+            token = auth.client_token(settings) or ""
+            return asyncio.run(watch(args.url, args.job_id, bearer(token)))
         installed = telemetry.configure(settings.otel, args.command)
         try:
             return asyncio.run(_serve(args, settings))
@@ -104,7 +109,7 @@ async def _run(
             await running
             return 1
         url = f"http://{settings.gateway.host}:{settings.gateway.port}"
-        code = await demo(url, auth.client_token(settings))
+        code = await demo(url, bearer(auth.client_token(settings) or ""))
         if args.exit_after_demo:
             stopping.set()
         await running
@@ -219,6 +224,9 @@ def _parser() -> argparse.ArgumentParser:
         help="repeat for each scope",
     )
     token.add_argument("--ttl-s", type=float, default=3600, help="seconds until it expires")
+    watcher = commands.add_parser("watch", help="a job's live progress (JOBLEDGER_TOKEN)")
+    watcher.add_argument("job_id")
+    watcher.add_argument("--url", default="http://127.0.0.1:8000")
     return parser
 
 

@@ -67,5 +67,6 @@ def configure(level: str, *, json_lines: bool) -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(getattr(logging, level.upper()))
-    for noisy in ("aio_pika", "aiormq"):
+    # A line per HTTP request of the command-line clients would bury what they show.
+    for noisy in ("aio_pika", "aiormq", "httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

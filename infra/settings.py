@@ -155,6 +155,15 @@ class InputSettings(BaseModel):
     max_header_bytes: int = Field(default=8192, ge=1024)
 
 
+class StreamSettings(BaseModel):
+    """The live streams (SSE) of the gateway."""
+
+    heartbeat_interval_s: float = Field(default=15.0, gt=0)
+    client_queue_size: int = Field(default=1000, ge=1)  # events; a client further behind is cut off
+    reconnect_ms: int = Field(default=1000, ge=0)  # the SSE retry: a client waits this to reconnect
+    catch_up_page_size: int = Field(default=500, ge=1)  # events read per ledger query on resume
+
+
 class Settings(BaseSettings):
     """Read from JOBLEDGER_* variables; nested groups use a double underscore,
     e.g. JOBLEDGER_POSTGRES__HOST or JOBLEDGER_WORKER__CONCURRENCY."""
@@ -174,4 +183,5 @@ class Settings(BaseSettings):
     observability: ObservabilitySettings = ObservabilitySettings()
     auth: AuthSettings = AuthSettings()
     input: InputSettings = InputSettings()
+    stream: StreamSettings = StreamSettings()
     token: SecretStr | None = None  # the bearer token `jobledger submit` sends (JOBLEDGER_TOKEN)

@@ -163,3 +163,18 @@ async def exclusive(ctx: JobContext, params: NapParams) -> dict[str, object]:
     started = time.time()
     await asyncio.sleep(params.seconds)
     return {"started": started, "ended": time.time()}
+
+
+class ChatterParams(BaseModel):
+    reports: int = Field(ge=1, le=10_000)
+    message_bytes: int = Field(default=10, ge=1, le=65536)
+
+
+@registry.job("chatter")
+async def chatter(ctx: JobContext, params: ChatterParams) -> dict[str, object]:
+    """Reports progress as fast as it can, with messages of the given size."""
+    padding = "x" * params.message_bytes
+    for report in range(params.reports):
+        ctx.progress(100 * report // params.reports, f"{report} {padding}")
+        await asyncio.sleep(0.001)
+    return {"reports": params.reports}

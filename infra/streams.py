@@ -1,0 +1,97 @@
+"""The gateway's live streams: the hub, the ledger reads a resuming client needs,
+and the one follower per process that feeds the hub."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from eventsourcing.persistence import Notification
+from psycopg import sql
+
+from domain.ledger import JobLedger
+from gateway.hub import StreamHub
+from gateway.sse import Streams
+from gateway.stream import Feed, Page
+from infra.follower import LedgerFollower
+from infra.settings import Settings
+
+
+class PostgresLedgerHistory:
+    """A feed's past, read from the events table. A job's events are read by its id
+    (the primary key's first column); a case's or tenant's by scanning the ledger
+    after the position, a page at a time, and keeping what the feed takes."""
+
+    def __init__(self, ledger: JobLedger) -> None:
+        recorder: Any = ledger.recorder
+        self.ledger = ledger
+        self.recorder = recorder
+        self.job_events = sql.SQL(
+            "SELECT notification_id, originator_id, originator_version, topic, state "
+            "FROM {schema}.{table} WHERE originator_id = %s AND notification_id > %s "
+            "ORDER BY notification_id LIMIT %s"
+        ).format(
+            schema=sql.Identifier(recorder.datastore.schema),
+            table=sql.Identifier(recorder.events_table_name),
+        )
+
+    def after(self, feed: Feed, position: int, limit: int) -> Page:
+        if feed.job_id is not None:
+            with self.recorder.datastore.get_connection() as conn, conn.cursor() as cursor:
+                cursor.execute(self.job_events, (feed.job_id, position, limit))
+                rows = cursor.fetchall()
+            notifications = [
+                Notification(
+                    id=row["notification_id"],
+                    originator_id=row["originator_id"],
+                    originator_version=row["originator_version"],
+                    topic=row["topic"],
+                    state=bytes(row["state"]),
+                )
+                for row in rows
+            ]
+        else:
+            notifications = list(
+                self.recorder.select_notifications(
+                    start=position, limit=limit, inclusive_of_start=False
+                )
+            )
+        mapper = self.ledger.mapper
+        events = [(mapper.to_domain_event(n), n.id) for n in notifications]
+        taken = [
+            (event, at)
+            for event, at in events
+            if feed.accepts(
+                getattr(event, "tenant", ""), getattr(event, "case_id", ""), event.originator_id
+            )
+        ]
+        scanned_to = notifications[-1].id if notifications else position
+        return Page(events=taken, scanned_to=scanned_to, more=len(notifications) == limit)
+
+
+def open_streams(settings: Settings, ledger: JobLedger) -> Streams:
+    """The hub starts at the ledger's present: a client reads anything older from the
+    ledger itself when it resumes."""
+    options = settings.stream
+    hub = StreamHub(
+        position=ledger.recorder.max_notification_id() or 0,
+        client_queue_size=options.client_queue_size,
+        heartbeat_interval_s=options.heartbeat_interval_s,
+    )
+    return Streams(
+        hub=hub,
+        history=PostgresLedgerHistory(ledger),
+        reconnect_ms=options.reconnect_ms,
+        page_size=options.catch_up_page_size,
+    )
+
+
+async def feed_hub(hub: StreamHub, follower: LedgerFollower) -> None:
+    """Publish every ledger event after the hub's position to the hub, and its
+    keep-alives, forever."""
+    beating = asyncio.create_task(hub.heartbeats(), name="stream keep-alives")
+    try:
+        async for batch in follower.batches(hub.position):
+            hub.publish(batch)
+    finally:
+        beating.cancel()

@@ -1,0 +1,79 @@
+"""Progress is coalesced before it reaches the ledger: a handler may report as often
+as it likes, the ledger gets at most one write per interval, and the last value."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from typing import Any
+
+from consumers.progress import ProgressReporter
+from domain.ledger import Committed
+
+INTERVAL_S = 0.05
+REPORTS = 3_000  # in 0.3 s: 10,000 a second
+
+
+class FakeLedger:
+    """Records each write and takes a little time over it, like the real one."""
+
+    def __init__(self) -> None:
+        self.written: list[tuple[int, str]] = []
+
+    async def write(self, percent: int, message: str) -> Committed:
+        self.written.append((percent, message))
+        await asyncio.sleep(0.002)
+        job: Any = None
+        return Committed(job, len(self.written))
+
+
+def bound(elapsed_s: float) -> float:
+    """At most one write per interval, plus the first and the final one."""
+    return elapsed_s / INTERVAL_S + 2
+
+
+async def test_a_handler_reporting_10000_times_a_second_writes_a_bounded_number_of_events() -> None:
+    ledger = FakeLedger()
+    reporter = ProgressReporter(ledger.write, interval_s=INTERVAL_S)
+    started = time.monotonic()
+    for n in range(REPORTS):
+        reporter.report(n * 100 // REPORTS, f"step {n}")
+        if n % 100 == 99:
+            await asyncio.sleep(0.01)  # 100 reports every 10 ms
+    elapsed = time.monotonic() - started
+    await reporter.close()
+    assert ledger.written[-1] == (99, f"step {REPORTS - 1}")
+    assert 3 <= len(ledger.written) <= bound(elapsed), (len(ledger.written), elapsed)
+    assert reporter.writes == len(ledger.written)
+
+
+async def test_a_thread_handler_reporting_10000_times_a_second_writes_a_bounded_number() -> None:
+    ledger = FakeLedger()
+    reporter = ProgressReporter(ledger.write, interval_s=INTERVAL_S)
+    report = reporter.report_threadsafe(asyncio.get_running_loop())
+
+    def handler() -> None:
+        for n in range(REPORTS):
+            report(n * 100 // REPORTS, f"step {n}")
+            if n % 100 == 99:
+                time.sleep(0.01)
+
+    started = time.monotonic()
+    thread = threading.Thread(target=handler)
+    thread.start()
+    await asyncio.to_thread(thread.join)
+    elapsed = time.monotonic() - started
+    await reporter.close()
+    assert ledger.written[-1] == (99, f"step {REPORTS - 1}")
+    assert 3 <= len(ledger.written) <= bound(elapsed), (len(ledger.written), elapsed)
+
+
+async def test_the_final_value_lands_even_when_reported_just_after_a_write() -> None:
+    ledger = FakeLedger()
+    reporter = ProgressReporter(ledger.write, interval_s=10)  # no second write in time
+    reporter.report(10, "first")
+    await asyncio.sleep(0.01)
+    reporter.report(100, "last")
+    await reporter.close()
+    assert ledger.written == [(10, "first"), (100, "last")]
