@@ -78,7 +78,9 @@ class TokenVerifier:
         except jwt.InvalidSignatureError:
             raise InvalidToken("signature does not verify") from None
         except jwt.PyJWTError as exc:
-            raise InvalidToken(str(exc) or type(exc).__name__) from None
+            # PyJWT's messages may quote the token's own header (crit values): only a
+            # printable ASCII message, bounded, reaches the answer and its challenge.
+            raise InvalidToken(_printable(str(exc)) or type(exc).__name__) from None
         return self._caller(claims)
 
     def _key(self, header: dict[str, Any]) -> Any:
@@ -86,10 +88,12 @@ class TokenVerifier:
             raise jwt.InvalidAlgorithmError
         kid = header.get("kid")
         keys = self.policy.keys
+        if "" in keys:
+            # One configured key (a secret or a PEM file): identity providers name it
+            # in every token's kid, and there is nothing to choose between.
+            return keys[""]
         if isinstance(kid, str) and kid in keys:
             return keys[kid]
-        if kid is None and "" in keys:
-            return keys[""]
         if kid is None and len(keys) == 1:
             return next(iter(keys.values()))
         raise InvalidToken("no key for this token's kid")
@@ -168,9 +172,14 @@ def token_of(request: Request) -> str | None:
     return None
 
 
+def _printable(text: str, limit: int = 200) -> str:
+    return "".join(c for c in text if " " <= c <= "~")[:limit]
+
+
 def unauthorized(reason: str, error: str | None = "invalid_token") -> HTTPException:
     challenge = 'Bearer realm="jobledger"'
     if error:
-        description = reason.replace("\\", "").replace('"', "'")
+        # RFC 6750: error_description is printable ASCII without '"' and '\\'.
+        description = _printable(reason).replace("\\", "").replace('"', "'")
         challenge += f', error="{error}", error_description="{description}"'
     return HTTPException(status_code=401, detail=reason, headers={"WWW-Authenticate": challenge})

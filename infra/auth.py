@@ -65,8 +65,11 @@ def _keys(auth: AuthSettings) -> dict[str, Any]:
 
 def signing_secret(auth: AuthSettings) -> str:
     """The HS256 secret tokens are minted with; refused in production with the dev key."""
-    if not auth.algorithm.startswith("HS"):
-        raise ConfigurationError(f"tokens are minted only with an HS key, not {auth.algorithm}")
+    if not auth.algorithm.startswith("HS") or auth.jwks_file or auth.public_key_file:
+        raise ConfigurationError(
+            "tokens are minted only with an HS secret (JOBLEDGER_AUTH__SECRET), not with a "
+            "public key or a JWKS file"
+        )
     return str(_keys(auth)[""])
 
 

@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from gateway.caller import ADMIN, READ, WRITE, Caller
-from gateway.tokens import InvalidToken, TokenPolicy, TokenVerifier, mint
+from gateway.tokens import InvalidToken, TokenPolicy, TokenVerifier, mint, unauthorized
 from infra import auth
 from infra.errors import ConfigurationError
 from infra.settings import DEV_AUTH_SECRET, AuthSettings
@@ -154,8 +154,29 @@ def test_a_public_key_file_verifies_rs256(tmp_path: Path, rsa_pem: tuple[Any, by
     verifier = auth.token_verifier(AuthSettings(algorithm="RS256", public_key_file=pem))
     claims = {"sub": "alice", "tenant": "acme", "exp": int(time.time()) + 60}
     assert verifier.verify(jwt.encode(claims, private, "RS256")).tenant == "acme"
+    # Identity providers name their key in every token: one configured key serves any kid.
+    named = jwt.encode(claims, private, "RS256", headers={"kid": "idp-key-1"})
+    assert verifier.verify(named).tenant == "acme"
     with pytest.raises(ConfigurationError, match="needs"):
         auth.token_verifier(AuthSettings(algorithm="RS256"))
+    with pytest.raises(ConfigurationError, match="only with an HS secret"):
+        auth.signing_secret(AuthSettings(algorithm="RS256", public_key_file=pem))
+
+
+def test_a_refusal_never_echoes_unprintable_text_from_the_token() -> None:
+    header = {"alg": "HS256", "typ": "JWT", "crit": ["\u2603\r\nX-Injected: 1"]}
+    crafted = jwt.encode(
+        {"sub": "a", "tenant": "acme", "exp": int(time.time()) + 60},
+        SECRET,
+        "HS256",
+        headers=header,
+    )
+    reason = refusal(hs256(), crafted)
+    assert "critical extension" in reason
+    assert reason.isascii() and "\r" not in reason and "\n" not in reason
+    challenge = unauthorized(reason).headers["WWW-Authenticate"]  # type: ignore[index]
+    challenge.encode("latin-1")
+    assert "\r" not in challenge and "\n" not in challenge
 
 
 def test_production_refuses_the_development_key() -> None:
