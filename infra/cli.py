@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -109,11 +110,22 @@ async def _run(
             await running
             return 1
         url = f"http://{settings.gateway.host}:{settings.gateway.port}"
-        code = await demo(url, bearer(auth.client_token(settings) or ""))
+        showing = asyncio.create_task(demo(url, bearer(auth.client_token(settings) or "")))
+        stop = asyncio.create_task(stopping.wait())
+        # A stop while the demo still watches ends the demo too, or its stream would
+        # keep reconnecting to the gateway that is shutting down.
+        await asyncio.wait({showing, stop}, return_when=asyncio.FIRST_COMPLETED)
+        stop.cancel()
+        if not showing.done():
+            showing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await showing
+            await running
+            return 0
         if args.exit_after_demo:
             stopping.set()
         await running
-        return code
+        return showing.result()
     await process(settings, stopping, ready)
     return 0
 

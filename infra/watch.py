@@ -15,6 +15,7 @@ from typing import Any, TextIO
 import httpx
 
 TERMINAL_TYPES = {"Succeeded", "Failed", "Cancelled"}
+MAX_FAILURES = 20  # consecutive failed connections, 0.5 s apart, before giving up
 
 
 @dataclass(frozen=True)
@@ -89,9 +90,10 @@ async def watch(
     on_event: Callable[[SseEvent], None] | None = None,
 ) -> int:
     """Show the job's events until it ends: 0 if it succeeded, 1 if it failed or was
-    cancelled, 2 if there is no such job."""
+    cancelled, 2 if there is no such job, 3 if the gateway stays unreachable."""
     display = Display(out)
     last_id: int | None = None
+    failures = 0
     timeout = httpx.Timeout(10, read=None)
     async with httpx.AsyncClient(base_url=url, headers=headers, timeout=timeout) as client:
         while True:
@@ -107,17 +109,26 @@ async def watch(
                         print(f"watch: {response.status_code} {response.text}", file=sys.stderr)
                         return 2
                     parser = SseParser()
+                    # A history may hold an earlier end (failed, then retried): the job
+                    # has ended when the server closes the stream after a terminal event.
+                    ended: dict[str, Any] | None = None
                     async for line in response.aiter_lines():
                         event = parser.feed(line)
                         if event is None:
                             continue
                         last_id = event.id if event.id is not None else last_id
+                        failures = 0
                         if on_event is not None:
                             on_event(event)
                         display.show(event.data)
-                        if event.data["type"] in TERMINAL_TYPES:
-                            return _outcome(event.data, out)
+                        ended = event.data if event.data["type"] in TERMINAL_TYPES else None
+                    if ended is not None:
+                        return _outcome(ended, out)
             except httpx.TransportError as exc:
+                failures += 1
+                if failures >= MAX_FAILURES:
+                    print(f"watch: the gateway is unreachable ({exc})", file=sys.stderr)
+                    return 3
                 print(f"watch: stream interrupted ({exc}); resuming", file=sys.stderr)
             await asyncio.sleep(0.5)
 

@@ -65,7 +65,11 @@ PAGE = """<!doctype html>
       text("percent", 100);
     }
     if (e.data.error) { text("error", e.data.error); }
-    if (terminal[e.type]) { source.close(); document.body.dataset.done = "yes"; }
+    // A history may hold an earlier end (failed, then retried): the job has ended
+    // when the last event is terminal. The server then closes the stream, and the
+    // EventSource's reconnect gets 204, which stops it.
+    if (terminal[e.type]) { document.body.dataset.done = "yes"; }
+    else { delete document.body.dataset.done; }
   }
   ["status", "progress", "error", "result"].forEach(function (kind) {
     source.addEventListener(kind, show);

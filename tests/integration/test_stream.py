@@ -16,6 +16,7 @@ from infra.watch import SseEvent, SseParser
 from tests.integration.conftest import (
     ROOT,
     Stack,
+    eventually,
     submit,
     wait_for_status,
 )
@@ -275,3 +276,31 @@ def _sse_body(response: bytes) -> bytes:
         body += rest[:size]
         rest = rest[size + 2 :]
     return bytes(body)
+
+
+def test_watch_follows_a_retried_job_past_its_first_failure(running: Stack) -> None:
+    with running.client() as client:
+        job = submit(client, "fail", {"message": "first try"})
+        wait_for_status(client, job["id"])
+        assert client.post(f"/jobs/{job['id']}/retry").status_code == 202
+        eventually(
+            lambda: (
+                (j := client.get(f"/jobs/{job['id']}").json())["status"] == "failed"
+                and j["attempt"] == 2
+            ),
+            30,
+            "the retried attempt to fail",
+        )
+    result = subprocess.run(
+        [sys.executable, "-m", "infra.cli", "watch", job["id"], "--url", running.url],
+        cwd=ROOT,
+        check=False,
+        env=running.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1, result.stderr
+    # The first Failed in the history is not the end: the retry's attempt is shown too.
+    assert "started    attempt 2" in result.stdout, result.stdout
+    assert result.stdout.splitlines()[-1].startswith(f"job {job['id']} failed")
