@@ -322,6 +322,10 @@ async def run_gateway(
         host=settings.gateway.host,
         port=settings.gateway.port,
         log_level="warning",
+        # uvicorn's own handlers would bypass the process's log format (JSON lines, job
+        # ids); no access log, as a GET may carry its token in the query string.
+        log_config=None,
+        access_log=False,
         lifespan="off",
     )
     server = _EmbeddedServer(config)

@@ -50,7 +50,9 @@ log = logging.getLogger("jobledger.telemetry")
 URL_KEYS = {"http.url", "url.full", "http.target", "http.request.uri"}
 DROPPED_KEYS = {"url.query", "exception.message", "exception.stacktrace", "db.query.parameter"}
 DROPPED_PREFIXES = ("http.request.header.", "http.response.header.", "db.query.parameter.")
-QUIET_PATHS = "healthz,readyz,metrics"
+# Regexes searched in the whole URL: anchored to the path's end, so a case id that
+# merely contains "metrics" is still traced.
+QUIET_PATHS = r"/healthz(\?.*)?$,/readyz(\?.*)?$,/metrics(\?.*)?$"
 
 
 @dataclass

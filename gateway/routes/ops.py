@@ -4,6 +4,7 @@ tagged ``ops`` in the OpenAPI document."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from datetime import datetime
 
 from fastapi import APIRouter, HTTPException, Response
@@ -11,10 +12,11 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
-from gateway.access import Operating
+from gateway.access import DENIED, Operating
 from gateway.ops import Ops
 
 PROBE_TIMEOUT_S = 3.0
+log = logging.getLogger("jobledger.gateway")
 
 
 class Health(BaseModel):
@@ -50,17 +52,17 @@ def build_router(ops: Ops) -> APIRouter:
 
     @router.get(
         "/metrics",
-        summary="This process's metrics, Prometheus text format",
+        summary="This process's metrics, Prometheus text format (jobs:admin)",
         response_class=Response,
-        responses={200: {"content": {"text/plain": {}}}},
+        responses={200: {"content": {"text/plain": {}}}, **DENIED},
     )
-    async def metrics() -> Response:
+    async def metrics(who: Operating) -> Response:
         if ops.metrics is None:
             raise HTTPException(404, "metrics are not configured")
         body, content_type = ops.metrics()
         return Response(body, media_type=content_type)
 
-    @router.get("/workers", summary="Live workers and the jobs they run")
+    @router.get("/workers", summary="Live workers and the jobs they run", responses=DENIED)
     async def workers(who: Operating) -> list[WorkerOut]:
         if ops.workers is None:
             raise HTTPException(503, "worker liveness is not configured")
@@ -79,7 +81,9 @@ async def check_all(ops: Ops) -> dict[str, str]:
         except TimeoutError:
             return f"no answer within {PROBE_TIMEOUT_S:.0f}s"
         except Exception as exc:  # noqa: BLE001 - any failure means not ready
-            return f"{type(exc).__name__}: {exc}"[:300]
+            # The answer is public: the error's text (hosts, users) goes to the log only.
+            log.warning("readiness check %s failed: %s", name, exc)
+            return f"failed: {type(exc).__name__}"
         return "ok"
 
     names = list(ops.probes)

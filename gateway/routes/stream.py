@@ -14,7 +14,7 @@ from uuid import UUID
 from fastapi import APIRouter, Header, Path, Response
 
 from domain.errors import JobNotFound
-from gateway.access import Reading
+from gateway.access import DENIED, Reading
 from gateway.schemas import CASE_ID, ErrorOut
 from gateway.services import Services
 from gateway.sse import Streams, open_stream
@@ -39,7 +39,7 @@ EVENT_STREAM: dict[int | str, dict[str, Any]] = {
 
 
 def build_router(services: Services, streams: Streams) -> APIRouter:
-    router = APIRouter(tags=["stream"])
+    router = APIRouter(tags=["stream"], responses=DENIED)
 
     @router.get(
         "/jobs/{job_id}/progress",

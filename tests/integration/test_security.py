@@ -54,6 +54,8 @@ def test_a_request_without_a_valid_token_gets_401_with_the_reason(running: Stack
             assert ("invalid_token" in challenge) == bool(token)
         assert client.post("/jobs", json={}).status_code == 401  # before the body is looked at
         assert client.get("/openapi.json").status_code == 200  # the spec is public
+        assert client.get("/healthz").status_code == 200  # and the probes
+        assert client.get("/metrics").status_code == 401  # metrics span every tenant
 
 
 def test_each_route_needs_its_scope(running: Stack) -> None:
@@ -61,6 +63,7 @@ def test_each_route_needs_its_scope(running: Stack) -> None:
         job = submit(writer, "echo", {"text": "scoped"})
         assert writer.get("/dlq").status_code == 403
         assert writer.get("/workers").status_code == 403
+        assert writer.get("/metrics").status_code == 403
     with running.client(scopes=(READ,)) as reader:
         assert reader.get(f"/jobs/{job['id']}").status_code == 200
         denied = reader.post("/jobs", json={"type": "echo", "case_id": "c", "params": {}})
@@ -73,6 +76,7 @@ def test_each_route_needs_its_scope(running: Stack) -> None:
     with running.client(scopes=(ADMIN,)) as operator:
         assert operator.get("/dlq").status_code == 200
         assert operator.get("/workers").status_code == 200
+        assert operator.get("/metrics").status_code == 200
         assert operator.get(f"/jobs/{job['id']}").status_code == 403
     with running.client(scopes=()) as nobody:
         assert nobody.get("/jobs/case-1/jobs").status_code == 403
