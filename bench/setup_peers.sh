@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 if [ ! -x .venv/bin/celery ]; then
   python3 -m venv .venv
-  .venv/bin/pip install -q "celery==5.7.0" "dramatiq[rabbitmq]==2.2.1" "psycopg[binary]" sqlalchemy aio-pika
+  .venv/bin/pip install -q "celery==5.7.0" "dramatiq[rabbitmq]==2.2.1" "psycopg[binary]" sqlalchemy aio-pika py-spy
 fi
 psql -h 127.0.0.1 -U postgres -tc "SELECT 1 FROM pg_roles WHERE rolname = 'bench'" | grep -q 1 \
   || psql -h 127.0.0.1 -U postgres -c "CREATE ROLE bench LOGIN PASSWORD 'bench'"
