@@ -55,6 +55,7 @@ class Sampler(threading.Thread):
         self.stop = threading.Event()
         self.max_lag = 0
         self.peak_rss_mb: dict[str, float] = {}
+        self.rss_mb: dict[str, list[float]] = {}
 
     def run(self) -> None:
         with psycopg.connect(self.pg.conninfo, autocommit=True) as conn:
@@ -76,9 +77,21 @@ class Sampler(threading.Thread):
                 text = Path(f"/proc/{pid}/status").read_text()
             except OSError:
                 continue
-            hwm = [int(line.split()[1]) for line in text.splitlines() if line.startswith("VmHWM")]
-            if hwm:  # a process that is exiting has no memory left to report
-                self.peak_rss_mb[name] = max(self.peak_rss_mb.get(name, 0), hwm[0] / 1024)
+            fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+            if "VmHWM" not in fields:  # a process that is exiting has no memory left
+                continue
+            hwm, rss = (int(fields[k].split()[0]) / 1024 for k in ("VmHWM", "VmRSS"))
+            self.peak_rss_mb[name] = max(self.peak_rss_mb.get(name, 0), hwm)
+            self.rss_mb.setdefault(name, []).append(rss)
+
+    def growth_mb(self) -> dict[str, float]:
+        """Each process's resident memory at the end minus at a quarter of the run,
+        once start-up allocations are behind it: what a long run would keep adding."""
+        return {
+            name: round(samples[-1] - samples[len(samples) // 4], 1)
+            for name, samples in sorted(self.rss_mb.items())
+            if len(samples) >= 8
+        }
 
 
 async def submit_http(url: str, n: int, concurrency: int, headers: dict[str, str]) -> float:
@@ -196,6 +209,7 @@ def run_jobledger(args: argparse.Namespace) -> dict[str, Any]:
         "projector_max_lag_s": round(sampler.max_lag / (events / e2e), 3),
         "projector_catch_up_s": round(catch_up_s, 3),
         "peak_rss_mb": {k: round(v, 1) for k, v in sorted(sampler.peak_rss_mb.items())},
+        "rss_growth_mb": sampler.growth_mb(),
     }
 
 
@@ -257,8 +271,7 @@ def main() -> None:
             median = record.get("median", {})
             rate = (
                 median.get("throughput_per_s")
-                or median.get("pubcons_msg_per_s")
-                or median.get("pub_consume_msg_per_s")
+                or median.get("pubsub_per_s")  # raw_limits.py: publish while consuming
             )
             print(
                 json.dumps({"system": name, "throughput_per_s": rate, "median": median}), flush=True
