@@ -33,6 +33,13 @@ class Streams:
     history: LedgerHistory
     reconnect_ms: int = 1000
     page_size: int = 500
+    # How far behind the ledger a case or tenant feed may resume: its catch-up scans
+    # every event after Last-Event-ID (all tenants), so an old id would be a full scan.
+    max_catch_up_events: int = 100_000
+
+
+class ResumeTooOld(Exception):
+    """Last-Event-ID is further behind the ledger than a feed resumes from."""
 
 
 @dataclass(frozen=True)
@@ -90,6 +97,13 @@ async def open_stream(
     """The stream of ``feed`` after ``after`` (None: from now on). For a job feed, a
     job already ``finished`` with nothing after ``after`` answers 204, which tells an
     EventSource not to reconnect."""
+    behind = streams.hub.position - after if after is not None else 0
+    if feed.job_id is None and behind > streams.max_catch_up_events:
+        raise ResumeTooOld(
+            f"Last-Event-ID is {behind} events behind the ledger, more than the "
+            f"{streams.max_catch_up_events} a feed resumes from: read the jobs' state "
+            "over REST and reconnect without Last-Event-ID"
+        )
     subscription = streams.hub.subscribe(feed)
     try:
         first = None

@@ -162,6 +162,8 @@ class StreamSettings(BaseModel):
     client_queue_size: int = Field(default=1000, ge=1)  # events; a client further behind is cut off
     reconnect_ms: int = Field(default=1000, ge=0)  # the SSE retry: a client waits this to reconnect
     catch_up_page_size: int = Field(default=500, ge=1)  # events read per ledger query on resume
+    # A case or tenant feed resumes at most this far behind the ledger (else 409).
+    max_catch_up_events: int = Field(default=100_000, ge=0)
 
 
 class Settings(BaseSettings):

@@ -83,6 +83,7 @@ def open_streams(settings: Settings, ledger: JobLedger) -> Streams:
         history=PostgresLedgerHistory(ledger),
         reconnect_ms=options.reconnect_ms,
         page_size=options.catch_up_page_size,
+        max_catch_up_events=options.max_catch_up_events,
     )
 
 

@@ -11,13 +11,13 @@ import asyncio
 from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import APIRouter, Header, Path, Response
+from fastapi import APIRouter, Header, HTTPException, Path, Response
 
 from domain.errors import JobNotFound
 from gateway.access import DENIED, Reading
 from gateway.schemas import CASE_ID, ErrorOut
 from gateway.services import Services
-from gateway.sse import Streams, open_stream
+from gateway.sse import ResumeTooOld, Streams, open_stream
 from gateway.stream import Feed, StreamEventOut
 
 LastEventId = Annotated[
@@ -29,6 +29,9 @@ LastEventId = Annotated[
         description="The id of the last event received: the stream resumes after it.",
     ),
 ]
+TOO_OLD: dict[int | str, dict[str, Any]] = {
+    409: {"description": "Last-Event-ID is further behind than a feed resumes from."}
+}
 EVENT_STREAM: dict[int | str, dict[str, Any]] = {
     200: {
         "description": "text/event-stream; each event's data is a StreamEventOut, its id "
@@ -65,22 +68,29 @@ def build_router(services: Services, streams: Streams) -> APIRouter:
         "/cases/{case_id}/stream",
         summary="Every event of a case's jobs, live (from Last-Event-ID, or from now)",
         response_class=Response,
-        responses=EVENT_STREAM,
+        responses={**EVENT_STREAM, **TOO_OLD},
     )
     async def case_stream(
         case_id: Annotated[str, Path(pattern=CASE_ID)],
         who: Reading,
         last_event_id: LastEventId = None,
     ) -> Response:
-        return await open_stream(streams, Feed(tenant=who.tenant, case_id=case_id), last_event_id)
+        return await _resume(streams, Feed(tenant=who.tenant, case_id=case_id), last_event_id)
 
     @router.get(
         "/stream",
         summary="Every event of the caller's tenant, live (from Last-Event-ID, or from now)",
         response_class=Response,
-        responses=EVENT_STREAM,
+        responses={**EVENT_STREAM, **TOO_OLD},
     )
     async def tenant_stream(who: Reading, last_event_id: LastEventId = None) -> Response:
-        return await open_stream(streams, Feed(tenant=who.tenant), last_event_id)
+        return await _resume(streams, Feed(tenant=who.tenant), last_event_id)
 
     return router
+
+
+async def _resume(streams: Streams, feed: Feed, last_event_id: int | None) -> Response:
+    try:
+        return await open_stream(streams, feed, last_event_id)
+    except ResumeTooOld as exc:
+        raise HTTPException(409, str(exc)) from None

@@ -304,3 +304,28 @@ def test_watch_follows_a_retried_job_past_its_first_failure(running: Stack) -> N
     # The first Failed in the history is not the end: the retry's attempt is shown too.
     assert "started    attempt 2" in result.stdout, result.stdout
     assert result.stdout.splitlines()[-1].startswith(f"job {job['id']} failed")
+
+
+def test_a_feed_refuses_to_resume_further_back_than_its_bound(stack: Stack) -> None:
+    stack.start("run", JOBLEDGER_STREAM__MAX_CATCH_UP_EVENTS="5")
+    stack.wait_ready()
+    with stack.client() as client:
+        jobs = [submit(client, "echo", {"text": str(i)}) for i in range(3)]
+        for job in jobs:
+            wait_for_status(client, job["id"])
+        head = max(
+            e.id or 0
+            for job in jobs
+            for e in read_until_closed(client, f"/jobs/{job['id']}/progress")
+        )
+        too_old = client.get("/stream", headers={"Last-Event-ID": "0"})
+        assert too_old.status_code == 409, too_old.text
+        assert "behind the ledger" in too_old.json()["detail"]
+        case_too_old = client.get("/cases/case-1/stream", headers={"Last-Event-ID": "0"})
+        assert case_too_old.status_code == 409
+        # A job's own stream reads by its id, whatever the position: never refused.
+        assert client.get(f"/jobs/{jobs[0]['id']}/progress").status_code == 200
+        with client.stream("GET", "/stream", headers={"Last-Event-ID": str(head - 1)}) as recent:
+            assert recent.status_code == 200
+            resumed = next(e for e in sse(recent.iter_lines()))
+        assert resumed.id == head
