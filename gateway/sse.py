@@ -72,6 +72,13 @@ class EventStreamResponse(StreamingResponse):
         self.subscription = subscription
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        completed = False
+
+        async def respond() -> None:
+            nonlocal completed
+            await self.stream_response(send)
+            completed = True
+
         try:
             async with anyio.create_task_group() as group:
 
@@ -79,10 +86,12 @@ class EventStreamResponse(StreamingResponse):
                     await run()
                     group.cancel_scope.cancel()
 
-                group.start_soon(until, partial(self.stream_response, send))
+                group.start_soon(until, respond)
                 group.start_soon(until, partial(self.listen_for_disconnect, receive))
                 group.start_soon(until, partial(self.subscription.cut.wait))
-            if self.subscription.cut.is_set():
+            # A response that ended by itself in the same turn as a cut-off needs no
+            # second end.
+            if self.subscription.cut.is_set() and not completed:
                 # End the response if the client takes it soon; otherwise the
                 # server closes the connection once its buffers drain.
                 with anyio.move_on_after(CUT_OFF_GRACE_S):
