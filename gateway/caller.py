@@ -8,7 +8,6 @@ from dataclasses import dataclass
 
 from fastapi import Request
 
-from domain.correlation import accept_or_new
 from domain.origin import Origin
 from gateway.tracing import current_traceparent
 
@@ -29,11 +28,6 @@ class Caller:
 
 
 Identify = Callable[[Request], Caller]
-
-
-def correlation_id_of(request: Request, header: str) -> str:
-    """The request's correlation id when well formed, a new one otherwise."""
-    return accept_or_new(request.headers.get(header))
 
 
 def origin_of(request: Request, caller: Caller) -> Origin:

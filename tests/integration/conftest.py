@@ -118,6 +118,22 @@ class Stack:
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
     logs: list[Path] = field(default_factory=list)
 
+    def cli(
+        self, *args: str, timeout_s: float = 60, without: tuple[str, ...] = (), **overrides: str
+    ) -> subprocess.CompletedProcess[str]:
+        """Run ``jobledger ARGS`` to its end with the stack's settings, less the
+        variables named in ``without``, plus ``overrides``."""
+        env = {k: v for k, v in self.env.items() if k not in without}
+        return subprocess.run(
+            [sys.executable, "-m", "infra.cli", *args],
+            cwd=ROOT,
+            env={**env, **overrides},
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            check=False,
+        )
+
     def start(self, *command: str, **overrides: str) -> subprocess.Popen[bytes]:
         env = {**self.env, **overrides}
         log_path = Path(env["JOBLEDGER_TEST_LOGDIR"]) / f"{len(self.logs)}-{command[0]}.log"

@@ -3,22 +3,14 @@
 from __future__ import annotations
 
 import signal
-import subprocess
-import sys
 
-from tests.integration.conftest import ROOT, Stack, eventually, submit, wait_for_status
+from tests.integration.conftest import Stack, eventually, submit, wait_for_status
 
 
 def test_the_demo_brings_everything_up_and_shows_a_job_succeed(stack: Stack) -> None:
-    env = {k: v for k, v in stack.env.items() if k != "JOBLEDGER_APP"}  # the shipped examples
-    result = subprocess.run(
-        [sys.executable, "-m", "infra.cli", "run", "--demo", "--exit-after-demo"],
-        cwd=ROOT,
-        check=False,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
+    # Without JOBLEDGER_APP: the shipped examples.
+    result = stack.cli(
+        "run", "--demo", "--exit-after-demo", timeout_s=120, without=("JOBLEDGER_APP",)
     )
     assert result.returncode == 0, result.stderr[-3000:]
     out = result.stdout
@@ -41,26 +33,8 @@ def test_a_worker_stopped_with_sigterm_finishes_its_running_job_first(stack: Sta
 
 
 def test_submit_command_waits_for_the_outcome(running: Stack) -> None:
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "infra.cli",
-            "submit",
-            "echo",
-            "cli-case",
-            "--param",
-            "text=hello",
-            "--url",
-            running.url,
-            "--watch",
-        ],
-        cwd=ROOT,
-        check=False,
-        env=running.env,
-        capture_output=True,
-        text=True,
-        timeout=60,
+    result = running.cli(
+        "submit", "echo", "cli-case", "--param", "text=hello", "--url", running.url, "--watch"
     )
     assert result.returncode == 0, result.stderr
     assert "succeeded" in result.stdout

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import base64
 import json
-import subprocess
-import sys
 import time
 import uuid
 
@@ -17,7 +15,6 @@ from gateway.routes.jobs import IDEMPOTENCY_NAMESPACE
 from infra import ledger_store
 from infra.settings import LedgerSettings, PostgresSettings
 from tests.integration.conftest import (
-    ROOT,
     TENANT,
     Stack,
     eventually,
@@ -205,18 +202,7 @@ def test_the_gateway_refuses_to_start_in_production_with_the_development_key(
 def test_the_token_command_mints_what_the_gateway_accepts_and_submit_sends_jobledger_token(
     running: Stack,
 ) -> None:
-    def cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "infra.cli", *args],
-            cwd=ROOT,
-            env={**running.env, **env},
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-
-    minted = cli("token", "--tenant", "clinic-7", "--subject", "dr-who", "--scope", READ)
+    minted = running.cli("token", "--tenant", "clinic-7", "--subject", "dr-who", "--scope", READ)
     assert minted.returncode == 0, minted.stderr
     token = minted.stdout.strip()
     with httpx.Client(base_url=running.url, timeout=10) as client:
@@ -225,7 +211,7 @@ def test_the_token_command_mints_what_the_gateway_accepts_and_submit_sends_joble
         assert client.post("/jobs", headers=headers, json={}).status_code == 403  # read only
 
     writer = running.token(tenant="clinic-7", subject="dr-who", scopes=(READ, WRITE))
-    submitted = cli(
+    submitted = running.cli(
         "submit",
         "echo",
         "tok-case",
@@ -242,15 +228,14 @@ def test_the_token_command_mints_what_the_gateway_accepts_and_submit_sends_joble
     with running.client() as dev:
         assert dev.get("/jobs/tok-case/jobs").json()["items"] == []
 
-    env = {k: v for k, v in running.env.items() if k != "JOBLEDGER_AUTH__SECRET"}
-    dev_key = subprocess.run(
-        [sys.executable, "-m", "infra.cli", "token", "--tenant", "t", "--subject", "s"],
-        cwd=ROOT,
-        env={**env, "JOBLEDGER_AUTH__ENVIRONMENT": "production"},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+    dev_key = running.cli(
+        "token",
+        "--tenant",
+        "t",
+        "--subject",
+        "s",
+        without=("JOBLEDGER_AUTH__SECRET",),
+        JOBLEDGER_AUTH__ENVIRONMENT="production",
     )
     assert dev_key.returncode == 2
     assert "well-known development key" in dev_key.stderr

@@ -4,8 +4,6 @@ and tenant feeds, a slow client cut off, and the `watch` command."""
 from __future__ import annotations
 
 import socket
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -14,7 +12,6 @@ import httpx
 
 from infra.watch import SseEvent, SseParser
 from tests.integration.conftest import (
-    ROOT,
     Stack,
     eventually,
     submit,
@@ -197,15 +194,7 @@ def test_a_slow_client_is_cut_off_while_the_others_continue(stack: Stack) -> Non
 def test_the_watch_command_shows_a_job_to_its_end(running: Stack) -> None:
     with running.client() as client:
         job = submit(client, "nap", {"seconds": 0.5})
-    result = subprocess.run(
-        [sys.executable, "-m", "infra.cli", "watch", job["id"], "--url", running.url],
-        cwd=ROOT,
-        check=False,
-        env=running.env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = running.cli("watch", job["id"], "--url", running.url)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert any("100%  nap 10/10" in line for line in lines), result.stdout
@@ -291,15 +280,7 @@ def test_watch_follows_a_retried_job_past_its_first_failure(running: Stack) -> N
             30,
             "the retried attempt to fail",
         )
-    result = subprocess.run(
-        [sys.executable, "-m", "infra.cli", "watch", job["id"], "--url", running.url],
-        cwd=ROOT,
-        check=False,
-        env=running.env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = running.cli("watch", job["id"], "--url", running.url)
     assert result.returncode == 1, result.stderr
     # The first Failed in the history is not the end: the retry's attempt is shown too.
     assert "started    attempt 2" in result.stdout, result.stdout
