@@ -316,3 +316,11 @@ def start_workers(stack: Stack, *args: str, count: int = 1, **env: str) -> list[
     workers = [stack.start("worker", *args, **env) for _ in range(count)]
     eventually(lambda: consumer_count(stack) >= before + count, 60, "the workers to consume")
     return workers
+
+
+def kill_the_worker(stack: Stack, worker: subprocess.Popen[bytes]) -> None:
+    """SIGKILL the pool's only worker and wait until the broker has dropped its
+    consumer, so the next ``start_workers`` counts from zero, not from a ghost."""
+    worker.send_signal(signal.SIGKILL)
+    worker.wait()
+    eventually(lambda: consumer_count(stack) == 0, 30, "the broker to drop the dead consumer")

@@ -10,7 +10,14 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.integration.conftest import Stack, eventually, start_workers, submit, wait_for_status
+from tests.integration.conftest import (
+    Stack,
+    eventually,
+    kill_the_worker,
+    start_workers,
+    submit,
+    wait_for_status,
+)
 
 
 def types(client: httpx.Client, job_id: str) -> list[str]:
@@ -24,8 +31,7 @@ def test_a_worker_killed_mid_job_is_replaced_and_the_job_succeeds_exactly_once(
     with stack.client() as client:
         job = submit(client, "nap", {"seconds": 3})
         running = wait_for_status(client, job["id"], {"running"})
-        doomed.send_signal(signal.SIGKILL)
-        doomed.wait()
+        kill_the_worker(stack, doomed)
         start_workers(stack)
         done = wait_for_status(client, job["id"], timeout_s=60)
         events = client.get(f"/jobs/{job['id']}/events").json()
@@ -85,8 +91,7 @@ def test_a_cancel_outlives_a_worker_restart(stack: Stack) -> None:
     with stack.client() as client:
         job = submit(client, "nap", {"seconds": 20})
         wait_for_status(client, job["id"], {"running"})
-        first.send_signal(signal.SIGKILL)  # no worker hears the cancel broadcast
-        first.wait()
+        kill_the_worker(stack, first)  # no worker hears the cancel broadcast
         client.post(f"/jobs/{job['id']}/cancel")
         start_workers(stack)
         done = wait_for_status(client, job["id"], timeout_s=60)
