@@ -15,8 +15,10 @@ from domain.correlation import accept_or_empty
 
 CONTENT_TYPE = "application/json"
 MAX_BODY_BYTES = 4096
-# When the attempt was due (epoch seconds): the dispatcher's publish time plus the delay.
-DUE_AT_HEADER = "x-due-at"
+# When the attempt was due, in epoch milliseconds: the dispatcher's publish time plus
+# the delay. An integer: AMQP carries a Python float as a 32-bit one, which rounds an
+# epoch time to the nearest two minutes.
+DUE_AT_HEADER = "x-due-at-ms"
 
 
 class UndecodableDelivery(ValueError):

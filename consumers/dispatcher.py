@@ -110,7 +110,7 @@ class Dispatcher:
         exchange = self.delay_exchange if delay_s else self.work_exchange
         with messaging_span("publish", SpanKind.PRODUCER, delivery, exchange.name) as span:
             span.set_attribute("jobledger.delay_s", delay_s)
-            headers = {**delivery.headers(), DUE_AT_HEADER: time.time() + delay_s}
+            headers = {**delivery.headers(), DUE_AT_HEADER: round((time.time() + delay_s) * 1e3)}
             traceparent = current_traceparent(delivery.traceparent)
             if traceparent:
                 headers["traceparent"] = traceparent

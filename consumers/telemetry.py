@@ -108,6 +108,6 @@ def count_outcome(job: Job) -> None:
 
 def observe_queue_wait(message: AbstractIncomingMessage, job_type: str) -> None:
     """From when the attempt was due (the dispatcher's publish plus its delay) to now."""
-    due = (message.headers or {}).get(DUE_AT_HEADER)
-    if isinstance(due, (int, float)) and not isinstance(due, bool):
-        queue_wait.record(max(0.0, time.time() - due), {"job_type": job_type})
+    due_ms = (message.headers or {}).get(DUE_AT_HEADER)
+    if isinstance(due_ms, int) and not isinstance(due_ms, bool):
+        queue_wait.record(max(0.0, time.time() - due_ms / 1e3), {"job_type": job_type})

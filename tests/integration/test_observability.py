@@ -207,6 +207,11 @@ def test_the_gateway_serves_prometheus_metrics_of_jobs_queues_and_the_projector(
     assert re.search(r'jobledger_jobs_dead_lettered_total\{[^}]*job_type="fail"[^}]*\} 1\.0', text)
     assert re.search(r'jobledger_job_duration_seconds_count\{[^}]*job_type="echo"', text)
     assert re.search(r'jobledger_job_queue_wait_seconds_count\{[^}]*job_type="echo"', text)
+    # Two jobs that each waited a moment, not minutes: the due time survives AMQP intact.
+    waited = re.search(
+        r'jobledger_job_queue_wait_seconds_sum\{[^}]*job_type="echo"[^}]*\} (\S+)', text
+    )
+    assert waited and float(waited[1]) < 5, waited
     assert re.search(r"jobledger_worker_in_flight\{", text)
     assert re.search(r'jobledger_queue_depth\{[^}]*queue="t\w+\.work\.default"[^}]*\} 0', text)
     assert re.search(r"jobledger_dlq_depth\{[^}]*\} 1", text)
