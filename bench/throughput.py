@@ -4,6 +4,7 @@ the peers on the same workload in the same run.
     .venv/bin/python -m bench.throughput -n 5000 --workers 2 -c 8               # over HTTP
     .venv/bin/python -m bench.throughput -n 5000 --submit direct                # ledger directly
     .venv/bin/python -m bench.throughput -n 5000 --peers                        # + Celery, Dramatiq, raw AMQP
+    .venv/bin/python -m bench.throughput -n 3000 --submit direct --rate 150     # latency at a steady rate
 
 Reports: jobs/s (first submit to last ``Succeeded`` in the ledger), submit→running and
 submit→succeeded p50/p95/p99 (from the ledger's own timestamps, through the job view),
@@ -116,25 +117,32 @@ async def submit_http(url: str, n: int, concurrency: int, headers: dict[str, str
         return time.monotonic() - started
 
 
-def submit_direct(pg: PostgresSettings, n: int, batch: int = 500) -> float:
+def submit_direct(pg: PostgresSettings, n: int, batch: int = 500, rate: float = 0) -> float:
+    """Straight into the ledger: ``batch`` jobs per save as fast as it goes, or with a
+    ``rate``, one job per save on a steady schedule of that many a second."""
     ledger = ledger_store.open_ledger(pg, LedgerSettings(group_commit=False))
     origin = Origin(actor="bench")
+
+    def job(i: int) -> Job:
+        return Job.submit(
+            job_id=uuid.uuid4(),
+            tenant="dev",
+            case_id=f"bench-{i % 50}",
+            job_type="noop",
+            params={"n": i},
+            pool="default",
+            max_attempts=3,
+            origin=origin,
+        )
+
     started = time.monotonic()
-    for first in range(0, n, batch):
-        jobs = [
-            Job.submit(
-                job_id=uuid.uuid4(),
-                tenant="dev",
-                case_id=f"bench-{i % 50}",
-                job_type="noop",
-                params={"n": i},
-                pool="default",
-                max_attempts=3,
-                origin=origin,
-            )
-            for i in range(first, min(first + batch, n))
-        ]
-        ledger.save(*jobs)
+    if rate:
+        for i in range(n):
+            time.sleep(max(0.0, started + i / rate - time.monotonic()))
+            ledger.save(job(i))
+    else:
+        for first in range(0, n, batch):
+            ledger.save(*(job(i) for i in range(first, min(first + batch, n))))
     took = time.monotonic() - started
     ledger.close()
     return took
@@ -168,7 +176,7 @@ def run_jobledger(args: argparse.Namespace) -> dict[str, Any]:
                 submit_http(s.url, args.jobs, args.http_concurrency, s.auth_headers())
             )
         else:
-            submit_s = submit_direct(pg, args.jobs)
+            submit_s = submit_direct(pg, args.jobs, rate=args.rate)
         with psycopg.connect(pg.conninfo, autocommit=True) as conn:
             while count_succeeded(conn, s.schema) < args.jobs:
                 if time.monotonic() - t0 > args.timeout:
@@ -196,7 +204,8 @@ def run_jobledger(args: argparse.Namespace) -> dict[str, Any]:
         sampler.stop.set()
         sampler.join()
     return {
-        "system": f"jobledger ({args.submit} submit, {args.workers} worker procs x c={args.concurrency})",
+        "system": f"jobledger ({args.submit} submit{f' at {args.rate:g}/s' if args.rate else ''}, "
+        f"{args.workers} worker procs x c={args.concurrency})",
         "n": args.jobs,
         "submit_s": round(submit_s, 2),
         "e2e_s": round(e2e, 2),
@@ -233,6 +242,9 @@ def main() -> None:
     parser.add_argument("-n", "--jobs", type=int, default=5000)
     parser.add_argument("--submit", choices=["http", "direct"], default="http")
     parser.add_argument("--http-concurrency", type=int, default=32)
+    parser.add_argument(
+        "--rate", type=float, default=0, help="direct submit: jobs a second, one per save"
+    )
     parser.add_argument("--workers", type=int, default=2, help="worker processes")
     parser.add_argument("-c", "--concurrency", type=int, default=8, help="jobs at once per worker")
     parser.add_argument("--prefetch", type=int, default=64)
