@@ -1,15 +1,19 @@
 """The dispatcher: the ledger is the outbox. It follows the ledger from its tracked
 position and publishes one delivery per event that calls for one, with publisher
-confirms, then records the position of the batch. A crash between the publish and
-the record republishes; the worker drops the duplicate (the start of an attempt
-is recorded once)."""
+confirms. Reading and confirming overlap: the next batch is read and published
+while earlier ones await their confirms, and a second task records, in ledger
+order, the position up to which every publish is confirmed (at most every
+``record_interval_s``). A crash between the publish and the record republishes;
+the worker drops the duplicate (the start of an attempt is recorded once)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -78,6 +82,8 @@ class Dispatcher:
         delay_exchange: AbstractExchange,
         control_exchange: AbstractExchange,
         publish_window: int = 256,
+        batches_in_flight: int = 64,
+        record_interval_s: float = 0.05,
     ) -> None:
         self.source = source
         self.positions = positions
@@ -87,22 +93,71 @@ class Dispatcher:
         self.delay_exchange = delay_exchange
         self.control_exchange = control_exchange
         self.window = asyncio.Semaphore(publish_window)
+        self.batches_in_flight = batches_in_flight
+        self.record_interval_s = record_interval_s
         self.published = 0
+        # Batches read and published, in ledger order, not yet recorded: each with
+        # its last position and its publishes' confirms.
+        self._unrecorded: deque[tuple[int, asyncio.Future[Any]]] = deque()
+        self._read_more = asyncio.Event()
 
     async def run(self) -> None:
         after = await asyncio.to_thread(self.positions.max_tracking_id, self.application_name)
         log.info("dispatching from ledger position %s", after or 0)
+        self._unrecorded.clear()
+        reading = asyncio.create_task(self._dispatch(after), name="dispatch")
+        recording = asyncio.create_task(self._record(), name="record positions")
+        try:
+            done, _ = await asyncio.wait({reading, recording}, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                task.result()  # a refused publish or a lost store stops the dispatcher
+        finally:
+            for task in (reading, recording):
+                task.cancel()
+            await asyncio.gather(reading, recording, return_exceptions=True)
+            with contextlib.suppress(Exception):
+                await self._record_confirmed()  # stopping: keep what is confirmed
+            for _, publishing in self._unrecorded:
+                publishing.cancel()
+            await asyncio.gather(*(p for _, p in self._unrecorded), return_exceptions=True)
+            self._unrecorded.clear()
+
+    async def _dispatch(self, after: int | None) -> None:
         async for batch in self.source.batches(after):
             events = [event for event, _ in batch]
             wanted = [d for d in map(delivery_for, events) if d]
             cancels = [e for e in events if isinstance(e, Job.CancelRequested)]
-            await asyncio.gather(
+            publishing = asyncio.gather(
                 *(self.publish(d, delay_s) for d, delay_s in wanted),
                 *(self.broadcast_cancel(e) for e in cancels),
             )
-            tracking = Tracking(self.application_name, batch[-1][1])
-            await asyncio.to_thread(self.positions.insert_tracking, tracking)
+            self._unrecorded.append((batch[-1][1], publishing))
+            self._read_more.set()
             self.published += len(wanted)
+            while len(self._unrecorded) > self.batches_in_flight:
+                await asyncio.wait([self._unrecorded[0][1]])
+
+    async def _record(self) -> None:
+        while True:
+            if not self._unrecorded:
+                self._read_more.clear()
+                await self._read_more.wait()
+                continue
+            await self._unrecorded[0][1]  # raises if the broker refused a publish
+            await self._record_confirmed()
+            await asyncio.sleep(self.record_interval_s)
+
+    async def _record_confirmed(self) -> None:
+        """Record the position of the last batch before the first one still awaiting
+        a confirm (nothing, if that is the oldest)."""
+        position = None
+        while self._unrecorded and self._unrecorded[0][1].done():
+            last, publishing = self._unrecorded.popleft()
+            publishing.result()
+            position = last
+        if position is not None:
+            tracking = Tracking(self.application_name, position)
+            await asyncio.to_thread(self.positions.insert_tracking, tracking)
 
     async def publish(self, delivery: Delivery, delay: float = 0) -> None:
         """Publish and wait for the broker's confirm (raises if it refuses)."""
