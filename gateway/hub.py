@@ -62,6 +62,10 @@ class StreamHub:
     def __len__(self) -> int:
         return sum(len(s) for index in self._indexes() for s in index.values())
 
+    def listened_to(self) -> bool:
+        """Whether any stream is open: without one, the follower need not decode."""
+        return bool(self._by_job or self._by_case or self._by_tenant)
+
     def subscribe(self, feed: Feed) -> Subscription:
         """From now on, every published event the feed takes is buffered for it."""
         subscription = Subscription(feed, self.client_queue_size)
@@ -82,12 +86,15 @@ class StreamHub:
             self.cut_off += 1
 
     def publish(self, batch: Sequence[tuple[Any, int]]) -> None:
-        """The ledger's next events, in order (from the follower)."""
+        """The ledger's next events, in order (from the follower). An event is None
+        where the follower did not decode it, no stream being open then; a stream
+        opened since began after them: one resuming read them in its catch-up, and
+        one from now on does not take them."""
         for event, position in batch:
             if position <= self.position:
                 continue
             self.position = position
-            if not self._wanted(event):
+            if event is None or not self._wanted(event):
                 continue
             encoded = to_stream_event(event, position)
             for subscription in self._takers(encoded):

@@ -144,6 +144,12 @@ async def supervise(
 
 # The processes. Each runs until ``stopping`` is set.
 
+# How often, at most, the projector and the gateway's stream follower read the
+# ledger: under load each read then takes many commits' events at once. The
+# dispatcher reads on every commit, as a job's start waits for it.
+PROJECTOR_READ_INTERVAL_S = 0.02
+STREAM_READ_INTERVAL_S = 0.01
+
 
 async def run_dispatcher(
     settings: Settings, stopping: asyncio.Event, shared: JobLedger | None = None
@@ -194,7 +200,9 @@ async def run_projector(
 
     observe_projector_lag(lag)
     projector = Projector(
-        source=LedgerFollower(ledger, settings.postgres.conninfo),
+        source=LedgerFollower(
+            ledger, settings.postgres.conninfo, min_interval_s=PROJECTOR_READ_INTERVAL_S
+        ),
         view=view,
         application_name=ledger.name,
     )
@@ -313,7 +321,12 @@ async def run_gateway(
     ledger = shared if shared is not None else await asyncio.to_thread(prepare_store, settings)
     streams = await asyncio.to_thread(open_streams, settings, ledger)
     app = await asyncio.to_thread(build_gateway, settings, ledger, streams)
-    follower = LedgerFollower(ledger, settings.postgres.conninfo)
+    follower = LedgerFollower(
+        ledger,
+        settings.postgres.conninfo,
+        min_interval_s=STREAM_READ_INTERVAL_S,
+        decode_if=streams.hub.listened_to,
+    )
     following = asyncio.create_task(
         supervise("stream follower", partial(feed_hub, streams.hub, follower), stopping)
     )

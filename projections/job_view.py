@@ -50,6 +50,7 @@ class PostgresJobView(PostgresTrackingRecorder):
     ) -> None:
         super().__init__(datastore, tracking_table_name=tracking_table_name, **kwargs)
         self.table = Identifier(datastore.schema, view_table_name)
+        self._statements: dict[tuple[bool, tuple[str, ...]], bytes] = {}
         self.sql_create_statements.extend(
             [
                 SQL(
@@ -72,15 +73,23 @@ class PostgresJobView(PostgresTrackingRecorder):
         )
 
     def apply(self, changes: Sequence[ViewChange], tracking: Tracking) -> None:
-        """One transaction; its statements are pipelined (one round trip, not one each)."""
+        """One transaction, one statement per job changed (a job's changes within the
+        batch are merged in order), pipelined: one round trip, not one each."""
         with self.datastore.transaction(commit=True) as curs, curs.connection.pipeline():
-            for change in changes:
+            for change in merged(changes):
                 values = {k: _adapt(v) for k, v in change.values.items()}
                 values["job_id"] = change.job_id
-                curs.execute(self._statement(change, values), values, prepare=True)
+                key = (change.insert, tuple(values))
+                statement = self._statements.get(key)
+                if statement is None:
+                    statement = self._statements[key] = self._statement(change, values)
+                curs.execute(statement, values, prepare=True)
             self._insert_tracking(curs, tracking)
 
-    def _statement(self, change: ViewChange, values: dict[str, Any]) -> Composed:
+    def _statement(self, change: ViewChange, values: dict[str, Any]) -> bytes:
+        return self._composed(change, values).as_bytes(None)
+
+    def _composed(self, change: ViewChange, values: dict[str, Any]) -> Composed:
         names = list(values)
         if change.insert:
             return SQL("INSERT INTO {t} ({c}) VALUES ({v})").format(
@@ -132,6 +141,18 @@ class PostgresJobView(PostgresTrackingRecorder):
         more = len(rows) > limit
         rows = rows[:limit]
         return Page(rows, str(rows[-1].submitted_position) if more else None)
+
+
+def merged(changes: Sequence[ViewChange]) -> list[ViewChange]:
+    """One change per job: its changes' values in order, an insert if the first was."""
+    by_job: dict[UUID, ViewChange] = {}
+    for change in changes:
+        earlier = by_job.get(change.job_id)
+        if earlier is None:
+            by_job[change.job_id] = ViewChange(change.job_id, dict(change.values), change.insert)
+        else:
+            earlier.values.update(change.values)
+    return list(by_job.values())
 
 
 def _adapt(value: Any) -> Any:

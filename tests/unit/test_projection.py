@@ -12,6 +12,7 @@ from eventsourcing.persistence import IntegrityError, Tracking
 from domain.job import Job, Status
 from domain.ledger import JobLedger
 from domain.origin import Origin
+from projections.job_view import merged
 from projections.memory import MemoryJobView
 from projections.projection import JobProjection, JobRow, ViewChange
 
@@ -311,3 +312,25 @@ def test_list_case_shows_a_tenant_only_its_own_jobs(ledger: JobLedger) -> None:
     assert [r.job_id for r in view.list_case("tenant-1", "shared").rows] == [mine]
     assert [r.job_id for r in view.list_case("tenant-2", "shared").rows] == [theirs]
     assert view.list_case("tenant-3", "shared").rows == []
+
+
+def test_a_batch_merged_to_one_change_per_job_leaves_the_same_rows(ledger: JobLedger) -> None:
+    first, second = lifecycle(ledger), submit(ledger)
+    ledger.start_job(second, 1, "w1", WORKER)
+    notifications = ledger.recorder.select_notifications(1, 100)
+    changes = [
+        change
+        for n in notifications
+        for change in PROJECTION.changes(ledger.mapper.to_domain_event(n), n.id)
+    ]
+    one_by_one, merged_view = MemoryJobView(), MemoryJobView()
+    for n in notifications:
+        project(one_by_one, ledger.mapper.to_domain_event(n), n.id)
+
+    batch = merged(changes)
+    merged_view.apply(batch, Tracking(APP, notifications[-1].id))
+
+    assert [c.job_id for c in batch] == [first, second]
+    assert [c.insert for c in batch] == [True, True]
+    for job_id in (first, second):
+        assert merged_view.get(job_id) == one_by_one.get(job_id)
