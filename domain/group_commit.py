@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from queue import Empty, SimpleQueue
+from queue import Empty, Queue
 from typing import Any
 from uuid import UUID
 
@@ -37,7 +37,11 @@ class GroupCommit:
         self._save = save
         self.max_batch = max_batch
         self.max_wait_s = max_wait_s
-        self._queue: SimpleQueue[_Pending | None] = SimpleQueue()
+        # Not SimpleQueue: in CPython 3.11 its get(timeout=...) can recompute the
+        # timeout as negative and then wait with none, until the next put. Here every
+        # caller is blocked on the batch being gathered, so no put comes: the writer
+        # hung for good (seen under load, gdb: PyThread_acquire_lock_timed(-25 us)).
+        self._queue: Queue[_Pending | None] = Queue()
         self._thread = threading.Thread(target=self._run, name="jobledger-writer", daemon=True)
         self._thread.start()
         self.batches = 0
