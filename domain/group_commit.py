@@ -1,59 +1,66 @@
-"""Group commit: many callers' saves in one ledger transaction.
+"""Group commit: many callers' saves in one ledger transaction; and its reading twin,
+many callers' reads of jobs in one query.
 
 Each save to the event store takes a table lock for its transaction, so saves do
 not scale with threads; they scale with batching. Callers (request threads, worker
 threads) hand their aggregate to the writer and block; one writer thread takes what
 has gathered — at most ``max_batch``, waiting at most ``max_wait_s`` for more — and
 saves it all at once. A conflict anywhere in the batch aborts the transaction, so
-then each member is saved alone and gets its own result or error."""
+then each member is saved alone and gets its own result or error.
+
+A worker reads every job it starts. ``GroupRead`` gathers those reads the same way
+and answers them from one query; with no wait, a lone read goes at once, and reads
+only share a query when they arrive while the previous one runs."""
 
 from __future__ import annotations
 
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from queue import Empty, Queue
-from typing import Any
+from typing import Any, Generic, TypeVar
 from uuid import UUID
 
 log = logging.getLogger("jobledger.ledger")
 
 # save(*events) -> recordings, each with .domain_event.originator_id and .notification.id
 Save = Callable[..., Sequence[Any]]
+# read(job ids) -> each found job's events, oldest first
+ReadMany = Callable[[Sequence[UUID]], Mapping[UUID, Sequence[Any]]]
+
+Item = TypeVar("Item")
+Result = TypeVar("Result")
 
 
 @dataclass
-class _Pending:
+class _Pending(Generic[Item, Result]):
     job_id: UUID
-    events: Sequence[Any]
-    done: Future[int] = field(default_factory=Future)
+    item: Item
+    done: Future[Result] = field(default_factory=Future)
 
 
-class GroupCommit:
-    def __init__(self, save: Save, *, max_batch: int = 500, max_wait_s: float = 0.002) -> None:
-        self._save = save
+class _Gathering(Generic[Item, Result]):
+    """One thread that serves callers in batches: at most ``max_batch`` a time, waiting
+    at most ``max_wait_s`` for more after the first."""
+
+    def __init__(self, name: str, *, max_batch: int, max_wait_s: float) -> None:
         self.max_batch = max_batch
         self.max_wait_s = max_wait_s
         # Not SimpleQueue: in CPython 3.11 its get(timeout=...) can recompute the
         # timeout as negative and then wait with none, until the next put. Here every
         # caller is blocked on the batch being gathered, so no put comes: the writer
         # hung for good (seen under load, gdb: PyThread_acquire_lock_timed(-25 us)).
-        self._queue: Queue[_Pending | None] = Queue()
-        self._thread = threading.Thread(target=self._run, name="jobledger-writer", daemon=True)
+        self._queue: Queue[_Pending[Item, Result] | None] = Queue()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
         self.batches = 0
-        self.saved = 0
+        self.served = 0
 
-    def save(self, aggregate: Any) -> int:
-        """Save the aggregate's pending events with others'; return the ledger position
-        of its last event (0 if it had none). Raises what its own save raised."""
-        events = aggregate.collect_events()
-        if not events:
-            return 0
-        pending = _Pending(aggregate.id, events)
+    def _call(self, job_id: UUID, item: Item) -> Result:
+        pending: _Pending[Item, Result] = _Pending(job_id, item)
         self._queue.put(pending)
         return pending.done.result()
 
@@ -67,11 +74,11 @@ class GroupCommit:
             if first is None:
                 return
             batch = self._gather(first)
-            self._write(batch)
+            self._serve(batch)
             self.batches += 1
-            self.saved += len(batch)
+            self.served += len(batch)
 
-    def _gather(self, first: _Pending) -> list[_Pending]:
+    def _gather(self, first: _Pending[Item, Result]) -> list[_Pending[Item, Result]]:
         batch = [first]
         deadline = time.monotonic() + self.max_wait_s
         while len(batch) < self.max_batch:
@@ -85,10 +92,31 @@ class GroupCommit:
             batch.append(item)
         return batch
 
-    def _write(self, batch: list[_Pending]) -> None:
+    def _serve(self, batch: list[_Pending[Item, Result]]) -> None:
+        raise NotImplementedError
+
+
+class GroupCommit(_Gathering[Sequence[Any], int]):
+    def __init__(self, save: Save, *, max_batch: int = 500, max_wait_s: float = 0.002) -> None:
+        self._save = save
+        super().__init__("jobledger-writer", max_batch=max_batch, max_wait_s=max_wait_s)
+
+    @property
+    def saved(self) -> int:
+        return self.served
+
+    def save(self, aggregate: Any) -> int:
+        """Save the aggregate's pending events with others'; return the ledger position
+        of its last event (0 if it had none). Raises what its own save raised."""
+        events = aggregate.collect_events()
+        if not events:
+            return 0
+        return self._call(aggregate.id, events)
+
+    def _serve(self, batch: list[_Pending[Sequence[Any], int]]) -> None:
         if len(batch) > 1:
             try:
-                recordings = self._save(*(e for p in batch for e in p.events))
+                recordings = self._save(*(e for p in batch for e in p.item))
             except Exception as exc:  # noqa: BLE001 - retried one by one below
                 log.debug("batch of %d failed (%r); saving one by one", len(batch), exc)
             else:
@@ -98,11 +126,35 @@ class GroupCommit:
                 return
         for p in batch:
             try:
-                positions = _last_positions(self._save(*p.events))
+                positions = _last_positions(self._save(*p.item))
             except Exception as exc:  # noqa: BLE001 - the caller's own error
                 p.done.set_exception(exc)
             else:
                 p.done.set_result(positions.get(p.job_id, 0))
+
+
+class GroupRead(_Gathering[None, Sequence[Any]]):
+    def __init__(self, read: ReadMany, *, max_batch: int = 500, max_wait_s: float = 0.0) -> None:
+        self._read = read
+        super().__init__("jobledger-reader", max_batch=max_batch, max_wait_s=max_wait_s)
+
+    def events(self, job_id: UUID) -> Sequence[Any]:
+        """The job's events, oldest first (none if there is no such job)."""
+        return self._call(job_id, None)
+
+    def _serve(self, batch: list[_Pending[None, Sequence[Any]]]) -> None:
+        try:
+            found = self._read(_unique(p.job_id for p in batch))
+        except Exception as exc:  # noqa: BLE001 - every caller's error
+            for p in batch:
+                p.done.set_exception(exc)
+        else:
+            for p in batch:
+                p.done.set_result(found.get(p.job_id, ()))
+
+
+def _unique(job_ids: Iterable[UUID]) -> list[UUID]:
+    return list(dict.fromkeys(job_ids))
 
 
 def _last_positions(recordings: Sequence[Any]) -> dict[UUID, int]:

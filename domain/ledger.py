@@ -14,7 +14,7 @@ from eventsourcing.persistence import IntegrityError
 from eventsourcing.utils import strtobool
 
 from domain.errors import DuplicateSubmission, InvalidTransition, JobNotFound
-from domain.group_commit import GroupCommit
+from domain.group_commit import GroupCommit, GroupRead, ReadMany
 from domain.job import Job
 from domain.origin import Origin
 
@@ -40,6 +40,7 @@ class JobLedger(Application[UUID]):
     def __init__(self, env: Mapping[str, str] | None = None) -> None:
         super().__init__(env)
         self.writer: GroupCommit | None = None
+        self.reader: GroupRead | None = None
         if strtobool(self.env.get("GROUP_COMMIT", "n")):
             self.writer = GroupCommit(
                 self.save,
@@ -47,9 +48,17 @@ class JobLedger(Application[UUID]):
                 max_wait_s=float(self.env.get("GROUP_COMMIT_MAX_WAIT_S", "0.002")),
             )
 
+    def read_together(self, read: ReadMany) -> None:
+        """Read the jobs that are not in memory through ``read``, many callers' in one
+        query (see domain/group_commit.py). Only where cached copies are used without
+        a read (no fast-forward): a worker, which reads each job it starts."""
+        if self.repository.cache is not None and not self.repository.fastforward:
+            self.reader = GroupRead(read)
+
     def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
+        for batcher in (self.writer, self.reader):
+            if batcher is not None:
+                batcher.close()
         super().close()
 
     def submit_job(
@@ -145,6 +154,8 @@ class JobLedger(Application[UUID]):
         return self._change(job_id, lambda job: job.retry(origin))
 
     def get_job(self, job_id: UUID) -> Job:
+        if self.reader is not None:
+            self._read_into_cache(job_id)
         try:
             job: object = self.repository.get(job_id)
         except AggregateNotFoundError:
@@ -196,6 +207,18 @@ class JobLedger(Application[UUID]):
         if cache is not None and not self.repository.fastforward:
             cache.put(job.id, job)
         return Committed(job, position)
+
+    def _read_into_cache(self, job_id: UUID) -> None:
+        cache = self.repository.cache
+        assert cache is not None and self.reader is not None
+        try:
+            cache.get(job_id)
+        except KeyError:
+            job: Any = None
+            for event in self.reader.events(job_id):
+                job = event.mutate(job)
+            if job is not None:
+                cache.put(job_id, job)
 
     def _forget(self, job_id: UUID) -> None:
         """Drop a cached copy that lost a race, so the next read goes to the store."""

@@ -5,10 +5,13 @@ os.environ directly)."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from functools import partial
+from typing import Any
+from uuid import UUID
 
 import psycopg
-from eventsourcing.persistence import InfrastructureFactory
+from eventsourcing.persistence import InfrastructureFactory, StoredEvent
 from eventsourcing.postgres import PostgresFactory, PostgresTrackingRecorder
 from eventsourcing.utils import Environment
 from psycopg import sql
@@ -80,7 +83,8 @@ def open_ledger(
 ) -> JobLedger:
     """The ledger. Group commit per ``options``. A process that alone writes the jobs
     it holds (a worker) may skip ``fastforward``: its cached copies are then used
-    without a read, and a copy that lost a race is dropped and read again."""
+    without a read, a copy that lost a race is dropped and read again, and the jobs
+    it does read are read many to a query."""
     options = options or LedgerSettings()
     env = {
         **ledger_env(pg),
@@ -90,7 +94,31 @@ def open_ledger(
         "AGGREGATE_CACHE_FASTFORWARD": "y" if fastforward else "n",
     }
     with schema_lock(pg):
-        return JobLedger(env=env)
+        ledger = JobLedger(env=env)
+    if not fastforward:
+        ledger.read_together(partial(read_jobs, ledger))
+    return ledger
+
+
+def read_jobs(ledger: JobLedger, job_ids: Sequence[UUID]) -> dict[UUID, list[Any]]:
+    """The events of each of ``job_ids`` found, oldest first, from one query."""
+    recorder: Any = ledger.recorder
+    table = sql.Identifier(recorder.datastore.schema, recorder.events_table_name)
+    statement = sql.SQL(
+        "SELECT originator_id, originator_version, topic, state FROM {} "
+        "WHERE originator_id = ANY(%s) ORDER BY originator_id, originator_version"
+    ).format(table)
+    with recorder.datastore.get_connection() as conn, conn.cursor() as curs:
+        curs.execute(statement, (list(job_ids),), prepare=True)
+        rows = curs.fetchall()
+    to_event = ledger.mapper.to_domain_event
+    found: dict[UUID, list[Any]] = {}
+    for row in rows:
+        stored = StoredEvent(
+            row["originator_id"], row["originator_version"], row["topic"], bytes(row["state"])
+        )
+        found.setdefault(row["originator_id"], []).append(to_event(stored))
+    return found
 
 
 def _factory(pg: PostgresSettings, name: str) -> PostgresFactory:
