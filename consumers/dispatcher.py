@@ -82,7 +82,7 @@ class Dispatcher:
         delay_exchange: AbstractExchange,
         control_exchange: AbstractExchange,
         publish_window: int = 256,
-        batches_in_flight: int = 64,
+        batches_in_flight: int = 4,
         record_interval_s: float = 0.05,
     ) -> None:
         self.source = source
@@ -134,8 +134,11 @@ class Dispatcher:
             self._unrecorded.append((batch[-1][1], publishing))
             self._read_more.set()
             self.published += len(wanted)
-            while len(self._unrecorded) > self.batches_in_flight:
-                await asyncio.wait([self._unrecorded[0][1]])
+            while True:
+                unconfirmed = [p for _, p in self._unrecorded if not p.done()]
+                if len(unconfirmed) <= self.batches_in_flight:
+                    break
+                await asyncio.wait(unconfirmed[:1])
 
     async def _record(self) -> None:
         while True:

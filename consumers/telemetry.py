@@ -74,7 +74,12 @@ def job_attributes(delivery: Delivery) -> dict[str, Any]:
 def messaging_span(
     name: str, kind: SpanKind, delivery: Delivery, destination: str
 ) -> Iterator[Span]:
-    """A publish or consume span continuing the delivery's trace context."""
+    """A publish or consume span continuing the delivery's trace context. With no
+    tracer provider installed (tracing off), no span is made at all: building one
+    to discard cost a tenth of the dispatcher's CPU."""
+    if isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
+        yield trace.INVALID_SPAN
+        return
     attributes = {
         **job_attributes(delivery),
         "messaging.system": "rabbitmq",
