@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import os
 import statistics
 import subprocess
 import tempfile
@@ -38,6 +40,7 @@ from infra.settings import LedgerSettings, PostgresSettings
 
 PEERS = ROOT.parent / "shared" / "bench" / "peers"
 PEER_PY = ROOT / "bench" / ".venv" / "bin" / "python"
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def percentiles(values: list[float]) -> dict[str, float]:
@@ -57,6 +60,7 @@ class Sampler(threading.Thread):
         self.max_lag = 0
         self.peak_rss_mb: dict[str, float] = {}
         self.rss_mb: dict[str, list[float]] = {}
+        self.cpu_s: dict[str, float] = {}  # user + system, at the last sample
 
     def run(self) -> None:
         with psycopg.connect(self.pg.conninfo, autocommit=True) as conn:
@@ -81,6 +85,9 @@ class Sampler(threading.Thread):
             fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
             if "VmHWM" not in fields:  # a process that is exiting has no memory left
                 continue
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                ticks = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[11:13]
+                self.cpu_s[name] = sum(map(int, ticks)) / CLOCK_TICKS
             hwm, rss = (int(fields[k].split()[0]) / 1024 for k in ("VmHWM", "VmRSS"))
             self.peak_rss_mb[name] = max(self.peak_rss_mb.get(name, 0), hwm)
             self.rss_mb.setdefault(name, []).append(rss)
@@ -219,6 +226,10 @@ def run_jobledger(args: argparse.Namespace) -> dict[str, Any]:
         "projector_catch_up_s": round(catch_up_s, 3),
         "peak_rss_mb": {k: round(v, 1) for k, v in sorted(sampler.peak_rss_mb.items())},
         "rss_growth_mb": sampler.growth_mb(),
+        # CPU of each process over its whole life (start-up included) per job
+        "cpu_ms_per_job": {
+            k: round(v * 1e3 / args.jobs, 2) for k, v in sorted(sampler.cpu_s.items())
+        },
     }
 
 
