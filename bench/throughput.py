@@ -92,6 +92,17 @@ class Sampler(threading.Thread):
             self.peak_rss_mb[name] = max(self.peak_rss_mb.get(name, 0), hwm)
             self.rss_mb.setdefault(name, []).append(rss)
 
+    def quarters_mb(self) -> dict[str, list[float]]:
+        """Each process's resident memory at 0, 25, 50, 75 and 100 % of the run: a leak
+        climbs through all of them, a cache filling up levels off."""
+        return {
+            name: [
+                round(samples[min(len(samples) - 1, len(samples) * q // 4)], 1) for q in range(5)
+            ]
+            for name, samples in sorted(self.rss_mb.items())
+            if len(samples) >= 8
+        }
+
     def growth_mb(self) -> dict[str, float]:
         """Each process's resident memory at the end minus at a quarter of the run,
         once start-up allocations are behind it: what a long run would keep adding."""
@@ -126,7 +137,8 @@ async def submit_http(url: str, n: int, concurrency: int, headers: dict[str, str
 
 def submit_direct(pg: PostgresSettings, n: int, batch: int = 500, rate: float = 0) -> float:
     """Straight into the ledger: ``batch`` jobs per save as fast as it goes, or with a
-    ``rate``, one job per save on a steady schedule of that many a second."""
+    ``rate``, on a steady schedule of that many a second: each save takes the jobs
+    due by then (one, at a low rate; more when a save took longer than the gap)."""
     ledger = ledger_store.open_ledger(pg, LedgerSettings(group_commit=False))
     origin = Origin(actor="bench")
 
@@ -144,9 +156,14 @@ def submit_direct(pg: PostgresSettings, n: int, batch: int = 500, rate: float = 
 
     started = time.monotonic()
     if rate:
-        for i in range(n):
-            time.sleep(max(0.0, started + i / rate - time.monotonic()))
-            ledger.save(job(i))
+        i = 0
+        while i < n:
+            due = min(n, int((time.monotonic() - started) * rate) + 1)
+            if due > i:
+                ledger.save(*(job(k) for k in range(i, due)))
+                i = due
+            else:
+                time.sleep(max(0.0, started + i / rate - time.monotonic()))
     else:
         for first in range(0, n, batch):
             ledger.save(*(job(i) for i in range(first, min(first + batch, n))))
@@ -226,6 +243,7 @@ def run_jobledger(args: argparse.Namespace) -> dict[str, Any]:
         "projector_catch_up_s": round(catch_up_s, 3),
         "peak_rss_mb": {k: round(v, 1) for k, v in sorted(sampler.peak_rss_mb.items())},
         "rss_growth_mb": sampler.growth_mb(),
+        "rss_quarters_mb": sampler.quarters_mb(),
         # CPU of each process over its whole life (start-up included) per job
         "cpu_ms_per_job": {
             k: round(v * 1e3 / args.jobs, 2) for k, v in sorted(sampler.cpu_s.items())
