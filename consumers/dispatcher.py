@@ -99,6 +99,7 @@ class Dispatcher:
         # Batches read and published, in ledger order, not yet recorded: each with
         # its last position and its publishes' confirms.
         self._unrecorded: deque[tuple[int, asyncio.Future[Any]]] = deque()
+        self._publishes: set[asyncio.Task[None]] = set()  # every publish not yet ended
         self._read_more = asyncio.Event()
 
     async def run(self) -> None:
@@ -115,11 +116,13 @@ class Dispatcher:
             for task in (reading, recording):
                 task.cancel()
             await asyncio.gather(reading, recording, return_exceptions=True)
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(Exception, asyncio.CancelledError):
                 await self._record_confirmed()  # stopping: keep what is confirmed
-            for _, publishing in self._unrecorded:
-                publishing.cancel()
-            await asyncio.gather(*(p for _, p in self._unrecorded), return_exceptions=True)
+            for publish in self._publishes:
+                publish.cancel()
+            await asyncio.gather(
+                *self._publishes, *(p for _, p in self._unrecorded), return_exceptions=True
+            )
             self._unrecorded.clear()
 
     async def _dispatch(self, after: int | None) -> None:
@@ -127,11 +130,14 @@ class Dispatcher:
             events = [event for event, _ in batch]
             wanted = [d for d in map(delivery_for, events) if d]
             cancels = [e for e in events if isinstance(e, Job.CancelRequested)]
-            publishing = asyncio.gather(
-                *(self.publish(d, delay_s) for d, delay_s in wanted),
-                *(self.broadcast_cancel(e) for e in cancels),
-            )
-            self._unrecorded.append((batch[-1][1], publishing))
+            publishes = [
+                *(asyncio.create_task(self.publish(d, delay_s)) for d, delay_s in wanted),
+                *(asyncio.create_task(self.broadcast_cancel(e)) for e in cancels),
+            ]
+            for publish in publishes:
+                self._publishes.add(publish)
+                publish.add_done_callback(self._publishes.discard)
+            self._unrecorded.append((batch[-1][1], asyncio.gather(*publishes)))
             self._read_more.set()
             self.published += len(wanted)
             while True:
@@ -146,17 +152,23 @@ class Dispatcher:
                 self._read_more.clear()
                 await self._read_more.wait()
                 continue
-            await self._unrecorded[0][1]  # raises if the broker refused a publish
+            # Wait without awaiting the batch itself: cancelling this task must not
+            # cancel its publishes, whose confirms the stop still records.
+            oldest = self._unrecorded[0][1]
+            await asyncio.wait([oldest])
+            oldest.result()  # raises if the broker refused a publish
             await self._record_confirmed()
             await asyncio.sleep(self.record_interval_s)
 
     async def _record_confirmed(self) -> None:
         """Record the position of the last batch before the first one still awaiting
-        a confirm (nothing, if that is the oldest)."""
+        a confirm, or refused, or cancelled (nothing, if that is the oldest)."""
         position = None
-        while self._unrecorded and self._unrecorded[0][1].done():
-            last, publishing = self._unrecorded.popleft()
-            publishing.result()
+        while self._unrecorded:
+            last, publishing = self._unrecorded[0]
+            if not publishing.done() or publishing.cancelled() or publishing.exception():
+                break
+            self._unrecorded.popleft()
             position = last
         if position is not None:
             tracking = Tracking(self.application_name, position)

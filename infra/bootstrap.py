@@ -135,7 +135,7 @@ async def supervise(
             stop.cancel()
             return
         stop.cancel()
-        exc = task.exception()
+        exc = asyncio.CancelledError() if task.cancelled() else task.exception()
         log.error("%s stopped (%r); restarting in %.1fs", name, exc, backoff)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stopping.wait(), backoff)

@@ -1,0 +1,146 @@
+"""The dispatcher's bookkeeping, with the ledger and the broker stood in for: the
+position it records never passes a publish the broker has not confirmed, and
+whatever stops it stops it with its own error."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+from uuid import uuid4
+
+import pytest
+from eventsourcing.persistence import Tracking
+
+from consumers.dispatcher import Dispatcher
+from consumers.routing import Names
+from domain.job import Job
+from domain.origin import Origin
+
+
+class Broker:
+    """An exchange whose confirms the test gives, one publish at a time."""
+
+    def __init__(self, name: str = "work") -> None:
+        self.name = name
+        self.confirms: list[asyncio.Future[None]] = []
+        self.published = asyncio.Event()
+
+    async def publish(self, message: Any, routing_key: str, mandatory: bool = False) -> None:
+        confirm: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.confirms.append(confirm)
+        self.published.set()
+        await confirm
+
+
+class Positions:
+    def __init__(self) -> None:
+        self.recorded: list[int] = []
+
+    def max_tracking_id(self, application_name: str) -> int | None:
+        return None
+
+    def insert_tracking(self, tracking: Tracking) -> None:
+        self.recorded.append(tracking.notification_id)
+
+
+class Ledger:
+    """Yields the given batches, then raises ``then`` (or waits for ever)."""
+
+    def __init__(self, batches: Sequence[Sequence[tuple[Any, int]]], then: Exception | None):
+        self.batches, self.then = batches, then
+        self.go_on = asyncio.Event()
+
+    async def batches_after(self, after: int | None) -> AsyncIterator[Sequence[tuple[Any, int]]]:
+        for batch in self.batches:
+            yield batch
+        await self.go_on.wait()
+        if self.then is not None:
+            raise self.then
+        await asyncio.Event().wait()
+
+
+def submitted(position: int) -> tuple[Any, int]:
+    job = Job.submit(
+        job_id=uuid4(),
+        tenant="t",
+        case_id="c",
+        job_type="echo",
+        params={},
+        pool="default",
+        max_attempts=1,
+        origin=Origin("test"),
+    )
+    return job.collect_events()[0], position
+
+
+def dispatcher(ledger: Ledger, broker: Broker, positions: Positions) -> Dispatcher:
+    source: Any = type("Source", (), {"batches": staticmethod(ledger.batches_after)})()
+    exchange: Any = broker
+    return Dispatcher(
+        source=source,
+        positions=positions,
+        application_name="JobLedger",
+        names=Names(prefix="t"),
+        work_exchange=exchange,
+        delay_exchange=exchange,
+        control_exchange=exchange,
+        record_interval_s=0,
+    )
+
+
+async def until(condition: Any) -> None:
+    for _ in range(1000):
+        if condition():
+            return
+        await asyncio.sleep(0.001)
+    raise AssertionError("never happened")
+
+
+async def test_a_failing_ledger_stops_it_with_that_error_and_keeps_only_confirmed_positions() -> (
+    None
+):
+    ledger = Ledger([[submitted(1)], [submitted(2)]], then=RuntimeError("ledger gone"))
+    broker, positions = Broker(), Positions()
+    running = asyncio.create_task(dispatcher(ledger, broker, positions).run())
+    await until(lambda: len(broker.confirms) == 2)
+    broker.confirms[0].set_result(None)  # position 1 confirmed; 2 still waits
+    await until(lambda: positions.recorded == [1])
+
+    ledger.go_on.set()
+    with pytest.raises(RuntimeError, match="ledger gone"):
+        await running
+
+    assert positions.recorded == [1]
+    assert broker.confirms[1].cancelled()  # the unconfirmed publish did not outlive it
+
+
+async def test_a_refused_publish_stops_it_and_nothing_after_it_is_recorded() -> None:
+    ledger = Ledger([[submitted(1)], [submitted(2)], [submitted(3)]], then=None)
+    broker, positions = Broker(), Positions()
+    running = asyncio.create_task(dispatcher(ledger, broker, positions).run())
+    await until(lambda: len(broker.confirms) == 3)
+    broker.confirms[0].set_result(None)
+    broker.confirms[2].set_result(None)  # confirmed, but after a refused one
+    broker.confirms[1].set_exception(ConnectionError("returned"))
+
+    with pytest.raises(ConnectionError, match="returned"):
+        await running
+
+    assert positions.recorded[-1:] == [1]
+
+
+async def test_stopping_records_what_the_broker_confirmed() -> None:
+    ledger = Ledger([[submitted(1)], [submitted(2)]], then=None)
+    broker, positions = Broker(), Positions()
+    running = asyncio.create_task(dispatcher(ledger, broker, positions).run())
+    await until(lambda: len(broker.confirms) == 2)
+    broker.confirms[0].set_result(None)
+    broker.confirms[1].set_result(None)
+    await asyncio.sleep(0)
+    running.cancel()
+
+    with pytest.raises(asyncio.CancelledError):
+        await running
+
+    assert positions.recorded[-1] == 2
