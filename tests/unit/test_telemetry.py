@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from uuid import uuid4
 
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
@@ -12,6 +13,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.sdk.trace.sampling import Decision
 from opentelemetry.trace import SpanKind
 
+from consumers.delivery import Delivery
+from consumers.telemetry import current_traceparent, messaging_span
 from domain.correlation import about, accept_or_empty, accept_or_new, bound
 from infra import telemetry
 from infra.logs import JobIds, JsonFormatter, TextFormatter
@@ -105,3 +108,26 @@ def test_log_lines_carry_the_ids_bound_to_the_work_in_hand() -> None:
 def test_a_text_log_record_stays_on_one_line() -> None:
     text = TextFormatter().format(record("injected\nfake line\x1b[31m"))
     assert "\n" not in text and "\x1b" not in text
+
+
+def test_with_tracing_off_a_delivery_s_trace_id_is_still_current_for_its_log_lines() -> None:
+    assert isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    delivery = Delivery(
+        job_id=uuid4(),
+        attempt=1,
+        job_type="echo",
+        tenant="t",
+        case_id="c",
+        pool="default",
+        traceparent=f"00-{trace_id}-00f067aa0ba902b7-01",
+    )
+
+    with messaging_span("consume", SpanKind.CONSUMER, delivery, "q"):
+        current = trace.get_current_span().get_span_context()
+        line = JsonFormatter().format(record("echo attempt 1: running"))
+        passed_on = current_traceparent("")
+
+    assert trace.format_trace_id(current.trace_id) == trace_id
+    assert json.loads(line)["trace_id"] == trace_id
+    assert passed_on == delivery.traceparent
