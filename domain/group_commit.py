@@ -143,14 +143,22 @@ class GroupRead(_Gathering[None, Sequence[Any]]):
         return self._call(job_id, None)
 
     def _serve(self, batch: list[_Pending[None, Sequence[Any]]]) -> None:
-        try:
-            found = self._read(_unique(p.job_id for p in batch))
-        except Exception as exc:  # noqa: BLE001 - every caller's error
-            for p in batch:
+        """One query for the batch; if it fails, one each, so that a job that cannot
+        be read fails only its own caller."""
+        if len(batch) > 1:
+            try:
+                found = self._read(_unique(p.job_id for p in batch))
+            except Exception as exc:  # noqa: BLE001 - read one by one below
+                log.debug("read of %d jobs failed (%r); reading one by one", len(batch), exc)
+            else:
+                for p in batch:
+                    p.done.set_result(found.get(p.job_id, ()))
+                return
+        for p in batch:
+            try:
+                p.done.set_result(self._read([p.job_id]).get(p.job_id, ()))
+            except Exception as exc:  # noqa: BLE001 - the caller's own error
                 p.done.set_exception(exc)
-        else:
-            for p in batch:
-                p.done.set_result(found.get(p.job_id, ()))
 
 
 def _unique(job_ids: Iterable[UUID]) -> list[UUID]:

@@ -217,8 +217,12 @@ class JobLedger(Application[UUID]):
             job: Any = None
             for event in self.reader.events(job_id):
                 job = event.mutate(job)
-            if job is not None:
-                cache.put(job_id, job)
+            if job is None:
+                return
+            with contextlib.suppress(KeyError):
+                if cache.get(job_id).version >= job.version:
+                    return  # this process's own write of it landed meanwhile
+            cache.put(job_id, job)
 
     def _forget(self, job_id: UUID) -> None:
         """Drop a cached copy that lost a race, so the next read goes to the store."""

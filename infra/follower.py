@@ -41,7 +41,7 @@ class LedgerFollower:
         decode_if: Callable[[], bool] | None = None,
     ) -> None:
         """``min_interval_s`` spaces reads out when the ledger is busy, so one read
-        takes many commits' events; ``decode_if``, asked before each read, may say
+        takes many commits' events; ``decode_if``, asked of each batch read, may say
         no one needs the events themselves: they are then yielded as None."""
         self.ledger = ledger
         self.conninfo = conninfo

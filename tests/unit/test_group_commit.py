@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import copy
 import threading
+from collections.abc import Sequence
 from uuid import UUID, uuid4
 
 import pytest
 from eventsourcing.persistence import IntegrityError
 
 from domain.errors import StaleDelivery
+from domain.group_commit import GroupRead
 from domain.ledger import JobLedger
 from domain.origin import Origin
 
@@ -107,3 +109,37 @@ def test_a_worker_without_fastforward_believes_a_refusal_only_from_the_store() -
     with pytest.raises(StaleDelivery):
         app.start_job(job_id, 1, "w2", ORIGIN)  # refused by the store's copy too
     app.close()
+
+
+def test_a_job_that_cannot_be_read_fails_only_its_own_caller() -> None:
+    bad = uuid4()
+    good = [uuid4() for _ in range(5)]
+    queries: list[list[UUID]] = []
+
+    def read(job_ids: Sequence[UUID]) -> dict[UUID, list[str]]:
+        queries.append(list(job_ids))
+        if bad in job_ids:
+            raise ValueError("undecodable")
+        return {job_id: [f"event of {job_id}"] for job_id in job_ids}
+
+    reader = GroupRead(read, max_wait_s=0.05)
+    barrier = threading.Barrier(len(good) + 1)
+    results: dict[UUID, object] = {}
+
+    def caller(job_id: UUID) -> None:
+        barrier.wait()
+        try:
+            results[job_id] = reader.events(job_id)
+        except ValueError as exc:
+            results[job_id] = exc
+
+    threads = [threading.Thread(target=caller, args=(j,)) for j in [*good, bad]]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    reader.close()
+
+    assert any(len(q) > 1 for q in queries)  # they were read together first
+    assert isinstance(results[bad], ValueError)
+    assert all(results[j] == [f"event of {j}"] for j in good)
