@@ -3,7 +3,8 @@ answers reads. It never talks to workers."""
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from starlette.responses import PlainTextResponse, Response
 
 from gateway import errors
 from gateway.correlation import CorrelationMiddleware
@@ -27,13 +28,13 @@ def create_app(
     app.state.services = services
     errors.install(app)
     # The last added runs first: every answer, a refusal of the limits included,
-    # carries the correlation id.
+    # carries the correlation id (added next).
     app.add_middleware(
         RequestLimits,
         max_body_bytes=services.max_body_bytes,
         max_header_bytes=services.max_header_bytes,
     )
-    app.add_middleware(CorrelationMiddleware, header=correlation_header)
+    carry_correlation_ids(app, correlation_header)
 
     app.include_router(jobs.build_router(services))
     app.include_router(dlq.build_router())
@@ -42,3 +43,18 @@ def create_app(
         app.include_router(stream.build_router(services, services.streams))
         app.include_router(status_page.build_router(services))
     return app
+
+
+def carry_correlation_ids(app: FastAPI, header: str) -> None:
+    """The correlation id on every answer. The middleware puts it on responses and in
+    the request's state; a 500 from an unhandled error is written by Starlette's
+    outermost handler, outside every middleware, so that handler puts it there too.
+    The error goes to the log, never to the client."""
+    app.add_middleware(CorrelationMiddleware, header=header)
+
+    async def unhandled(request: Request, exc: Exception) -> Response:
+        correlation_id = getattr(request.state, "correlation_id", "")
+        headers = {header: correlation_id} if correlation_id else None
+        return PlainTextResponse("Internal Server Error", status_code=500, headers=headers)
+
+    app.add_exception_handler(Exception, unhandled)
