@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Sequence
-from functools import partial
 from typing import Any
 from uuid import UUID
 
@@ -16,6 +15,7 @@ from eventsourcing.postgres import PostgresFactory, PostgresTrackingRecorder
 from eventsourcing.utils import Environment
 from psycopg import sql
 
+from domain.group_commit import ReadMany
 from domain.ledger import JobLedger
 from infra.errors import StoreUnavailable
 from infra.settings import LedgerSettings, PostgresSettings
@@ -96,29 +96,36 @@ def open_ledger(
     with schema_lock(pg):
         ledger = JobLedger(env=env)
     if not fastforward:
-        ledger.read_together(partial(read_jobs, ledger))
+        ledger.read_together(job_reader(ledger))
     return ledger
 
 
-def read_jobs(ledger: JobLedger, job_ids: Sequence[UUID]) -> dict[UUID, list[Any]]:
-    """The events of each of ``job_ids`` found, oldest first, from one query."""
+def job_reader(ledger: JobLedger) -> ReadMany:
+    """Reads the events of many jobs, oldest first, in one query."""
     recorder: Any = ledger.recorder
-    table = sql.Identifier(recorder.datastore.schema, recorder.events_table_name)
-    statement = sql.SQL(
-        "SELECT originator_id, originator_version, topic, state FROM {} "
-        "WHERE originator_id = ANY(%s) ORDER BY originator_id, originator_version"
-    ).format(table)
-    with recorder.datastore.get_connection() as conn, conn.cursor() as curs:
-        curs.execute(statement, (list(job_ids),), prepare=True)
-        rows = curs.fetchall()
-    to_event = ledger.mapper.to_domain_event
-    found: dict[UUID, list[Any]] = {}
-    for row in rows:
-        stored = StoredEvent(
-            row["originator_id"], row["originator_version"], row["topic"], bytes(row["state"])
+    statement = (
+        sql.SQL(
+            "SELECT originator_id, originator_version, topic, state FROM {} "
+            "WHERE originator_id = ANY(%s) ORDER BY originator_id, originator_version"
         )
-        found.setdefault(row["originator_id"], []).append(to_event(stored))
-    return found
+        .format(sql.Identifier(recorder.datastore.schema, recorder.events_table_name))
+        .as_bytes(None)
+    )
+    to_event = ledger.mapper.to_domain_event
+
+    def read(job_ids: Sequence[UUID]) -> dict[UUID, list[Any]]:
+        with recorder.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(statement, (list(job_ids),), prepare=True)
+            rows = curs.fetchall()
+        found: dict[UUID, list[Any]] = {}
+        for row in rows:
+            stored = StoredEvent(
+                row["originator_id"], row["originator_version"], row["topic"], bytes(row["state"])
+            )
+            found.setdefault(row["originator_id"], []).append(to_event(stored))
+        return found
+
+    return read
 
 
 def _factory(pg: PostgresSettings, name: str) -> PostgresFactory:

@@ -28,8 +28,12 @@ import psycopg
 import pytest
 
 from consumers.routing import Names
+from domain.ledger import JobLedger
+from domain.origin import Origin
 from gateway.caller import SCOPES
 from gateway.tokens import mint
+from infra import ledger_store
+from infra.settings import PostgresSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 PG = {"host": "127.0.0.1", "port": 5432, "user": "postgres", "dbname": "jobledger_test"}
@@ -101,6 +105,33 @@ def schema(postgres: str) -> Iterator[str]:
     yield name
     with psycopg.connect(_pg_conninfo(postgres), autocommit=True) as conn:
         conn.execute(f"DROP SCHEMA IF EXISTS {name} CASCADE")
+
+
+@pytest.fixture
+def pg(postgres: str, schema: str) -> PostgresSettings:
+    """The settings of this test's own schema, for opening stores in the test."""
+    settings = PostgresSettings(dbname=postgres, schema=schema)
+    ledger_store.ensure_database(settings)
+    return settings
+
+
+LEDGER_ORIGIN = Origin(actor="test", correlation_id="c-1")
+
+
+def submit_to_ledger(ledger: JobLedger, n: int, *, max_attempts: int = 1) -> uuid.UUID:
+    """An echo job submitted straight into the ledger, on one of three cases."""
+    job_id = uuid.uuid4()
+    ledger.submit_job(
+        job_id=job_id,
+        tenant="t1",
+        case_id=f"case-{n % 3}",
+        job_type="echo",
+        params={"n": n},
+        pool="default",
+        max_attempts=max_attempts,
+        origin=LEDGER_ORIGIN,
+    )
+    return job_id
 
 
 def free_port() -> int:

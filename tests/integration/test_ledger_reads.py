@@ -9,34 +9,9 @@ import uuid
 import pytest
 
 from domain.errors import JobNotFound
-from domain.ledger import JobLedger
-from domain.origin import Origin
 from infra import ledger_store
 from infra.settings import LedgerSettings, PostgresSettings
-
-ORIGIN = Origin(actor="test", correlation_id="c-1")
-
-
-@pytest.fixture
-def pg(postgres: str, schema: str) -> PostgresSettings:
-    settings = PostgresSettings(dbname=postgres, schema=schema)
-    ledger_store.ensure_database(settings)
-    return settings
-
-
-def submit(ledger: JobLedger, n: int) -> uuid.UUID:
-    job_id = uuid.uuid4()
-    ledger.submit_job(
-        job_id=job_id,
-        tenant="t1",
-        case_id=f"case-{n % 3}",
-        job_type="echo",
-        params={"n": n},
-        pool="default",
-        max_attempts=3,
-        origin=ORIGIN,
-    )
-    return job_id
+from tests.integration.conftest import LEDGER_ORIGIN, submit_to_ledger
 
 
 def test_concurrent_starts_read_their_jobs_in_fewer_queries_than_jobs(
@@ -45,14 +20,14 @@ def test_concurrent_starts_read_their_jobs_in_fewer_queries_than_jobs(
     gateway = ledger_store.open_ledger(pg)
     worker = ledger_store.open_ledger(pg, LedgerSettings(), fastforward=False)
     assert worker.reader is not None
-    ids = [submit(gateway, n) for n in range(60)]
+    ids = [submit_to_ledger(gateway, n, max_attempts=3) for n in range(60)]
     barrier = threading.Barrier(len(ids))
     errors: list[BaseException] = []
 
     def start(job_id: uuid.UUID) -> None:
         barrier.wait()
         try:
-            worker.start_job(job_id, 1, "w1", ORIGIN)
+            worker.start_job(job_id, 1, "w1", LEDGER_ORIGIN)
         except BaseException as exc:
             errors.append(exc)
 
@@ -75,10 +50,10 @@ def test_concurrent_starts_read_their_jobs_in_fewer_queries_than_jobs(
 def test_a_job_read_with_others_is_the_job_a_single_read_gives(pg: PostgresSettings) -> None:
     gateway = ledger_store.open_ledger(pg)
     worker = ledger_store.open_ledger(pg, LedgerSettings(), fastforward=False)
-    job_id = submit(gateway, 7)
-    gateway.start_job(job_id, 1, "w0", ORIGIN)
-    gateway.report_progress(job_id, 40, "half", ORIGIN)
-    gateway.fail_attempt(job_id, "flaky", retryable=True, retry_delay_s=0, origin=ORIGIN)
+    job_id = submit_to_ledger(gateway, 7, max_attempts=3)
+    gateway.start_job(job_id, 1, "w0", LEDGER_ORIGIN)
+    gateway.report_progress(job_id, 40, "half", LEDGER_ORIGIN)
+    gateway.fail_attempt(job_id, "flaky", retryable=True, retry_delay_s=0, origin=LEDGER_ORIGIN)
 
     read = worker.get_job(job_id)
     single = gateway.read_job(job_id)

@@ -11,44 +11,27 @@ import pytest
 from eventsourcing.persistence import IntegrityError, Tracking
 
 from domain.ledger import JobLedger
-from domain.origin import Origin
 from infra import ledger_store
 from infra.follower import LedgerFollower
 from infra.settings import PostgresSettings
 from projections.job_view import PostgresJobView
 from projections.projection import JobProjection, ViewChange
 from projections.runner import Projector
-
-ORIGIN = Origin(actor="test", correlation_id="c-1")
-
-
-@pytest.fixture
-def pg(postgres: str, schema: str) -> PostgresSettings:
-    settings = PostgresSettings(dbname=postgres, schema=schema)
-    ledger_store.ensure_database(settings)
-    return settings
+from tests.integration.conftest import LEDGER_ORIGIN, submit_to_ledger
 
 
 def _write_history(ledger: JobLedger, jobs: int) -> list[uuid.UUID]:
     ids = []
     for n in range(jobs):
-        job_id = uuid.uuid4()
-        ledger.submit_job(
-            job_id=job_id,
-            tenant="t1",
-            case_id=f"case-{n % 3}",
-            job_type="echo",
-            params={"n": n},
-            pool="default",
-            max_attempts=1,
-            origin=ORIGIN,
-        )
-        ledger.start_job(job_id, 1, "w1", ORIGIN)
-        ledger.report_progress(job_id, 40, "working", ORIGIN)
+        job_id = submit_to_ledger(ledger, n)
+        ledger.start_job(job_id, 1, "w1", LEDGER_ORIGIN)
+        ledger.report_progress(job_id, 40, "working", LEDGER_ORIGIN)
         if n % 4 == 0:
-            ledger.fail_attempt(job_id, "boom", retryable=False, retry_delay_s=None, origin=ORIGIN)
+            ledger.fail_attempt(
+                job_id, "boom", retryable=False, retry_delay_s=None, origin=LEDGER_ORIGIN
+            )
         else:
-            ledger.complete_job(job_id, {"n": n}, ORIGIN)
+            ledger.complete_job(job_id, {"n": n}, LEDGER_ORIGIN)
         ids.append(job_id)
     return ids
 
@@ -131,18 +114,8 @@ async def test_the_view_is_rebuilt_from_position_zero(pg: PostgresSettings) -> N
 
 async def test_the_same_position_is_never_applied_twice(pg: PostgresSettings) -> None:
     view = ledger_store.open_view(pg)
-    job_id = uuid.uuid4()
     ledger = ledger_store.open_ledger(pg)
-    ledger.submit_job(
-        job_id=job_id,
-        tenant="t1",
-        case_id="c",
-        job_type="echo",
-        params={},
-        pool="default",
-        max_attempts=1,
-        origin=ORIGIN,
-    )
+    job_id = submit_to_ledger(ledger, 0)
     event = ledger.job_history(job_id)[0]
     changes = list(JobProjection().changes(event, 1))
     view.apply(changes, Tracking(ledger.name, 1))
