@@ -7,7 +7,7 @@ Headers repeat the ids for operators reading the DLQ in the management UI."""
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
@@ -41,9 +41,15 @@ class Delivery:
         return f"{self.job_id}:{self.attempt}"
 
     def body(self) -> bytes:
-        fields = asdict(self)
-        fields["job_id"] = str(self.job_id)
-        fields.pop("traceparent")
+        fields = {
+            "job_id": str(self.job_id),
+            "attempt": self.attempt,
+            "job_type": self.job_type,
+            "tenant": self.tenant,
+            "case_id": self.case_id,
+            "pool": self.pool,
+            "correlation_id": self.correlation_id,
+        }  # the trace context rides in the headers
         return json.dumps(fields, separators=(",", ":")).encode()
 
     def headers(self) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 import aio_pika
 from aio_pika.abc import AbstractExchange
 from eventsourcing.persistence import Tracking
+from eventsourcing.utils import get_topic
 from opentelemetry.trace import SpanKind
 
 from consumers.delivery import CONTENT_TYPE, DUE_AT_HEADER, Delivery
@@ -39,6 +40,17 @@ class Positions(Protocol):
     def max_tracking_id(self, application_name: str) -> int | None: ...
 
     def insert_tracking(self, tracking: Tracking) -> None: ...
+
+
+# The only events the dispatcher acts on; its source may skip decoding the rest.
+DISPATCHED = (
+    Job.Submitted,
+    Job.RetryRequested,
+    Job.AttemptFailed,
+    Job.AttemptInterrupted,
+    Job.CancelRequested,
+)
+DISPATCHED_TOPICS = frozenset(get_topic(cls) for cls in DISPATCHED)
 
 
 def delivery_for(event: Any) -> tuple[Delivery, float] | None:
@@ -127,7 +139,7 @@ class Dispatcher:
 
     async def _dispatch(self, after: int | None) -> None:
         async for batch in self.source.batches(after):
-            events = [event for event, _ in batch]
+            events = [event for event, _ in batch if event is not None]
             wanted = [d for d in map(delivery_for, events) if d]
             cancels = [e for e in events if isinstance(e, Job.CancelRequested)]
             publishes = [

@@ -19,7 +19,7 @@ import uvicorn
 from aio_pika.abc import AbstractRobustConnection
 from fastapi import FastAPI
 
-from consumers.dispatcher import Dispatcher
+from consumers.dispatcher import DISPATCHED_TOPICS, Dispatcher
 from consumers.messages import Messages
 from consumers.registry import JobRegistry
 from consumers.routing import Names
@@ -170,7 +170,7 @@ async def run_dispatcher(
             )
             channel = await connection.channel(publisher_confirms=True)
             dispatcher = Dispatcher(
-                source=LedgerFollower(ledger, settings.postgres.conninfo),
+                source=LedgerFollower(ledger, settings.postgres.conninfo, topics=DISPATCHED_TOPICS),
                 positions=positions,
                 application_name=ledger.name,
                 names=names,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from typing import Any
 
 import psycopg
@@ -39,10 +39,12 @@ class LedgerFollower:
         max_backoff_s: float = 5.0,
         min_interval_s: float = 0.0,
         decode_if: Callable[[], bool] | None = None,
+        topics: Collection[str] | None = None,
     ) -> None:
         """``min_interval_s`` spaces reads out when the ledger is busy, so one read
         takes many commits' events; ``decode_if``, asked of each batch read, may say
-        no one needs the events themselves: they are then yielded as None."""
+        no one needs the events themselves, and ``topics`` names the only events
+        that are needed: the others are yielded as None, with their positions."""
         self.ledger = ledger
         self.conninfo = conninfo
         self.batch_size = batch_size
@@ -50,6 +52,7 @@ class LedgerFollower:
         self.max_backoff_s = max_backoff_s
         self.min_interval_s = min_interval_s
         self.decode_if = decode_if
+        self.topics = frozenset(topics) if topics is not None else None
         recorder: Any = ledger.recorder
         self.channel: str = recorder.channel_name
         self.select = sql.SQL(
@@ -95,13 +98,21 @@ class LedgerFollower:
     async def _decoded(self, rows: list[tuple[Any, ...]]) -> Batch:
         if self.decode_if is not None and not self.decode_if():
             return [(None, row[0]) for row in rows]
-        if len(rows) > DECODE_INLINE_MAX:
+        wanted = self.topics
+        decoding = len(rows) if wanted is None else sum(row[3] in wanted for row in rows)
+        if decoding > DECODE_INLINE_MAX:
             return await asyncio.to_thread(self._decode, rows)
         return self._decode(rows)
 
     def _decode(self, rows: list[tuple[Any, ...]]) -> Batch:
         to_event = self.ledger.mapper.to_domain_event
+        wanted = self.topics
         return [
-            (to_event(StoredEvent(originator_id, version, topic, bytes(state))), notification_id)
+            (
+                to_event(StoredEvent(originator_id, version, topic, bytes(state)))
+                if wanted is None or topic in wanted
+                else None,
+                notification_id,
+            )
             for notification_id, originator_id, version, topic, state in rows
         ]

@@ -42,6 +42,7 @@ from opentelemetry.trace.span import TraceState
 from opentelemetry.util.types import Attributes
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
+from consumers.telemetry import build_spans
 from infra.settings import OtelSettings
 
 log = logging.getLogger("jobledger.telemetry")
@@ -101,6 +102,7 @@ def configure(otel: OtelSettings, process: str) -> Telemetry:
         provider = TracerProvider(resource=resource, sampler=sampler(otel.sample_ratio))
         provider.add_span_processor(BatchSpanProcessor(SanitisingExporter(_span_exporter(otel))))
         trace.set_tracer_provider(provider)
+        build_spans()
         from opentelemetry.instrumentation.psycopg import PsycopgInstrumentor  # noqa: PLC0415
 
         PsycopgInstrumentor().instrument(tracer_provider=provider, skip_dep_check=True)

@@ -10,6 +10,8 @@ import uuid
 import pytest
 from eventsourcing.persistence import IntegrityError, Tracking
 
+from consumers.dispatcher import DISPATCHED_TOPICS
+from domain.job import Job
 from domain.ledger import JobLedger
 from infra import ledger_store
 from infra.follower import LedgerFollower
@@ -123,3 +125,28 @@ async def test_the_same_position_is_never_applied_twice(pg: PostgresSettings) ->
         view.apply([ViewChange(job_id, {"progress": 99})], Tracking(ledger.name, 1))
     row = view.get(job_id)
     assert row is not None and row.progress == 0
+
+
+async def test_a_follower_decodes_only_the_topics_it_is_given(pg: PostgresSettings) -> None:
+    ledger = ledger_store.open_ledger(pg)
+    ids = _write_history(ledger, 3)
+    last = ledger.recorder.max_notification_id()
+    assert last is not None
+    follower = LedgerFollower(ledger, pg.conninfo, batch_size=4, topics=DISPATCHED_TOPICS)
+
+    seen: list[tuple[object, int]] = []
+    async for batch in follower.batches(None):
+        seen.extend(batch)
+        if seen[-1][1] == last:
+            break
+
+    assert [position for _, position in seen] == list(range(1, last + 1)), "every position"
+    decoded = [event for event, _ in seen if event is not None]
+    # Job 0 fails for good (its AttemptFailed may call for a retry); the others
+    # start, report and succeed: none of that is the dispatcher's business.
+    assert [(type(e), e.originator_id) for e in decoded] == [
+        (Job.Submitted, ids[0]),
+        (Job.AttemptFailed, ids[0]),
+        (Job.Submitted, ids[1]),
+        (Job.Submitted, ids[2]),
+    ]
