@@ -10,6 +10,7 @@ table's lock), so reading past a position never skips a later commit."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Collection, Sequence
@@ -40,11 +41,14 @@ class LedgerFollower:
         min_interval_s: float = 0.0,
         decode_if: Callable[[], bool] | None = None,
         topics: Collection[str] | None = None,
+        skip_interval_s: float = 0.5,
     ) -> None:
         """``min_interval_s`` spaces reads out when the ledger is busy, so one read
-        takes many commits' events; ``decode_if``, asked of each batch read, may say
-        no one needs the events themselves, and ``topics`` names the only events
-        that are needed: the others are yielded as None, with their positions."""
+        takes many commits' events. ``topics`` names the only events that are needed:
+        the others are yielded as None, with their positions. ``decode_if``, asked
+        before each read, may say no events are needed at all: the follower then
+        only moves to the ledger's head, yielding ``[(None, head)]`` at most every
+        ``skip_interval_s``, and reads again as soon as it says yes."""
         self.ledger = ledger
         self.conninfo = conninfo
         self.batch_size = batch_size
@@ -53,23 +57,29 @@ class LedgerFollower:
         self.min_interval_s = min_interval_s
         self.decode_if = decode_if
         self.topics = frozenset(topics) if topics is not None else None
+        self.skip_interval_s = skip_interval_s
         recorder: Any = ledger.recorder
         self.channel: str = recorder.channel_name
         self.select = sql.SQL(
             "SELECT notification_id, originator_id, originator_version, topic, state "
             "FROM {} WHERE notification_id > %s ORDER BY notification_id LIMIT %s"
         ).format(sql.Identifier(recorder.datastore.schema, recorder.events_table_name))
+        self.select_head = sql.SQL(
+            "SELECT max(notification_id) FROM {} WHERE notification_id > %s"
+        ).format(sql.Identifier(recorder.datastore.schema, recorder.events_table_name))
 
     async def batches(self, after: int | None) -> AsyncIterator[Batch]:
-        """Every event after ``after``, forever; never skips, never repeats."""
+        """Every event after ``after``, forever; never skips (unless ``decode_if`` says
+        none is needed), never repeats."""
         position = after or 0
         backoff = 0.1
         while True:
             try:
-                async for batch in self._follow(position):
-                    position = batch[-1][1]
-                    backoff = 0.1
-                    yield batch
+                async with contextlib.aclosing(self._follow(position)) as follow:
+                    async for batch in follow:
+                        position = batch[-1][1]
+                        backoff = 0.1
+                        yield batch
             except (psycopg.OperationalError, PersistenceError) as exc:
                 log.warning("ledger unreachable, retrying in %.1fs: %s", backoff, exc)
                 await asyncio.sleep(backoff)
@@ -79,6 +89,14 @@ class LedgerFollower:
         async with await psycopg.AsyncConnection.connect(self.conninfo, autocommit=True) as conn:
             await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
             while True:
+                if self.decode_if is not None and not self.decode_if():
+                    cursor = await conn.execute(self.select_head, (position,), prepare=True)
+                    head = (await cursor.fetchone() or (None,))[0]
+                    if head is not None:
+                        position = head
+                        yield [(None, head)]
+                    await self._skipping(conn)
+                    continue
                 read_at = time.monotonic()
                 cursor = await conn.execute(self.select, (position, self.batch_size), prepare=True)
                 rows = await cursor.fetchall()
@@ -95,9 +113,18 @@ class LedgerFollower:
                 if wait_s > 0:
                     await asyncio.sleep(wait_s)
 
+    async def _skipping(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        """While no events are needed: wait out ``skip_interval_s``, unless events are
+        needed again first (checked on each NOTIFY, so without a query)."""
+        assert self.decode_if is not None
+        until = time.monotonic() + self.skip_interval_s
+        while (left := until - time.monotonic()) > 0:
+            async for _ in conn.notifies(timeout=left, stop_after=1):
+                pass
+            if self.decode_if():
+                return
+
     async def _decoded(self, rows: list[tuple[Any, ...]]) -> Batch:
-        if self.decode_if is not None and not self.decode_if():
-            return [(None, row[0]) for row in rows]
         wanted = self.topics
         decoding = len(rows) if wanted is None else sum(row[3] in wanted for row in rows)
         if decoding > DECODE_INLINE_MAX:

@@ -150,3 +150,26 @@ async def test_a_follower_decodes_only_the_topics_it_is_given(pg: PostgresSettin
         (Job.Submitted, ids[1]),
         (Job.Submitted, ids[2]),
     ]
+
+
+async def test_a_follower_needing_no_events_only_moves_to_the_head(pg: PostgresSettings) -> None:
+    ledger = ledger_store.open_ledger(pg)
+    _write_history(ledger, 2)
+    needed = False
+    follower = LedgerFollower(ledger, pg.conninfo, decode_if=lambda: needed, skip_interval_s=0.05)
+    batches = follower.batches(None)
+    try:
+        assert await anext(batches) == [(None, ledger.recorder.max_notification_id())]
+        submit_to_ledger(ledger, 98)
+        assert await asyncio.wait_for(anext(batches), 5) == [
+            (None, ledger.recorder.max_notification_id())
+        ]
+
+        needed = True
+        job_id = submit_to_ledger(ledger, 99)
+        batch = await asyncio.wait_for(anext(batches), 5)
+        assert [(type(e), e.originator_id, at) for e, at in batch] == [
+            (Job.Submitted, job_id, ledger.recorder.max_notification_id())
+        ]
+    finally:
+        await batches.aclose()
