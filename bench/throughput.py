@@ -61,8 +61,10 @@ class Sampler(threading.Thread):
         self.peak_rss_mb: dict[str, float] = {}
         self.rss_mb: dict[str, list[float]] = {}
         self.cpu_s: dict[str, float] = {}  # user + system, at the last sample
+        self.cpu_start_s: dict[str, float] = {}  # ... at the first, once started up
 
     def run(self) -> None:
+        self._rss()  # CPU from here on is the run's; start-up is behind every process
         with psycopg.connect(self.pg.conninfo, autocommit=True) as conn:
             while not self.stop.wait(0.2):
                 head = conn.execute(
@@ -88,6 +90,7 @@ class Sampler(threading.Thread):
             with contextlib.suppress(OSError, IndexError, ValueError):
                 ticks = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[11:13]
                 self.cpu_s[name] = sum(map(int, ticks)) / CLOCK_TICKS
+                self.cpu_start_s.setdefault(name, self.cpu_s[name])
             hwm, rss = (int(fields[k].split()[0]) / 1024 for k in ("VmHWM", "VmRSS"))
             self.peak_rss_mb[name] = max(self.peak_rss_mb.get(name, 0), hwm)
             self.rss_mb.setdefault(name, []).append(rss)
@@ -260,9 +263,10 @@ def run_jobledger(args: argparse.Namespace) -> dict[str, Any]:
         "peak_rss_mb": {k: round(v, 1) for k, v in sorted(sampler.peak_rss_mb.items())},
         "rss_growth_mb": sampler.growth_mb(),
         "rss_quarters_mb": sampler.quarters_mb(),
-        # CPU of each process over its whole life (start-up included) per job
+        # CPU of each process from the first submit to the last job done, per job
         "cpu_ms_per_job": {
-            k: round(v * 1e3 / args.jobs, 2) for k, v in sorted(sampler.cpu_s.items())
+            k: round((v - sampler.cpu_start_s[k]) * 1e3 / args.jobs, 2)
+            for k, v in sorted(sampler.cpu_s.items())
         },
     }
 

@@ -9,13 +9,14 @@ consumes it. When nothing is traced the context passes through unchanged."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sized
 from contextlib import contextmanager
 from typing import Any
 
 from aio_pika.abc import AbstractIncomingMessage
 from opentelemetry import metrics, trace
 from opentelemetry.context import Context
+from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.trace import Span, SpanKind
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
@@ -41,9 +42,32 @@ queue_wait = meter.create_histogram(
     unit="s",
     description="From when an attempt was due (submitted, or its retry time) to its start",
 )
-in_flight = meter.create_up_down_counter(
-    "jobledger.worker.in_flight", unit="{job}", description="Jobs a worker is running"
+# Each running worker's jobs, read when the metrics are collected rather than
+# counted up and down per job (two measurements a job, each a few microseconds).
+_running: dict[object, tuple[Sized, dict[str, str]]] = {}
+
+
+def _observe_in_flight(options: CallbackOptions) -> Iterable[Observation]:
+    return [Observation(len(jobs), attributes) for jobs, attributes in list(_running.values())]
+
+
+meter.create_observable_up_down_counter(
+    "jobledger.worker.in_flight",
+    [_observe_in_flight],
+    unit="{job}",
+    description="Jobs a worker is running",
 )
+
+
+@contextmanager
+def counting_in_flight(jobs: Sized, attributes: dict[str, str]) -> Iterator[None]:
+    """While inside, ``len(jobs)`` is reported as a worker's jobs in flight."""
+    key = object()
+    _running[key] = (jobs, attributes)
+    try:
+        yield
+    finally:
+        del _running[key]
 
 
 _spans = False  # whether a tracer provider is installed: see build_spans()

@@ -103,6 +103,11 @@ class Worker:
 
     async def run(self, stopping: asyncio.Event) -> None:
         """Consume until ``stopping`` is set, then shut down gracefully."""
+        worker = {"worker_id": self.options.worker_id, "pool": self.options.pool}
+        with metrics.counting_in_flight(self.running, worker):
+            await self._consume(stopping)
+
+    async def _consume(self, stopping: asyncio.Event) -> None:
         queue = await self.channel.get_queue(self.messages.names.work_queue(self.options.pool))
         await self.store.call(self._beat)
         heart = asyncio.create_task(self._heartbeat())
@@ -274,10 +279,8 @@ class Worker:
         await settle(message, reject=failed)
 
     async def _execute(self, job: Job, execution: Execution) -> Outcome:
-        """Run the handler in a span of its own, counted in flight."""
-        worker = {"worker_id": self.options.worker_id, "pool": self.options.pool}
+        """Run the handler in a span of its own, among the jobs running."""
         self.running[job.id] = execution
-        metrics.in_flight.add(1, worker)
         began = time.monotonic()
         try:
             with job_tracer.start_as_current_span(
@@ -295,7 +298,6 @@ class Worker:
                     span.set_status(StatusCode.ERROR)
         finally:
             del self.running[job.id]
-            metrics.in_flight.add(-1, worker)
         metrics.duration.record(
             time.monotonic() - began,
             {"job_type": job.job_type, "outcome": metrics.outcome_name(outcome)},

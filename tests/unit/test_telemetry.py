@@ -7,6 +7,7 @@ import logging
 from uuid import uuid4
 
 from opentelemetry import trace
+from opentelemetry.metrics import CallbackOptions
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -14,7 +15,12 @@ from opentelemetry.sdk.trace.sampling import Decision
 from opentelemetry.trace import SpanKind
 
 from consumers.delivery import Delivery
-from consumers.telemetry import current_traceparent, messaging_span
+from consumers.telemetry import (
+    _observe_in_flight,
+    counting_in_flight,
+    current_traceparent,
+    messaging_span,
+)
 from domain.correlation import about, accept_or_empty, accept_or_new, bound
 from infra import telemetry
 from infra.logs import JobIds, JsonFormatter, TextFormatter
@@ -131,3 +137,16 @@ def test_with_tracing_off_a_delivery_s_trace_id_is_still_current_for_its_log_lin
     assert trace.format_trace_id(current.trace_id) == trace_id
     assert json.loads(line)["trace_id"] == trace_id
     assert passed_on == delivery.traceparent
+
+
+def test_jobs_in_flight_are_read_from_each_running_worker_when_collected() -> None:
+    def observed() -> list[tuple[float, dict[str, str]]]:
+        options = CallbackOptions()
+        return [(o.value, dict(o.attributes or {})) for o in _observe_in_flight(options)]
+
+    running = {"job-1": object(), "job-2": object()}
+    with counting_in_flight(running, {"worker_id": "w1"}):
+        assert observed() == [(2, {"worker_id": "w1"})]
+        del running["job-1"]
+        assert observed() == [(1, {"worker_id": "w1"})]
+    assert observed() == []
