@@ -50,6 +50,36 @@ def percentiles(values: list[float]) -> dict[str, float]:
     return {"p50_ms": q[49] * 1e3, "p95_ms": q[94] * 1e3, "p99_ms": q[98] * 1e3}
 
 
+class MachineCpu:
+    """CPU time spent on the whole machine, by RabbitMQ and by PostgreSQL, between two
+    readings: what a system costs its servers as well as its own processes. Busy time
+    is user, nice, system and interrupts (not steal). PostgreSQL backends that exit in
+    between take their time with them, so its figure is a floor."""
+
+    def __init__(self) -> None:
+        self.start = self.read()
+
+    @staticmethod
+    def read() -> dict[str, float]:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+        user, nice, system, _idle, _iowait, irq, softirq = map(int, fields[:7])
+        times = {"machine": float(user + nice + system + irq + softirq), "rabbitmq": 0.0}
+        times["postgresql"] = 0.0
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                stat = Path(f"/proc/{pid}/stat").read_text()
+                name = stat[stat.index("(") + 1 : stat.rindex(")")]
+                group = {"beam.smp": "rabbitmq", "postgres": "postgresql"}.get(name)
+                if group:
+                    utime, stime = stat.rsplit(")", 1)[1].split()[11:13]
+                    times[group] += int(utime) + int(stime)
+        return {k: v / CLOCK_TICKS for k, v in times.items()}
+
+    def ms_per_job(self, jobs: int) -> dict[str, float]:
+        end = self.read()
+        return {k: round((end[k] - self.start[k]) * 1e3 / jobs, 2) for k in end}
+
+
 class Sampler(threading.Thread):
     """Every 0.2 s: ledger size, view position and each process's RSS."""
 
@@ -212,6 +242,7 @@ def run_jobledger(args: argparse.Namespace) -> dict[str, Any]:
         time.sleep(3)  # let every worker process connect
         sampler = Sampler(s, pg)
         sampler.start()
+        machine = MachineCpu()
         t0 = time.monotonic()
         if args.submit == "http":
             submit_s = asyncio.run(
@@ -226,6 +257,7 @@ def run_jobledger(args: argparse.Namespace) -> dict[str, Any]:
                     raise RuntimeError("timed out")
                 time.sleep(0.05)
             e2e = time.monotonic() - t0
+            machine_ms = machine.ms_per_job(args.jobs)
             events = conn.execute(f"SELECT count(*) FROM {s.schema}.jobledger_events").fetchone()[0]
             caught_up = time.monotonic()
             head = conn.execute(
@@ -263,7 +295,9 @@ def run_jobledger(args: argparse.Namespace) -> dict[str, Any]:
         "peak_rss_mb": {k: round(v, 1) for k, v in sorted(sampler.peak_rss_mb.items())},
         "rss_growth_mb": sampler.growth_mb(),
         "rss_quarters_mb": sampler.quarters_mb(),
-        # CPU of each process from the first submit to the last job done, per job
+        # From the first submit to the last job done: the machine, RabbitMQ, PostgreSQL
+        "machine_cpu_ms_per_job": machine_ms,
+        # ... and each of jobledger's processes
         "cpu_ms_per_job": {
             k: round((v - sampler.cpu_start_s[k]) * 1e3 / args.jobs, 2)
             for k, v in sorted(sampler.cpu_s.items())
@@ -275,6 +309,7 @@ def run_peer(script: str, *argv: str) -> dict[str, Any]:
     # The job systems warm up on 100 jobs first; the raw broker loop has no such option.
     warmup = [] if script == "raw_limits.py" else ["--warmup", "100"]
     with tempfile.NamedTemporaryFile("r", suffix=".jsonl") as out:
+        machine = MachineCpu()
         subprocess.run(
             [str(PEER_PY), script, *argv, "--reps", "1", *warmup, "--out", out.name],
             cwd=PEERS,
@@ -283,6 +318,11 @@ def run_peer(script: str, *argv: str) -> dict[str, Any]:
             timeout=1800,
         )
         record: dict[str, Any] = json.loads(Path(out.name).read_text().splitlines()[-1])
+    # The peer's whole run, its start-up and warm-up included: an upper bound. The raw
+    # broker loop sends its N messages through twice (apart, then publishing while
+    # consuming).
+    handled = int(argv[argv.index("-n") + 1]) * (2 if script == "raw_limits.py" else 1)
+    record["machine_cpu_ms_per_job"] = machine.ms_per_job(handled)
     return record
 
 
@@ -334,8 +374,17 @@ def main() -> None:
                 median.get("throughput_per_s")
                 or median.get("pubsub_per_s")  # raw_limits.py: publish while consuming
             )
+            cpu = record["machine_cpu_ms_per_job"]
             print(
-                json.dumps({"system": name, "throughput_per_s": rate, "median": median}), flush=True
+                json.dumps(
+                    {
+                        "system": name,
+                        "throughput_per_s": rate,
+                        "median": median,
+                        "machine_cpu_ms_per_job (whole run, an upper bound)": cpu,
+                    }
+                ),
+                flush=True,
             )
             results.append({"system": name, "throughput_per_s": rate})
         ours = results[0]["throughput_per_s"]
