@@ -106,13 +106,15 @@ async def open_stream(
     """The stream of ``feed`` after ``after`` (None: from now on). For a job feed, a
     job already ``finished`` with nothing after ``after`` answers 204, which tells an
     EventSource not to reconnect."""
-    behind = streams.hub.position - after if after is not None else 0
-    if feed.job_id is None and behind > streams.max_catch_up_events:
-        raise ResumeTooOld(
-            f"Last-Event-ID is {behind} events behind the ledger, more than the "
-            f"{streams.max_catch_up_events} a feed resumes from: read the jobs' state "
-            "over REST and reconnect without Last-Event-ID"
-        )
+    if feed.job_id is None and after is not None:
+        # The ledger's own head: the hub's position lags it while no stream is open.
+        behind = await asyncio.to_thread(streams.history.head) - after
+        if behind > streams.max_catch_up_events:
+            raise ResumeTooOld(
+                f"Last-Event-ID is {behind} events behind the ledger, more than the "
+                f"{streams.max_catch_up_events} a feed resumes from: read the jobs' state "
+                "over REST and reconnect without Last-Event-ID"
+            )
     subscription = streams.hub.subscribe(feed)
     try:
         first = None

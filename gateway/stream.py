@@ -132,3 +132,7 @@ class LedgerHistory(Protocol):
     """Reads a feed's events after a position straight from the ledger (blocking)."""
 
     def after(self, feed: Feed, position: int, limit: int) -> Page: ...
+
+    def head(self) -> int:
+        """The ledger's last position."""
+        ...

@@ -35,6 +35,9 @@ class PostgresLedgerHistory:
             table=sql.Identifier(recorder.events_table_name),
         )
 
+    def head(self) -> int:
+        return self.recorder.max_notification_id() or 0
+
     def after(self, feed: Feed, position: int, limit: int) -> Page:
         if feed.job_id is not None:
             with self.recorder.datastore.get_connection() as conn, conn.cursor() as cursor:
