@@ -10,7 +10,11 @@ then each member is saved alone and gets its own result or error.
 
 A worker reads every job it starts. ``GroupRead`` gathers those reads the same way
 and answers them from one query; with no wait, a lone read goes at once, and reads
-only share a query when they arrive while the previous one runs."""
+only share a query when they arrive while the previous one runs.
+
+Only the first caller of a batch wakes the serving thread: it then sleeps out the
+wait and takes whatever has arrived, so the callers in between hand over their
+work without a thread switch each."""
 
 from __future__ import annotations
 
@@ -20,7 +24,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from queue import Empty, Queue
+from queue import Empty, SimpleQueue
 from typing import Any, Generic, TypeVar
 from uuid import UUID
 
@@ -49,11 +53,12 @@ class _Gathering(Generic[Item, Result]):
     def __init__(self, name: str, *, max_batch: int, max_wait_s: float) -> None:
         self.max_batch = max_batch
         self.max_wait_s = max_wait_s
-        # Not SimpleQueue: in CPython 3.11 its get(timeout=...) can recompute the
-        # timeout as negative and then wait with none, until the next put. Here every
-        # caller is blocked on the batch being gathered, so no put comes: the writer
-        # hung for good (seen under load, gdb: PyThread_acquire_lock_timed(-25 us)).
-        self._queue: Queue[_Pending[Item, Result] | None] = Queue()
+        # Never a timed get: in CPython 3.11 SimpleQueue.get(timeout=...) can recompute
+        # the timeout as negative and then wait with none, until the next put. With
+        # every caller blocked on the batch being gathered no put comes, and the
+        # writer hung for good (seen under load, gdb: PyThread_acquire_lock_timed(-25
+        # us)). The serving thread blocks only for the first item, then sleeps.
+        self._queue: SimpleQueue[_Pending[Item, Result] | None] = SimpleQueue()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
         self.batches = 0
@@ -80,10 +85,11 @@ class _Gathering(Generic[Item, Result]):
 
     def _gather(self, first: _Pending[Item, Result]) -> list[_Pending[Item, Result]]:
         batch = [first]
-        deadline = time.monotonic() + self.max_wait_s
+        if self.max_wait_s > 0:
+            time.sleep(self.max_wait_s)
         while len(batch) < self.max_batch:
             try:
-                item = self._queue.get(timeout=max(deadline - time.monotonic(), 0))
+                item = self._queue.get_nowait()
             except Empty:
                 break
             if item is None:
