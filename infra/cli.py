@@ -45,7 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "worker" and settings.worker.processes > 1:
             child_argv = [*(argv if argv is not None else sys.argv[1:]), "--processes", "1"]
-            return supervise_workers(settings.worker.processes, child_argv)
+            return supervise_workers(
+                settings.worker.processes, child_argv, settings.observability.ops_port
+            )
         if args.command == "token":
             print(_token(args, settings))
             return 0

@@ -3,11 +3,14 @@
 A child that dies (a handler that kills its process, an out-of-memory kill) is
 started again after a short backoff; its messages return to the queue and its lost
 attempts are recorded by whichever worker receives them. SIGTERM/SIGINT are passed
-to every child (a graceful stop); the supervisor exits when they all have."""
+to every child (a graceful stop); the supervisor exits when they all have. With a
+fixed ops port P, child n answers on P + n (its replacement too), so every
+process's metrics can be scraped."""
 
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -17,10 +20,16 @@ from types import FrameType
 log = logging.getLogger("jobledger.supervisor")
 
 
-def supervise_workers(count: int, argv: list[str]) -> int:
+def supervise_workers(count: int, argv: list[str], ops_port: int | None = None) -> int:
     """Run ``count`` copies of ``jobledger <argv>`` (a single-process worker)."""
     command = [sys.executable, "-m", "infra.cli", *argv]
-    children: list[subprocess.Popen[bytes]] = [start(command) for _ in range(count)]
+
+    def start_child(n: int) -> subprocess.Popen[bytes]:
+        if not ops_port:  # none, or any free port (0): nothing to share out
+            return start(command)
+        return start(command, JOBLEDGER_OBSERVABILITY__OPS_PORT=str(ops_port + n))
+
+    children = [start_child(n) for n in range(count)]
     stopping = False
     signals = 0
 
@@ -43,12 +52,12 @@ def supervise_workers(count: int, argv: list[str]) -> int:
             time.sleep(backoff[n])
             backoff[n] = min(backoff[n] * 2, 10.0)
             if not stopping:
-                children[n] = start(command)
+                children[n] = start_child(n)
         if stopping and all(child.poll() is not None for child in children):
             return 0
         time.sleep(0.2)
 
 
-def start(command: list[str]) -> subprocess.Popen[bytes]:
+def start(command: list[str], **env: str) -> subprocess.Popen[bytes]:
     """Start one worker process: this interpreter, this program, the caller's flags."""
-    return subprocess.Popen(command)  # noqa: S603 - our own command line, no shell
+    return subprocess.Popen(command, env={**os.environ, **env})  # noqa: S603 - our own command line

@@ -295,3 +295,18 @@ def test_with_tracing_off_the_callers_trace_context_still_reaches_every_event(
 
     assert [e["type"] for e in events][:2] == ["Submitted", "Started"]
     assert {e["traceparent"] for e in events} == {traceparent}
+
+
+def test_each_of_a_worker_s_processes_answers_on_its_own_ops_port(
+    stack: Stack, ops_port: int
+) -> None:
+    start_workers(stack, "--processes", "2", JOBLEDGER_OBSERVABILITY__OPS_PORT=str(ops_port))
+
+    def answered(port: int) -> int | None:
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code
+        except httpx.TransportError:
+            return None
+
+    assert eventually(lambda: answered(ops_port), 20, "the first process's ops port") == 200
+    assert eventually(lambda: answered(ops_port + 1), 20, "the second's, one up") == 200
