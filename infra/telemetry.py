@@ -11,6 +11,7 @@ when export is on."""
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -53,6 +54,8 @@ DROPPED_KEYS = {"url.query", "exception.message", "exception.stacktrace", "db.qu
 DROPPED_PREFIXES = ("http.request.header.", "http.response.header.", "db.query.parameter.")
 # Regexes searched in the whole URL: anchored to the path's end, so a case id that
 # merely contains "metrics" is still traced.
+# The longest a stopping process waits for its telemetry to be flushed.
+SHUTDOWN_FLUSH_S = 2.0
 QUIET_PATHS = r"/healthz(\?.*)?$,/readyz(\?.*)?$,/metrics(\?.*)?$"
 
 
@@ -77,7 +80,17 @@ class Telemetry:
             exclude_spans=["receive", "send"],
         )
 
-    def shutdown(self) -> None:
+    def shutdown(self, timeout_s: float = SHUTDOWN_FLUSH_S) -> None:
+        """Flush and stop the exporters, for at most ``timeout_s``: with the collector
+        down, the OTLP exporters retry for up to ten seconds, which would hold up a
+        stopping process (and eat its grace period) for telemetry alone."""
+        flushing = threading.Thread(target=self._shutdown, name="telemetry shutdown", daemon=True)
+        flushing.start()
+        flushing.join(timeout_s)
+        if flushing.is_alive():
+            log.warning("telemetry not flushed within %.0fs: exiting without it", timeout_s)
+
+    def _shutdown(self) -> None:
         for provider in (self.tracer_provider, self.meter_provider):
             if provider is not None:
                 try:
@@ -99,7 +112,10 @@ def configure(otel: OtelSettings, process: str) -> Telemetry:
     metrics.set_meter_provider(meter_provider)
     telemetry = Telemetry(meter_provider=meter_provider)
     if otel.enabled:
-        provider = TracerProvider(resource=resource, sampler=sampler(otel.sample_ratio))
+        # No shutdown at exit: Telemetry.shutdown flushes, for a bounded time.
+        provider = TracerProvider(
+            resource=resource, sampler=sampler(otel.sample_ratio), shutdown_on_exit=False
+        )
         provider.add_span_processor(BatchSpanProcessor(SanitisingExporter(_span_exporter(otel))))
         trace.set_tracer_provider(provider)
         build_spans()
@@ -240,4 +256,5 @@ def _meter_provider(otel: OtelSettings, resource: Resource) -> MeterProvider:
                 export_interval_millis=otel.metrics_export_interval_s * 1000,
             )
         )
-    return MeterProvider(metric_readers=readers, resource=resource)
+    # No shutdown at exit: Telemetry.shutdown flushes, for a bounded time.
+    return MeterProvider(metric_readers=readers, resource=resource, shutdown_on_exit=False)

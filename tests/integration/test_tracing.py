@@ -5,6 +5,7 @@ one trace, retries included, with nothing of the job's data in them."""
 from __future__ import annotations
 
 import secrets
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -221,3 +222,19 @@ def test_spans_are_exported_over_grpc_too(stack: Stack) -> None:
     finally:
         stack.stop_all()
         server.stop(0)
+
+
+def test_a_process_stops_promptly_when_the_collector_is_unreachable(stack: Stack) -> None:
+    process = stack.start(
+        "run",
+        OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:1",  # refuses every connection
+        OTEL_EXPORTER_OTLP_TIMEOUT="30",  # the exporters would retry for this long
+        JOBLEDGER_OTEL__METRICS_EXPORT_INTERVAL_S="0.5",
+    )
+    stack.wait_ready()
+    with stack.client() as client:
+        wait_for_status(client, submit(client, "echo", {"text": "x"})["id"])
+
+    began = time.monotonic()
+    assert stack.stop(process) == 0
+    assert time.monotonic() - began < 10, "telemetry held the stop up"
