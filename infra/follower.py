@@ -114,15 +114,18 @@ class LedgerFollower:
                     await asyncio.sleep(wait_s)
 
     async def _skipping(self, conn: psycopg.AsyncConnection[Any]) -> None:
-        """While no events are needed: wait out ``skip_interval_s``, unless events are
-        needed again first (checked on each NOTIFY, so without a query)."""
+        """While no events are needed: wait out ``skip_interval_s``, unless they are
+        needed again first. NOTIFYs are not waited for (one wake-up per commit, for
+        nothing): ``decode_if`` is asked every ``min_interval_s`` (10 ms at least), and
+        the NOTIFYs that arrived meanwhile are dropped at the end."""
         assert self.decode_if is not None
         until = time.monotonic() + self.skip_interval_s
-        while (left := until - time.monotonic()) > 0:
-            async for _ in conn.notifies(timeout=left, stop_after=1):
-                pass
+        while time.monotonic() < until:
+            await asyncio.sleep(max(self.min_interval_s, 0.01))
             if self.decode_if():
                 return
+        async for _ in conn.notifies(timeout=0):
+            pass
 
     async def _decoded(self, rows: list[tuple[Any, ...]]) -> Batch:
         wanted = self.topics
