@@ -88,8 +88,8 @@ class StreamHub:
     def publish(self, batch: Sequence[tuple[Any, int]]) -> None:
         """The ledger's next events, in order (from the follower). An event is None
         where the follower did not decode it, no stream being open then; a stream
-        opened since began after them: one resuming read them in its catch-up, and
-        one from now on does not take them."""
+        opened since began after them (one resuming read them in its catch-up). The
+        follower may also pass over many positions at once, as ``(None, head)``."""
         for event, position in batch:
             if position <= self.position:
                 continue

@@ -92,6 +92,10 @@ class LedgerFollower:
                 if self.decode_if is not None and not self.decode_if():
                     cursor = await conn.execute(self.select_head, (position,), prepare=True)
                     head = (await cursor.fetchone() or (None,))[0]
+                    if self.decode_if():
+                        # A stream opened while the head was read: the events up to it
+                        # may be its own, so they are read, not passed over.
+                        continue
                     if head is not None:
                         position = head
                         yield [(None, head)]

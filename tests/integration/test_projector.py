@@ -173,3 +173,18 @@ async def test_a_follower_needing_no_events_only_moves_to_the_head(pg: PostgresS
         ]
     finally:
         await batches.aclose()
+
+
+async def test_a_stream_opened_while_the_head_is_read_is_not_passed_by(
+    pg: PostgresSettings,
+) -> None:
+    ledger = ledger_store.open_ledger(pg)
+    job_id = submit_to_ledger(ledger, 0)
+    asked = iter([False])  # no stream before the head is read; one open from then on
+    follower = LedgerFollower(ledger, pg.conninfo, decode_if=lambda: next(asked, True))
+    batches = follower.batches(None)
+    try:
+        batch = await asyncio.wait_for(anext(batches), 5)
+    finally:
+        await batches.aclose()
+    assert [(type(e), e.originator_id) for e, _ in batch] == [(Job.Submitted, job_id)]
