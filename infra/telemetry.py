@@ -10,10 +10,12 @@ when export is on."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
+import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import FastAPI
@@ -66,6 +68,7 @@ class Telemetry:
     tracing: bool = False
     tracer_provider: TracerProvider | None = None
     meter_provider: MeterProvider | None = None
+    exporters: list[SpanExporter | MetricExporter] = field(default_factory=list)
 
     def instrument_app(self, app: FastAPI) -> None:
         if self.tracer_provider is None:
@@ -81,22 +84,34 @@ class Telemetry:
         )
 
     def shutdown(self, timeout_s: float = SHUTDOWN_FLUSH_S) -> None:
-        """Flush and stop the exporters, for at most ``timeout_s``: with the collector
-        down, the OTLP exporters retry for up to ten seconds, which would hold up a
-        stopping process (and eat its grace period) for telemetry alone."""
-        flushing = threading.Thread(target=self._shutdown, name="telemetry shutdown", daemon=True)
-        flushing.start()
-        flushing.join(timeout_s)
-        if flushing.is_alive():
+        """Flush and stop the providers, side by side, for at most ``timeout_s``: with
+        the collector down, the OTLP exporters retry for up to ten seconds, which would
+        hold up a stopping process (and eat its grace period) for telemetry alone.
+        Past the deadline the exporters are stopped, which ends their retries."""
+        providers = [p for p in (self.tracer_provider, self.meter_provider) if p is not None]
+        flushing = [
+            threading.Thread(target=_shutdown, args=(p,), name="telemetry shutdown", daemon=True)
+            for p in providers
+        ]
+        for thread in flushing:
+            thread.start()
+        deadline = time.monotonic() + timeout_s
+        for thread in flushing:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        if any(thread.is_alive() for thread in flushing):
             log.warning("telemetry not flushed within %.0fs: exiting without it", timeout_s)
+            for exporter in self.exporters:
+                with contextlib.suppress(Exception):
+                    exporter.shutdown()
+            for thread in flushing:
+                thread.join(0.5)
 
-    def _shutdown(self) -> None:
-        for provider in (self.tracer_provider, self.meter_provider):
-            if provider is not None:
-                try:
-                    provider.shutdown()
-                except Exception as exc:  # noqa: BLE001 - exiting anyway
-                    log.warning("telemetry shutdown: %r", exc)
+
+def _shutdown(provider: TracerProvider | MeterProvider) -> None:
+    try:
+        provider.shutdown()
+    except Exception as exc:  # noqa: BLE001 - exiting anyway
+        log.warning("telemetry shutdown: %r", exc)
 
 
 _installed: Telemetry | None = None
@@ -108,15 +123,17 @@ def configure(otel: OtelSettings, process: str) -> Telemetry:
     if _installed is not None:
         return _installed
     resource = Resource.create({"service.name": otel.service_name, "jobledger.process": process})
-    meter_provider = _meter_provider(otel, resource)
-    metrics.set_meter_provider(meter_provider)
-    telemetry = Telemetry(meter_provider=meter_provider)
+    telemetry = Telemetry()
+    telemetry.meter_provider = _meter_provider(otel, resource, telemetry.exporters)
+    metrics.set_meter_provider(telemetry.meter_provider)
     if otel.enabled:
         # No shutdown at exit: Telemetry.shutdown flushes, for a bounded time.
         provider = TracerProvider(
             resource=resource, sampler=sampler(otel.sample_ratio), shutdown_on_exit=False
         )
-        provider.add_span_processor(BatchSpanProcessor(SanitisingExporter(_span_exporter(otel))))
+        exporter = SanitisingExporter(_span_exporter(otel))
+        telemetry.exporters.append(exporter)
+        provider.add_span_processor(BatchSpanProcessor(exporter))
         trace.set_tracer_provider(provider)
         build_spans()
         from opentelemetry.instrumentation.psycopg import PsycopgInstrumentor  # noqa: PLC0415
@@ -247,13 +264,16 @@ def _metric_exporter(otel: OtelSettings) -> MetricExporter:
     return HttpMetricExporter(endpoint=f"{base}/v1/metrics" if base else None)
 
 
-def _meter_provider(otel: OtelSettings, resource: Resource) -> MeterProvider:
+def _meter_provider(
+    otel: OtelSettings, resource: Resource, exporters: list[SpanExporter | MetricExporter]
+) -> MeterProvider:
     readers: list[MetricReader] = [PrometheusMetricReader()]
     if otel.enabled:
+        exporter = _metric_exporter(otel)
+        exporters.append(exporter)
         readers.append(
             PeriodicExportingMetricReader(
-                _metric_exporter(otel),
-                export_interval_millis=otel.metrics_export_interval_s * 1000,
+                exporter, export_interval_millis=otel.metrics_export_interval_s * 1000
             )
         )
     # No shutdown at exit: Telemetry.shutdown flushes, for a bounded time.
