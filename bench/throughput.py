@@ -94,7 +94,7 @@ class Sampler(threading.Thread):
         self.cpu_start_s: dict[str, float] = {}  # ... at the first, once started up
 
     def run(self) -> None:
-        self._rss()  # CPU from here on is the run's; start-up is behind every process
+        self.sample()  # CPU from here on is the run's; start-up is behind every process
         with psycopg.connect(self.pg.conninfo, autocommit=True) as conn:
             while not self.stop.wait(0.2):
                 head = conn.execute(
@@ -106,9 +106,9 @@ class Sampler(threading.Thread):
                 ).fetchone()
                 if head and head[0]:
                     self.max_lag = max(self.max_lag, head[0] - ((seen and seen[0]) or 0))
-                self._rss()
+                self.sample()
 
-    def _rss(self) -> None:
+    def sample(self) -> None:
         for name, pid in self.s.pids().items():
             try:
                 text = Path(f"/proc/{pid}/status").read_text()
@@ -258,6 +258,8 @@ def run_jobledger(args: argparse.Namespace) -> dict[str, Any]:
                 time.sleep(0.05)
             e2e = time.monotonic() - t0
             machine_ms = machine.ms_per_job(args.jobs)
+            sampler.sample()  # each process's CPU over the same window as the machine's
+            process_cpu_s = dict(sampler.cpu_s)
             events = conn.execute(f"SELECT count(*) FROM {s.schema}.jobledger_events").fetchone()[0]
             caught_up = time.monotonic()
             head = conn.execute(
@@ -300,7 +302,7 @@ def run_jobledger(args: argparse.Namespace) -> dict[str, Any]:
         # ... and each of jobledger's processes
         "cpu_ms_per_job": {
             k: round((v - sampler.cpu_start_s[k]) * 1e3 / args.jobs, 2)
-            for k, v in sorted(sampler.cpu_s.items())
+            for k, v in sorted(process_cpu_s.items())
         },
     }
 
