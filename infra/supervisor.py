@@ -17,11 +17,19 @@ import sys
 import time
 from types import FrameType
 
+from infra.errors import InfraError
+
 log = logging.getLogger("jobledger.supervisor")
+MAX_PORT = 65535
 
 
 def supervise_workers(count: int, argv: list[str], ops_port: int | None = None) -> int:
     """Run ``count`` copies of ``jobledger <argv>`` (a single-process worker)."""
+    if ops_port and ops_port + count - 1 > MAX_PORT:
+        raise InfraError(
+            f"{count} worker processes need ops ports {ops_port} to {ops_port + count - 1}, "
+            f"past {MAX_PORT}: choose a lower JOBLEDGER_OBSERVABILITY__OPS_PORT"
+        )
     command = [sys.executable, "-m", "infra.cli", *argv]
 
     def start_child(n: int) -> subprocess.Popen[bytes]:
