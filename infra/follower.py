@@ -60,13 +60,14 @@ class LedgerFollower:
         self.skip_interval_s = skip_interval_s
         recorder: Any = ledger.recorder
         self.channel: str = recorder.channel_name
+        events = sql.Identifier(recorder.datastore.schema, recorder.events_table_name)
         self.select = sql.SQL(
             "SELECT notification_id, originator_id, originator_version, topic, state "
             "FROM {} WHERE notification_id > %s ORDER BY notification_id LIMIT %s"
-        ).format(sql.Identifier(recorder.datastore.schema, recorder.events_table_name))
+        ).format(events)
         self.select_head = sql.SQL(
             "SELECT max(notification_id) FROM {} WHERE notification_id > %s"
-        ).format(sql.Identifier(recorder.datastore.schema, recorder.events_table_name))
+        ).format(events)
 
     async def batches(self, after: int | None) -> AsyncIterator[Batch]:
         """Every event after ``after``, forever; never skips (unless ``decode_if`` says
