@@ -2,6 +2,7 @@
 
 from consumers.context import JobCancelled, JobContext, PermanentError, Retry
 from consumers.registry import JobRegistry, JobType, Limits
+from domain.retry import RetryPolicy
 
 __all__ = [
     "JobCancelled",
@@ -11,4 +12,5 @@ __all__ = [
     "Limits",
     "PermanentError",
     "Retry",
+    "RetryPolicy",
 ]

@@ -8,23 +8,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from uuid import UUID
 
+from application.outcomes import JobCancelled, PermanentError, Retry
 
-class JobCancelled(Exception):
-    """The job was cancelled while it ran; raise it (or let ``check_cancelled``
-    raise it) to stop a handler early."""
-
-
-class PermanentError(Exception):
-    """A failure that another attempt cannot fix: the job fails without retrying."""
-
-
-class Retry(Exception):
-    """Raise to ask for another attempt, after ``delay_s`` seconds if given (else the
-    job type's backoff). It still counts as a failed attempt."""
-
-    def __init__(self, reason: str = "retry requested", *, delay_s: float | None = None) -> None:
-        super().__init__(reason)
-        self.delay_s = delay_s
+__all__ = ["JobCancelled", "JobContext", "PermanentError", "Retry"]
 
 
 @dataclass

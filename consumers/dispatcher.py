@@ -12,22 +12,22 @@ import asyncio
 import contextlib
 import json
 import logging
-import time
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
+from uuid import UUID
 
 import aio_pika
 from aio_pika.abc import AbstractExchange
 from eventsourcing.persistence import Tracking
-from eventsourcing.utils import get_topic
 from opentelemetry.trace import SpanKind
 
-from consumers.delivery import CONTENT_TYPE, DUE_AT_HEADER, Delivery
+from application.delivery import CONTENT_TYPE, Delivery
+from application.outbox import BroadcastCancel, Send, messages_for
+from consumers.messages import delivery_message
 from consumers.routing import Names
 from consumers.telemetry import current_traceparent, messaging_span
-from domain.job import Job
 
 log = logging.getLogger("jobledger.dispatcher")
 
@@ -40,46 +40,6 @@ class Positions(Protocol):
     def max_tracking_id(self, application_name: str) -> int | None: ...
 
     def insert_tracking(self, tracking: Tracking) -> None: ...
-
-
-# The only events the dispatcher acts on; its source may skip decoding the rest.
-DISPATCHED = (
-    Job.Submitted,
-    Job.RetryRequested,
-    Job.AttemptFailed,
-    Job.AttemptInterrupted,
-    Job.CancelRequested,
-)
-DISPATCHED_TOPICS = frozenset(get_topic(cls) for cls in DISPATCHED)
-
-
-def delivery_for(event: Any) -> tuple[Delivery, float] | None:
-    """The delivery an event calls for, with its delay in seconds, if any."""
-    match event:
-        case Job.Submitted():
-            return _delivery(event, attempt=1), 0
-        case Job.RetryRequested():
-            return _delivery(event, attempt=event.attempt + 1), 0
-        case (
-            Job.AttemptFailed(retry_at=datetime() as retry_at)
-            | Job.AttemptInterrupted(retry_at=retry_at)
-        ):
-            delay_s = (retry_at - datetime.now(UTC)).total_seconds()
-            return _delivery(event, attempt=event.attempt + 1), delay_s
-    return None
-
-
-def _delivery(event: Any, *, attempt: int) -> Delivery:
-    return Delivery(
-        job_id=event.originator_id,
-        attempt=attempt,
-        job_type=event.job_type,
-        tenant=event.tenant,
-        case_id=event.case_id,
-        pool=event.pool,
-        correlation_id=event.correlation_id,
-        traceparent=event.traceparent,
-    )
 
 
 class Dispatcher:
@@ -139,19 +99,17 @@ class Dispatcher:
 
     async def _dispatch(self, after: int | None) -> None:
         async for batch in self.source.batches(after):
-            events = [event for event, _ in batch if event is not None]
-            wanted = [d for d in map(delivery_for, events) if d]
-            cancels = [e for e in events if isinstance(e, Job.CancelRequested)]
-            publishes = [
-                *(asyncio.create_task(self.publish(d, delay_s)) for d, delay_s in wanted),
-                *(asyncio.create_task(self.broadcast_cancel(e)) for e in cancels),
+            now = datetime.now(UTC)
+            messages = [
+                m for event, _ in batch if event is not None for m in messages_for(event, now)
             ]
+            publishes = [asyncio.create_task(self._publish(m)) for m in messages]
             for publish in publishes:
                 self._publishes.add(publish)
                 publish.add_done_callback(self._publishes.discard)
             self._unrecorded.append((batch[-1][1], asyncio.gather(*publishes)))
             self._read_more.set()
-            self.published += len(wanted)
+            self.published += sum(isinstance(m, Send) for m in messages)
             while True:
                 unconfirmed = [p for _, p in self._unrecorded if not p.done()]
                 if len(unconfirmed) <= self.batches_in_flight:
@@ -186,24 +144,20 @@ class Dispatcher:
             tracking = Tracking(self.application_name, position)
             await asyncio.to_thread(self.positions.insert_tracking, tracking)
 
+    async def _publish(self, message: Send | BroadcastCancel) -> None:
+        match message:
+            case Send(delivery, delay_s):
+                await self.publish(delivery, delay_s)
+            case BroadcastCancel(job_id):
+                await self.broadcast_cancel(job_id)
+
     async def publish(self, delivery: Delivery, delay: float = 0) -> None:
         """Publish and wait for the broker's confirm (raises if it refuses)."""
         delay_s = self.names.clamp_delay(delay)
         exchange = self.delay_exchange if delay_s else self.work_exchange
         with messaging_span("publish", SpanKind.PRODUCER, delivery, exchange.name) as span:
             span.set_attribute("jobledger.delay_s", delay_s)
-            headers = {**delivery.headers(), DUE_AT_HEADER: round((time.time() + delay_s) * 1e3)}
-            traceparent = current_traceparent(delivery.traceparent)
-            if traceparent:
-                headers["traceparent"] = traceparent
-            message = aio_pika.Message(
-                delivery.body(),
-                content_type=CONTENT_TYPE,
-                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                message_id=delivery.message_id,
-                correlation_id=delivery.correlation_id or None,
-                headers=headers,
-            )
+            message = delivery_message(delivery, delay_s, current_traceparent(delivery.traceparent))
             async with self.window:
                 await exchange.publish(
                     message,
@@ -211,13 +165,13 @@ class Dispatcher:
                     mandatory=True,
                 )
 
-    async def broadcast_cancel(self, event: Job.CancelRequested) -> None:
+    async def broadcast_cancel(self, job_id: UUID) -> None:
         """Tell every worker that a running job was asked to stop. Best effort: the
         request is in the ledger, and workers also find it there."""
         message = aio_pika.Message(
-            json.dumps({"job_id": str(event.originator_id)}).encode(),
+            json.dumps({"job_id": str(job_id)}).encode(),
             content_type=CONTENT_TYPE,
-            headers={"x-job-id": str(event.originator_id)},
+            headers={"x-job-id": str(job_id)},
         )
         async with self.window:
             await self.control_exchange.publish(message, routing_key="cancel")

@@ -8,12 +8,12 @@ import contextvars
 import json
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from consumers.context import JobCancelled, JobContext, PermanentError, Retry
+from application.outcomes import JobCancelled, Outcome, PermanentError, classify
+from consumers.context import JobContext
 from consumers.process_run import ChildJob, ChildProcess, describe_exit
 from consumers.registry import JobType
 
@@ -22,18 +22,6 @@ StopReason = Literal["cancel", "interrupt", "time limit", "hard time limit"]
 THREAD_GRACE_S = 5.0
 # How long a terminated process may take to exit before it is killed.
 PROCESS_GRACE_S = 1.0
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """How an attempt ended."""
-
-    result: dict[str, Any] | None = None
-    error: str | None = None
-    retryable: bool = True
-    retry_delay_s: float | None = None
-    cancelled: bool = False
-    interrupted: bool = False
 
 
 class Execution:
@@ -157,16 +145,23 @@ class Execution:
                     return self._ended(result=result)
                 case ("cancelled",):
                     return self._ended(exc=JobCancelled())
-                case ("error", error, retryable, delay):
-                    return Outcome(error=error, retryable=retryable, retry_delay_s=delay)
+                case ("outcome", outcome):
+                    return self._ended(outcome=outcome)
                 case ("exited",):
                     if self.stop_reason:
                         return self._ended(exc=JobCancelled())
                     code = await child.close()
                     return Outcome(error=describe_exit(code), retryable=True)
 
-    def _ended(self, *, result: Any = None, exc: BaseException | None = None) -> Outcome:
-        """The outcome, given what the handler returned or raised and why it was stopped."""
+    def _ended(
+        self,
+        *,
+        result: Any = None,
+        exc: BaseException | None = None,
+        outcome: Outcome | None = None,
+    ) -> Outcome:
+        """The outcome, given what the handler returned or raised (or, in a process,
+        how the child classified that) and why it was stopped."""
         if self.stop_reason == "interrupt":
             return Outcome(interrupted=True)
         if self.stop_reason == "time limit":
@@ -175,19 +170,14 @@ class Execution:
         if self.stop_reason == "hard time limit":
             seconds = self.job_type.limits.hard_time_limit_s
             return Outcome(error=f"hard time limit of {seconds}s exceeded", retryable=True)
+        if outcome is not None:
+            return outcome
         if exc is None:
             try:
                 return Outcome(result=result_dict(result))
             except PermanentError as error:
                 exc = error
-        if isinstance(exc, JobCancelled) and self.stop_reason == "cancel":
-            return Outcome(cancelled=True)
-        if isinstance(exc, Retry):
-            return Outcome(error=f"Retry: {exc}", retryable=True, retry_delay_s=exc.delay_s)
-        retryable = isinstance(exc, self.job_type.retry_on) and not isinstance(
-            exc, (PermanentError, JobCancelled)
-        )
-        return Outcome(error=f"{type(exc).__name__}: {exc}"[:2000], retryable=retryable)
+        return classify(exc, self.job_type.retry_on, cancel_requested=self.stop_reason == "cancel")
 
 
 def _cancel(task: asyncio.Future[Any]) -> None:

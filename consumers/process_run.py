@@ -17,7 +17,8 @@ from multiprocessing.connection import Connection
 from typing import Any
 from uuid import UUID
 
-from consumers.context import JobCancelled, JobContext, PermanentError, Retry
+from application.outcomes import JobCancelled, Outcome, classify
+from consumers.context import JobContext
 from consumers.registry import _params_model
 
 SPAWN = multiprocessing.get_context("spawn")
@@ -70,12 +71,10 @@ def child_main(job: ChildJob, conn: Connection) -> None:
     except JobCancelled:
         conn.send(("cancelled",))
     except MemoryError:
-        conn.send(("error", f"memory limit of {job.memory_limit_mb} MB exceeded", True, None))
-    except Retry as exc:
-        conn.send(("error", f"Retry: {exc}", True, exc.delay_s))
+        exceeded = f"memory limit of {job.memory_limit_mb} MB exceeded"
+        conn.send(("outcome", Outcome(error=exceeded, retryable=True)))
     except BaseException as exc:  # noqa: BLE001 - everything the handler raises is reported
-        retryable = isinstance(exc, job.retry_on) and not isinstance(exc, PermanentError)
-        conn.send(("error", f"{type(exc).__name__}: {exc}", retryable, None))
+        conn.send(("outcome", classify(exc, job.retry_on)))
     finally:
         conn.close()
 

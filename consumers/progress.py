@@ -5,24 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import threading
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from domain.errors import LedgerError
-from domain.ledger import Committed
-
-log = logging.getLogger("jobledger.progress")
-
 
 class ProgressReporter:
-    def __init__(
-        self, write: Callable[[int, str], Awaitable[Committed]], *, interval_s: float
-    ) -> None:
+    def __init__(self, write: Callable[[int, str], Awaitable[bool]], *, interval_s: float) -> None:
+        """``write`` records a value and says whether the ledger asks the job to stop;
+        ``on_cancel`` is then called."""
         self.write = write
         self.interval_s = interval_s
-        self.on_written: Callable[[Committed], bool] | None = None
         self.on_cancel: Callable[[], Any] | None = None
         self.writes = 0
         self._latest: tuple[int, str] | None = None
@@ -66,13 +59,8 @@ class ProgressReporter:
         value = self._latest
         if value is None or value == self._written:
             return
-        try:
-            committed = await self.write(*value)
-        except LedgerError as exc:
-            log.info("progress not recorded: %s", exc)
-            self._written = value
-            return
+        stop = await self.write(*value)
         self._written = value
         self.writes += 1
-        if self.on_written and self.on_written(committed) and self.on_cancel:
+        if stop and self.on_cancel:
             self.on_cancel()

@@ -21,9 +21,10 @@ import re
 import typing
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import Any, Literal
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from domain.errors import InvalidParams, UnknownJobType
 from domain.retry import RetryPolicy
@@ -56,6 +57,10 @@ class Limits:
 
 @dataclass(frozen=True)
 class JobType:
+    """A registered job type. ``validate`` takes params as the ledger holds them;
+    ``submission_model`` is what a client may submit: the params model with unknown
+    fields refused."""
+
     name: str
     handler: Handler
     params_model: type[BaseModel]
@@ -73,9 +78,21 @@ class JobType:
     def max_attempts(self) -> int | None:
         return self.retry.max_attempts if self.retry else None
 
-    def validate(self, params: dict[str, Any]) -> BaseModel:
+    @cached_property
+    def submission_model(self) -> type[BaseModel]:
+        model = self.params_model
+        config = ConfigDict(**{**model.model_config, "extra": "forbid"})
+        namespace = {
+            "model_config": config,
+            "__module__": model.__module__,
+            "__doc__": model.__doc__,
+        }
+        return type(model.__name__, (model,), namespace)
+
+    def validate(self, params: dict[str, Any], *, strict: bool = False) -> BaseModel:
+        model = self.submission_model if strict else self.params_model
         try:
-            return self.params_model.model_validate(params)
+            return model.model_validate(params)
         except ValidationError as exc:
             errors: list[dict[str, object]] = [
                 {"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]}
@@ -167,9 +184,9 @@ class JobRegistry:
         return sorted(self._types)
 
     def validate(self, name: str, params: dict[str, Any]) -> dict[str, Any]:
-        """The params as the handler will see them, in JSON form; raises
-        UnknownJobType or InvalidParams."""
-        return self.get(name).validate(params).model_dump(mode="json")
+        """The params as a client may submit them (unknown fields refused), in the JSON
+        form the handler will see; raises UnknownJobType or InvalidParams."""
+        return self.get(name).validate(params, strict=True).model_dump(mode="json")
 
 
 def _params_model(handler: Handler) -> type[BaseModel]:

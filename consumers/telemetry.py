@@ -20,8 +20,7 @@ from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.trace import Span, SpanKind
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from consumers.delivery import DUE_AT_HEADER, Delivery
-from consumers.execution import Outcome
+from application.delivery import DUE_AT_HEADER, Delivery
 from domain.job import Job, Status
 
 tracer = trace.get_tracer("jobledger.consumers")
@@ -131,12 +130,14 @@ def messaging_span(
         yield span
 
 
-def outcome_name(outcome: Outcome) -> str:
-    if outcome.interrupted:
-        return "interrupted"
-    if outcome.cancelled:
-        return "cancelled"
-    return "failed" if outcome.error is not None else "succeeded"
+def run_attributes(job: Job, run_in: str) -> dict[str, Any]:
+    """The attributes of a handler's run span (ids, type, attempt: never params)."""
+    return {
+        "jobledger.job_id": str(job.id),
+        "jobledger.job_type": job.job_type,
+        "jobledger.attempt": job.attempt,
+        "jobledger.run_in": run_in,
+    }
 
 
 def count_outcome(job: Job) -> None:

@@ -14,10 +14,14 @@ only share a query when they arrive while the previous one runs.
 
 Only the first caller of a batch wakes the serving thread: it then sleeps out the
 wait and takes whatever has arrived, so the callers in between hand over their
-work without a thread switch each."""
+work without a thread switch each.
+
+A batch is served in the context (contextvars) of its first caller: its queries
+belong to that caller's trace and log context; a lone caller's, to its own."""
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import threading
 import time
@@ -44,6 +48,7 @@ class _Pending(Generic[Item, Result]):
     job_id: UUID
     item: Item
     done: Future[Result] = field(default_factory=Future)
+    context: contextvars.Context = field(default_factory=contextvars.copy_context)
 
 
 class _Gathering(Generic[Item, Result]):
@@ -79,7 +84,7 @@ class _Gathering(Generic[Item, Result]):
             if first is None:
                 return
             batch = self._gather(first)
-            self._serve(batch)
+            first.context.run(self._serve, batch)
             self.batches += 1
             self.served += len(batch)
 

@@ -65,10 +65,25 @@ class Job(Aggregate):
         max_attempts: int
 
     class Started(Event):
+        """``delivery_id`` names the message copy that started the attempt: that copy,
+        and no duplicate of it, is the one a failed job leaves in the DLQ."""
+
         worker_id: str
+        delivery_id: str
+
+        class_version = 2
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state["delivery_id"] = ""  # started before copies were told apart
 
         def apply(self, job: Job) -> None:
-            job.status, job.attempt, job.worker_id = Status.RUNNING, self.attempt, self.worker_id
+            job.status, job.attempt, job.worker_id = (
+                status_after(self),
+                self.attempt,
+                self.worker_id,
+            )
+            job.delivery_id = self.delivery_id
             job.started_at, job.finished_at, job.error = self.timestamp, None, None
             job.retry_at = None
             job.progress, job.progress_message = 0, ""
@@ -84,7 +99,7 @@ class Job(Aggregate):
         result: dict[str, Any]
 
         def apply(self, job: Job) -> None:
-            job.status, job.result, job.progress = Status.SUCCEEDED, self.result, 100
+            job.status, job.result, job.progress = status_after(self), self.result, 100
             job.finished_at = self.timestamp
 
     class AttemptFailed(Event):
@@ -93,15 +108,13 @@ class Job(Aggregate):
         retry_at: datetime | None
 
         def apply(self, job: Job) -> None:
-            job.error, job.retry_at = self.error, self.retry_at
-            if self.retry_at is not None:
-                job.status = Status.RETRY_SCHEDULED
+            job.error, job.retry_at, job.status = self.error, self.retry_at, status_after(self)
 
     class Failed(Event):
         error: str
 
         def apply(self, job: Job) -> None:
-            job.status, job.error, job.finished_at = Status.FAILED, self.error, self.timestamp
+            job.status, job.error, job.finished_at = status_after(self), self.error, self.timestamp
 
     class CancelRequested(Event):
         def apply(self, job: Job) -> None:
@@ -109,11 +122,11 @@ class Job(Aggregate):
 
     class Cancelled(Event):
         def apply(self, job: Job) -> None:
-            job.status, job.finished_at = Status.CANCELLED, self.timestamp
+            job.status, job.finished_at = status_after(self), self.timestamp
 
     class RetryRequested(Event):
         def apply(self, job: Job) -> None:
-            job.status, job.cancel_requested, job.retry_at = Status.QUEUED, False, None
+            job.status, job.cancel_requested, job.retry_at = status_after(self), False, None
             job.attempts_allowed = self.attempt + job.max_attempts
 
     class AttemptInterrupted(Event):
@@ -124,7 +137,7 @@ class Job(Aggregate):
         retry_at: datetime
 
         def apply(self, job: Job) -> None:
-            job.status, job.retry_at = Status.RETRY_SCHEDULED, self.retry_at
+            job.status, job.retry_at = status_after(self), self.retry_at
             job.attempts_allowed += 1
 
     def __init__(
@@ -148,6 +161,7 @@ class Job(Aggregate):
         self.attempt = 0
         self.attempts_allowed = max_attempts
         self.worker_id = ""
+        self.delivery_id = ""
         self.progress, self.progress_message = 0, ""
         self.result: dict[str, Any] | None = None
         self.error: str | None = None
@@ -188,10 +202,16 @@ class Job(Aggregate):
 
     # Commands. Each checks the state machine, then records one or more events.
 
-    def start(self, attempt: int, worker_id: str, origin: Origin) -> None:
+    def start(self, attempt: int, worker_id: str, origin: Origin, delivery_id: str = "") -> None:
         if self.status not in STARTABLE or attempt != self.attempt + 1:
             raise StaleDelivery(self.status, f"start attempt {attempt} of")
-        self._record(self.Started, origin, attempt=attempt, worker_id=worker_id)
+        self._record(
+            self.Started, origin, attempt=attempt, worker_id=worker_id, delivery_id=delivery_id
+        )
+
+    def started_by(self, attempt: int, delivery_id: str) -> bool:
+        """Is ``attempt`` the job's current one, started by the copy ``delivery_id``?"""
+        return self.attempt == attempt and self.delivery_id == delivery_id
 
     def report_progress(
         self, percent: int, message: str, origin: Origin, *, attempt: int | None = None
@@ -285,3 +305,27 @@ class Job(Aggregate):
             traceparent=origin.traceparent,
             **fields,
         )
+
+
+def status_after(event: object) -> Status:
+    """The status a job is in after ``event``: the one rule the aggregate, the job
+    view and the live streams all fold a history with. The events that leave the
+    status as it was can only happen to a running job, so they say ``running``; an
+    ``AttemptFailed`` without a retry is followed by ``Failed`` or ``Cancelled`` in
+    the same commit."""
+    match event:
+        case Job.Submitted() | Job.RetryRequested():
+            return Status.QUEUED
+        case Job.Succeeded():
+            return Status.SUCCEEDED
+        case Job.Failed():
+            return Status.FAILED
+        case Job.Cancelled():
+            return Status.CANCELLED
+        case Job.AttemptInterrupted():
+            return Status.RETRY_SCHEDULED
+        case Job.AttemptFailed(retry_at=retry_at) if retry_at is not None:
+            return Status.RETRY_SCHEDULED
+        case Job.Started() | Job.ProgressReported() | Job.AttemptFailed() | Job.CancelRequested():
+            return Status.RUNNING
+    raise TypeError(f"not an event of a job: {type(event).__name__}")

@@ -88,8 +88,10 @@ class JobLedger(Application[UUID]):
         except IntegrityError:
             raise DuplicateSubmission from None
 
-    def start_job(self, job_id: UUID, attempt: int, worker_id: str, origin: Origin) -> Committed:
-        return self._change(job_id, lambda job: job.start(attempt, worker_id, origin))
+    def start_job(
+        self, job_id: UUID, attempt: int, worker_id: str, origin: Origin, delivery_id: str = ""
+    ) -> Committed:
+        return self._change(job_id, lambda job: job.start(attempt, worker_id, origin, delivery_id))
 
     def report_progress(
         self,
@@ -183,6 +185,11 @@ class JobLedger(Application[UUID]):
                 return self._commit(job)
             except IntegrityError:
                 self._forget(job_id)
+            except Exception:
+                # The outcome is unknown (a lost reply may hide a commit): the next
+                # read of this job goes to the store.
+                self._forget(job_id)
+                raise
         return self._commit(self._decided(job_id, command))
 
     def _decided(self, job_id: UUID, command: Callable[[Job], None]) -> Job:

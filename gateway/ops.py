@@ -3,9 +3,14 @@ live workers. Built by infra/bootstrap.py."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+
+PROBE_TIMEOUT_S = 3.0
+log = logging.getLogger("jobledger.ops")
 
 
 @dataclass(frozen=True)
@@ -26,3 +31,22 @@ class Ops:
     probes: Mapping[str, Probe] = field(default_factory=dict)
     metrics: Callable[[], tuple[bytes, str]] | None = None
     workers: Callable[[], list[LiveWorker]] | None = None
+
+
+async def check_all(ops: Ops) -> dict[str, str]:
+    """Every probe, concurrently: ``ok`` or why not."""
+
+    async def check(name: str) -> str:
+        try:
+            await asyncio.wait_for(ops.probes[name](), PROBE_TIMEOUT_S)
+        except TimeoutError:
+            return f"no answer within {PROBE_TIMEOUT_S:.0f}s"
+        except Exception as exc:  # noqa: BLE001 - any failure means not ready
+            # The answer is public: the error's text (hosts, users) goes to the log only.
+            log.warning("readiness check %s failed: %s", name, exc)
+            return f"failed: {type(exc).__name__}"
+        return "ok"
+
+    names = list(ops.probes)
+    results = await asyncio.gather(*(check(n) for n in names))
+    return dict(zip(names, results, strict=True))

@@ -8,6 +8,7 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel
 
+from application.submissions import Submissions
 from domain.ledger import JobLedger
 from gateway.caller import Identify
 from gateway.sse import Streams
@@ -22,7 +23,9 @@ class JobTypeInfo(Protocol):
     def max_attempts(self) -> int | None: ...
 
     @property
-    def params_model(self) -> type[BaseModel]: ...
+    def submission_model(self) -> type[BaseModel]:
+        """The params a client may submit (unknown fields refused)."""
+        ...
 
 
 class JobTypes(Protocol):
@@ -63,8 +66,8 @@ class Services:
     ledger: JobLedger
     view: JobView
     job_types: JobTypes
+    submissions: Submissions
     identify: Identify
-    default_max_attempts: int = 1
     read_your_writes_timeout_s: float = 2.0
     dead_letters: DeadLetters | None = None
     max_body_bytes: int = 65536

@@ -16,21 +16,9 @@ from uuid import UUID
 
 from pydantic import BaseModel, Field
 
-from domain.job import Status
+from domain.job import status_after
 from gateway.schemas import ENVELOPE
 
-# The status a job has after each event (AttemptFailed depends on its retry_at).
-STATUS_AFTER = {
-    "Submitted": Status.QUEUED,
-    "Started": Status.RUNNING,
-    "ProgressReported": Status.RUNNING,
-    "Succeeded": Status.SUCCEEDED,
-    "Failed": Status.FAILED,
-    "CancelRequested": Status.RUNNING,
-    "Cancelled": Status.CANCELLED,
-    "RetryRequested": Status.QUEUED,
-    "AttemptInterrupted": Status.RETRY_SCHEDULED,
-}
 # The SSE event name (``event:``) of each ledger event; the rest are "status".
 KIND = {
     "ProgressReported": "progress",
@@ -73,10 +61,7 @@ class StreamEvent:
 def to_stream_event(event: Any, position: int) -> StreamEvent:
     name = type(event).__name__
     fields = vars(event)
-    if name == "AttemptFailed":
-        status = Status.RETRY_SCHEDULED if fields.get("retry_at") else Status.RUNNING
-    else:
-        status = STATUS_AFTER.get(name, Status.RUNNING)
+    status = status_after(event)
     out = StreamEventOut(
         position=position,
         job_id=event.originator_id,

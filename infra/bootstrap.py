@@ -1,7 +1,11 @@
-"""The composition root: builds each process from Settings and runs it until asked
-to stop. Every process declares the schema and the broker topology it needs at
-start, idempotently, and restarts a component that lost its database or broker
-(resuming from its tracked position) instead of exiting."""
+"""The composition root's shared part: what every process builds from Settings.
+
+Each process has its own small module (infra/worker_process.py, gateway_process.py,
+ledger_processes.py, all_in_one.py), so that a worker imports no HTTP server and the
+gateway no worker. Every process declares the schema and the broker topology it
+needs at start, idempotently; it waits for a database or a broker that is not up
+yet, and restarts a component that lost one (resuming from its tracked position)
+instead of exiting."""
 
 from __future__ import annotations
 
@@ -9,39 +13,32 @@ import asyncio
 import contextlib
 import importlib
 import logging
-import os
-import socket
-from collections.abc import AsyncIterator, Callable, Coroutine, Generator
-from functools import partial
+import time
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import TypeVar
 
 import aio_pika
-import uvicorn
+import psycopg
 from aio_pika.abc import AbstractRobustConnection
-from fastapi import FastAPI
+from eventsourcing.persistence import InterfaceError, OperationalError
 
-from consumers.dispatcher import DISPATCHED_TOPICS, Dispatcher
-from consumers.messages import Messages
 from consumers.registry import JobRegistry
 from consumers.routing import Names
-from consumers.worker import Worker, WorkerOptions
 from domain.ledger import JobLedger
 from domain.retry import RetryPolicy
-from gateway.app import create_app
-from gateway.ops import LiveWorker, Ops
-from gateway.services import Services
-from gateway.sse import Streams
-from gateway.tokens import bearer_identify
-from infra import auth, ledger_store, telemetry, topology
-from infra.dead_letters import ManagementDeadLetters
-from infra.errors import BrokerUnavailable, ConfigurationError
-from infra.follower import LedgerFollower
-from infra.gauges import QueueDepths, observe_projector_lag
-from infra.health import probes
+from infra import ledger_store, topology
+from infra.errors import BrokerUnavailable, ConfigurationError, StoreUnavailable
 from infra.settings import Settings
-from infra.streams import feed_hub, open_streams
-from projections.runner import Projector
 
 log = logging.getLogger("jobledger")
+T = TypeVar("T")
+
+# A component that ran this long before failing was healthy: its next restart waits
+# the shortest backoff again, so it resumes as soon as what it lost is back.
+HEALTHY_RUN_S = 5.0
+MAX_BACKOFF_S = 2.0
+# What PostgreSQL raises while it is down, restarting or out of connections.
+STORE_DOWN = (StoreUnavailable, psycopg.OperationalError, OperationalError, InterfaceError)
 
 
 def load_registry(app: str) -> JobRegistry:
@@ -68,6 +65,16 @@ def pools_of(settings: Settings, registry: JobRegistry) -> list[str]:
     return sorted({settings.worker.pool} | {registry.get(n).pool for n in registry.names()})
 
 
+def retry_policy(settings: Settings) -> RetryPolicy:
+    r = settings.retry
+    return RetryPolicy(
+        max_attempts=r.max_attempts,
+        base_delay_s=r.base_delay_s,
+        factor=r.factor,
+        max_delay_s=r.max_delay_s,
+    )
+
+
 async def connect_broker(settings: Settings) -> AbstractRobustConnection:
     try:
         return await aio_pika.connect_robust(settings.amqp.url, timeout=10)
@@ -87,9 +94,8 @@ async def wait_for_broker(settings: Settings, stopping: asyncio.Event) -> None:
             connection = await connect_broker(settings)
         except BrokerUnavailable as exc:
             log.warning("%s; retrying in %.1fs", exc, backoff)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stopping.wait(), backoff)
-            backoff = min(backoff * 2, 10.0)
+            await _wait(stopping, backoff)
+            backoff = min(backoff * 2, MAX_BACKOFF_S)
         else:
             await connection.close()
             return
@@ -114,17 +120,50 @@ async def broker(
         await connection.close()
 
 
-def prepare_store(settings: Settings, *, fastforward: bool = True) -> JobLedger:
-    ledger_store.ensure_database(settings.postgres)
-    return ledger_store.open_ledger(settings.postgres, settings.ledger, fastforward=fastforward)
+async def when_store_is_up(
+    settings: Settings, stopping: asyncio.Event, open_: Callable[[], T], what: str
+) -> T | None:
+    """``open_()`` (in a thread), retried while PostgreSQL is down, restarting or out of
+    connections: a process started before its database waits for it. None if the
+    process is stopped meanwhile."""
+    backoff = 0.5
+    while not stopping.is_set():
+        try:
+            return await asyncio.to_thread(open_)
+        except STORE_DOWN as exc:
+            where = f"{settings.postgres.host}:{settings.postgres.port}"
+            log.warning(
+                "cannot open %s: PostgreSQL at %s: %s; retrying in %.1fs",
+                what,
+                where,
+                str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__,
+                backoff,
+            )
+            await _wait(stopping, backoff)
+            backoff = min(backoff * 2, MAX_BACKOFF_S)
+    return None
+
+
+async def open_ledger(
+    settings: Settings, stopping: asyncio.Event, *, fastforward: bool = True
+) -> JobLedger | None:
+    """The ledger (its database and schema created if missing), once PostgreSQL is up."""
+
+    def open_() -> JobLedger:
+        ledger_store.ensure_database(settings.postgres)
+        return ledger_store.open_ledger(settings.postgres, settings.ledger, fastforward=fastforward)
+
+    return await when_store_is_up(settings, stopping, open_, "the ledger")
 
 
 async def supervise(
     name: str, run: Callable[[], Coroutine[None, None, None]], stopping: asyncio.Event
 ) -> None:
-    """Run ``run`` until stopping; if it fails, log it and start it again."""
+    """Run ``run`` until stopping; if it fails, log it and start it again, after a
+    backoff that grows while it keeps failing and starts over once it has run well."""
     backoff = 0.5
     while not stopping.is_set():
+        began = time.monotonic()
         task = asyncio.create_task(run(), name=name)
         stop = asyncio.create_task(stopping.wait())
         done, _ = await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
@@ -135,247 +174,14 @@ async def supervise(
             stop.cancel()
             return
         stop.cancel()
+        if time.monotonic() - began >= HEALTHY_RUN_S:
+            backoff = 0.5
         exc = asyncio.CancelledError() if task.cancelled() else task.exception()
         log.error("%s stopped (%r); restarting in %.1fs", name, exc, backoff)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stopping.wait(), backoff)
-        backoff = min(backoff * 2, 10.0)
+        await _wait(stopping, backoff)
+        backoff = min(backoff * 2, MAX_BACKOFF_S)
 
 
-# The processes. Each runs until ``stopping`` is set.
-
-# How often, at most, the projector and the gateway's stream follower read the
-# ledger: under load each read then takes many commits' events at once. The
-# dispatcher reads on every commit, as a job's start waits for it.
-PROJECTOR_READ_INTERVAL_S = 0.02
-STREAM_READ_INTERVAL_S = 0.01
-
-
-async def run_dispatcher(
-    settings: Settings, stopping: asyncio.Event, shared: JobLedger | None = None
-) -> None:
-    ledger = shared if shared is not None else await asyncio.to_thread(prepare_store, settings)
-    positions = await asyncio.to_thread(
-        ledger_store.open_positions, settings.postgres, "dispatcher"
-    )
-    registry = load_registry(settings.app)
-    names = names_of(settings)
-    depths = QueueDepths(names.dead_queue)
-    work_queues = [names.work_queue(pool) for pool in pools_of(settings, registry)]
-
-    async def dispatch() -> None:
-        async with broker(settings, registry) as connection:
-            sampling = asyncio.create_task(
-                depths.watch(connection, work_queues, settings.observability.queue_depth_interval_s)
-            )
-            channel = await connection.channel(publisher_confirms=True)
-            dispatcher = Dispatcher(
-                source=LedgerFollower(ledger, settings.postgres.conninfo, topics=DISPATCHED_TOPICS),
-                positions=positions,
-                application_name=ledger.name,
-                names=names,
-                work_exchange=await channel.get_exchange(names.work_exchange),
-                delay_exchange=await channel.get_exchange(names.delay_entry),
-                control_exchange=await channel.get_exchange(names.control_exchange),
-                publish_window=settings.amqp.publish_window,
-            )
-            try:
-                await dispatcher.run()
-            finally:
-                sampling.cancel()
-
-    await supervise("dispatcher", dispatch, stopping)
-
-
-async def run_projector(
-    settings: Settings, stopping: asyncio.Event, shared: JobLedger | None = None
-) -> None:
-    ledger = shared if shared is not None else await asyncio.to_thread(prepare_store, settings)
-    view = await asyncio.to_thread(ledger_store.open_view, settings.postgres)
-
-    def lag() -> int | None:
-        return (ledger.recorder.max_notification_id() or 0) - (
-            view.max_tracking_id(ledger.name) or 0
-        )
-
-    observe_projector_lag(lag)
-    projector = Projector(
-        source=LedgerFollower(
-            ledger, settings.postgres.conninfo, min_interval_s=PROJECTOR_READ_INTERVAL_S
-        ),
-        view=view,
-        application_name=ledger.name,
-    )
-    await supervise("projector", projector.run, stopping)
-
-
-def retry_policy(settings: Settings) -> RetryPolicy:
-    r = settings.retry
-    return RetryPolicy(
-        max_attempts=r.max_attempts,
-        base_delay_s=r.base_delay_s,
-        factor=r.factor,
-        max_delay_s=r.max_delay_s,
-    )
-
-
-async def run_worker(
-    settings: Settings,
-    stopping: asyncio.Event,
-    ready: asyncio.Event | None = None,
-    shared: JobLedger | None = None,
-) -> None:
-    ledger = (
-        shared
-        if shared is not None
-        else await asyncio.to_thread(partial(prepare_store, settings, fastforward=False))
-    )
-    workers = await asyncio.to_thread(
-        ledger_store.open_workers, settings.postgres, settings.worker.heartbeat_ttl_s
-    )
-    registry = load_registry(settings.app)
-    names = names_of(settings)
-    options = settings.worker
-    await wait_for_broker(settings, stopping)
-    if stopping.is_set():
-        return
-    async with broker(settings, registry) as connection:
-        channel = await connection.channel(publisher_confirms=True)
-        await channel.set_qos(prefetch_count=max(options.prefetch, options.concurrency))
-        worker = Worker(
-            ledger=ledger,
-            registry=registry,
-            channel=channel,
-            messages=Messages(
-                names=names,
-                work=await channel.get_exchange(names.work_exchange),
-                dead=await channel.get_exchange(names.dead_exchange),
-                delay=await channel.get_exchange(names.delay_entry),
-                control=await channel.get_exchange(names.control_exchange),
-            ),
-            liveness=workers,
-            limiter=workers,
-            retry_policy=retry_policy(settings),
-            options=WorkerOptions(
-                worker_id=f"{socket.gethostname()}:{os.getpid()}:{options.pool}",
-                pool=options.pool,
-                concurrency=options.concurrency,
-                progress_interval_s=options.progress_interval_s,
-                shutdown_timeout_s=options.shutdown_timeout_s,
-                heartbeat_interval_s=options.heartbeat_interval_s,
-            ),
-        )
-        if ready is not None:
-            ready.set()
-        await worker.run(stopping)
-
-
-def build_gateway(settings: Settings, ledger: JobLedger, streams: Streams | None = None) -> FastAPI:
-    registry = load_registry(settings.app)
-    view = ledger_store.open_view(settings.postgres)
-    services = Services(
-        ledger=ledger,
-        view=view,
-        job_types=registry,
-        identify=bearer_identify(auth.token_verifier(settings.auth)),
-        default_max_attempts=settings.retry.max_attempts,
-        read_your_writes_timeout_s=settings.gateway.read_your_writes_timeout_s,
-        dead_letters=ManagementDeadLetters(
-            settings.amqp.management_url, settings.amqp.url, names_of(settings).dead_queue
-        ),
-        max_body_bytes=settings.input.max_body_bytes,
-        max_header_bytes=settings.input.max_header_bytes,
-        streams=streams,
-    )
-    workers = ledger_store.open_workers(settings.postgres, settings.worker.heartbeat_ttl_s)
-
-    def live_workers() -> list[LiveWorker]:
-        return [LiveWorker(**row) for row in workers.live_workers()]
-
-    app = create_app(
-        services,
-        correlation_header=settings.observability.correlation_header,
-        operations=Ops(
-            probes=probes(settings), metrics=telemetry.prometheus_text, workers=live_workers
-        ),
-    )
-    telemetry.configure(settings.otel, "gateway").instrument_app(app)
-    return app
-
-
-class _EmbeddedServer(uvicorn.Server):
-    """uvicorn without its own signal handlers: the process owns shutdown."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Generator[None, None, None]:
-        yield
-
-
-async def run_gateway(
-    settings: Settings,
-    stopping: asyncio.Event,
-    ready: asyncio.Event | None = None,
-    shared: JobLedger | None = None,
-) -> None:
-    auth.token_verifier(settings.auth)  # refuse a bad key before touching any store
-    ledger = shared if shared is not None else await asyncio.to_thread(prepare_store, settings)
-    streams = await asyncio.to_thread(open_streams, settings, ledger)
-    app = await asyncio.to_thread(build_gateway, settings, ledger, streams)
-    follower = LedgerFollower(
-        ledger,
-        settings.postgres.conninfo,
-        min_interval_s=STREAM_READ_INTERVAL_S,
-        decode_if=streams.hub.listened_to,
-    )
-    following = asyncio.create_task(
-        supervise("stream follower", partial(feed_hub, streams.hub, follower), stopping)
-    )
-    config = uvicorn.Config(
-        app,
-        host=settings.gateway.host,
-        port=settings.gateway.port,
-        log_level="warning",
-        # uvicorn's own handlers would bypass the process's log format (JSON lines, job
-        # ids); no access log, as a GET may carry its token in the query string.
-        log_config=None,
-        access_log=False,
-        lifespan="off",
-    )
-    server = _EmbeddedServer(config)
-    serving = asyncio.create_task(server.serve())
-    while not server.started and not serving.done():
-        await asyncio.sleep(0.01)
-    if serving.done():
-        following.cancel()
-        await serving  # raises why it could not start
-        return
-    log.info("gateway listening on http://%s:%s", settings.gateway.host, settings.gateway.port)
-    if ready is not None:
-        ready.set()
-    await stopping.wait()
-    streams.hub.close()  # open streams end, so the server can stop
-    server.should_exit = True
-    await serving
-    await following
-
-
-async def run_all(settings: Settings, stopping: asyncio.Event, ready: asyncio.Event) -> None:
-    """Every process in one, for development."""
-    auth.token_verifier(settings.auth)  # refuse a bad key before starting anything
-    ledger = await asyncio.to_thread(prepare_store, settings)  # one ledger for all four
-    gateway_ready, worker_ready = asyncio.Event(), asyncio.Event()
-    tasks: list[asyncio.Future[object]] = [
-        asyncio.create_task(run_gateway(settings, stopping, gateway_ready, ledger), name="gateway"),
-        asyncio.create_task(run_dispatcher(settings, stopping, ledger), name="dispatcher"),
-        asyncio.create_task(run_projector(settings, stopping, ledger), name="projector"),
-        asyncio.create_task(run_worker(settings, stopping, worker_ready, ledger), name="worker"),
-    ]
-    started: asyncio.Future[object] = asyncio.ensure_future(
-        asyncio.gather(gateway_ready.wait(), worker_ready.wait())
-    )
-    await asyncio.wait({started, *tasks}, return_when=asyncio.FIRST_COMPLETED)
-    if started.done():
-        ready.set()
-    else:
-        started.cancel()
-    await asyncio.gather(*tasks)
+async def _wait(stopping: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stopping.wait(), seconds)

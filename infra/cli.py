@@ -25,25 +25,29 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from infra import auth, bootstrap, logs, telemetry
-from infra.demo import demo, submit_and_watch
 from infra.errors import InfraError
-from infra.health import serve_ops
-from infra.settings import Settings
-from infra.supervisor import supervise_workers
-from infra.watch import bearer, watch
 
-Process = Callable[[Settings, asyncio.Event, asyncio.Event], Coroutine[None, None, None]]
+# Each command imports what it needs when it runs: a worker never loads the HTTP
+# server, and `jobledger --help` loads nothing but this module.
+
+if TYPE_CHECKING:
+    from infra.settings import Settings
+
+Process = Callable[["Settings", asyncio.Event, asyncio.Event], Coroutine[None, None, None]]
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     settings = _settings(args)
+    from infra import logs  # noqa: PLC0415
+
     logs.configure(args.log_level, json_lines=settings.observability.json_logs)
     try:
         if args.command == "worker" and settings.worker.processes > 1:
+            from infra.supervisor import supervise_workers  # noqa: PLC0415
+
             child_argv = [*(argv if argv is not None else sys.argv[1:]), "--processes", "1"]
             return supervise_workers(
                 settings.worker.processes, child_argv, settings.observability.ops_port
@@ -51,21 +55,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "token":
             print(_token(args, settings))
             return 0
-        if args.command == "submit":
-            params = dict(_param(p) for p in args.param)
-            return asyncio.run(
-                submit_and_watch(
-                    args.url,
-                    args.type,
-                    args.case_id,
-                    params,
-                    watch=args.watch,
-                    headers=bearer(auth.client_token(settings) or ""),
-                )
-            )
-        if args.command == "watch":
-            token = auth.client_token(settings) or ""
-            return asyncio.run(watch(args.url, args.job_id, bearer(token)))
+        if args.command in ("submit", "watch"):
+            return _client_command(args, settings)
+        from infra import telemetry  # noqa: PLC0415
+
         installed = telemetry.configure(settings.otel, args.command)
         try:
             return asyncio.run(_serve(args, settings))
@@ -74,6 +67,27 @@ def main(argv: list[str] | None = None) -> int:
     except InfraError as exc:
         print(f"jobledger: {exc}", file=sys.stderr)
         return 2
+
+
+def _client_command(args: argparse.Namespace, settings: Settings) -> int:
+    from infra import auth  # noqa: PLC0415
+    from infra.demo import submit_and_watch  # noqa: PLC0415
+    from infra.watch import bearer, watch  # noqa: PLC0415
+
+    if args.command == "submit":
+        params = dict(_param(p) for p in args.param)
+        return asyncio.run(
+            submit_and_watch(
+                args.url,
+                args.type,
+                args.case_id,
+                params,
+                watch=args.watch,
+                headers=bearer(auth.client_token(settings) or ""),
+            )
+        )
+    token = auth.client_token(settings) or ""
+    return asyncio.run(watch(args.url, args.job_id, bearer(token)))
 
 
 async def _serve(args: argparse.Namespace, settings: Settings) -> int:
@@ -90,6 +104,8 @@ async def _serve(args: argparse.Namespace, settings: Settings) -> int:
         loop.add_signal_handler(sig, on_signal)
     ops = None
     if settings.observability.ops_port is not None and args.command != "gateway":
+        from infra.health import serve_ops  # noqa: PLC0415
+
         ops = asyncio.create_task(serve_ops(settings, stopping), name="ops")
     try:
         return await _run(args, settings, stopping, ready)
@@ -104,6 +120,10 @@ async def _run(
 ) -> int:
     process = _process(args.command)
     if args.command == "run" and args.demo:
+        from infra import auth  # noqa: PLC0415
+        from infra.demo import demo  # noqa: PLC0415
+        from infra.watch import bearer  # noqa: PLC0415
+
         running = asyncio.create_task(process(settings, stopping, ready))
         await asyncio.wait(
             {running, asyncio.create_task(ready.wait())}, return_when=asyncio.FIRST_COMPLETED
@@ -133,29 +153,40 @@ async def _run(
 
 
 def _process(command: str) -> Process:
-    async def gateway(s: Settings, stopping: asyncio.Event, ready: asyncio.Event) -> None:
-        await bootstrap.run_gateway(s, stopping, ready)
+    """The process a command runs, imported only now."""
+    match command:
+        case "run":
+            from infra.all_in_one import run_all  # noqa: PLC0415
 
-    async def worker(s: Settings, stopping: asyncio.Event, ready: asyncio.Event) -> None:
-        await bootstrap.run_worker(s, stopping, ready)
+            return run_all
+        case "gateway":
+            from infra.gateway_process import run_gateway  # noqa: PLC0415
 
-    async def dispatcher(s: Settings, stopping: asyncio.Event, _: asyncio.Event) -> None:
-        await bootstrap.run_dispatcher(s, stopping)
+            return run_gateway
+        case "worker":
+            from infra.worker_process import run_worker  # noqa: PLC0415
 
-    async def projector(s: Settings, stopping: asyncio.Event, _: asyncio.Event) -> None:
-        await bootstrap.run_projector(s, stopping)
+            return run_worker
+        case "dispatcher":
+            from infra.ledger_processes import run_dispatcher  # noqa: PLC0415
 
-    processes: dict[str, Process] = {
-        "run": bootstrap.run_all,
-        "gateway": gateway,
-        "worker": worker,
-        "dispatcher": dispatcher,
-        "projector": projector,
-    }
-    return processes[command]
+            async def dispatcher(s: Settings, stopping: asyncio.Event, _: asyncio.Event) -> None:
+                await run_dispatcher(s, stopping)
+
+            return dispatcher
+        case "projector":
+            from infra.ledger_processes import run_projector  # noqa: PLC0415
+
+            async def projector(s: Settings, stopping: asyncio.Event, _: asyncio.Event) -> None:
+                await run_projector(s, stopping)
+
+            return projector
+    raise ValueError(command)
 
 
 def _settings(args: argparse.Namespace) -> Settings:
+    from infra.settings import Settings  # noqa: PLC0415
+
     settings = Settings()
     worker = settings.worker.model_copy(
         update={
@@ -177,6 +208,8 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def _token(args: argparse.Namespace, settings: Settings) -> str:
+    from infra import auth  # noqa: PLC0415
+
     return auth.mint_token(
         settings.auth,
         tenant=args.tenant,

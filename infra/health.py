@@ -12,8 +12,7 @@ import logging
 import aio_pika
 import psycopg
 
-from gateway.ops import Ops, Probe
-from gateway.routes.ops import check_all
+from gateway.ops import Ops, Probe, check_all
 from infra.settings import Settings
 from infra.telemetry import prometheus_text
 

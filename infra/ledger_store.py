@@ -44,6 +44,14 @@ def ledger_env(pg: PostgresSettings) -> dict[str, str]:
     }
 
 
+# What a CREATE raises when another process created the same thing at the same moment.
+CREATED_MEANWHILE = (
+    psycopg.errors.DuplicateDatabase,
+    psycopg.errors.DuplicateSchema,
+    psycopg.errors.UniqueViolation,
+)
+
+
 def ensure_database(pg: PostgresSettings) -> None:
     """Create the database and the schema if they do not exist yet."""
     try:
@@ -52,13 +60,15 @@ def ensure_database(pg: PostgresSettings) -> None:
                 "SELECT 1 FROM pg_database WHERE datname = %s", (pg.dbname,)
             ).fetchone()
             if not exists:
-                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(pg.dbname)))
-        with psycopg.connect(pg.conninfo, autocommit=True) as conn:
+                with contextlib.suppress(*CREATED_MEANWHILE):
+                    conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(pg.dbname)))
+        with (
+            psycopg.connect(pg.conninfo, autocommit=True) as conn,
+            contextlib.suppress(*CREATED_MEANWHILE),
+        ):
             conn.execute(
                 sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(pg.schema_))
             )
-    except psycopg.errors.UniqueViolation:
-        pass  # another process created it at the same moment
     except psycopg.OperationalError as exc:
         raise StoreUnavailable(
             f"PostgreSQL at {pg.host}:{pg.port} is unreachable ({exc}). Start it with: "

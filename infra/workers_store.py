@@ -1,7 +1,10 @@
 """Worker liveness and shared limits, in PostgreSQL beside the ledger.
 
-- ``workers``: one row per worker process, its heartbeat and the jobs it holds.
-  A worker whose heartbeat is older than the TTL is dead; its attempts are lost.
+- ``workers``: one row per worker process, its heartbeat and the jobs it holds, as
+  listed at ``in_flight_at`` (the worker's own clock, which also stamps its events).
+  A worker whose heartbeat is older than the TTL is dead; its attempts are lost. A
+  live worker holds the attempts its list names, and every attempt it started after
+  the list was made: from the moment its Started commits, not from its next beat.
 - ``job_leases``: one row per running job of a type with ``max_running``; only
   leases of live workers count, so a dead worker's leases free themselves.
 - ``rate_buckets``: a token bucket per job type with ``per_second``."""
@@ -9,6 +12,7 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -23,6 +27,7 @@ DDL = [
     "CREATE TABLE IF NOT EXISTS {s}.workers (worker_id text PRIMARY KEY, pool text NOT NULL, "
     "started_at timestamptz NOT NULL DEFAULT now(), heartbeat_at timestamptz NOT NULL, "
     "in_flight jsonb NOT NULL DEFAULT '[]')",
+    "ALTER TABLE {s}.workers ADD COLUMN IF NOT EXISTS in_flight_at timestamptz",
     "CREATE TABLE IF NOT EXISTS {s}.job_leases (job_id uuid PRIMARY KEY, job_type text NOT NULL, "
     "worker_id text NOT NULL, acquired_at timestamptz NOT NULL DEFAULT now())",
     "CREATE INDEX IF NOT EXISTS job_leases_type_idx ON {s}.job_leases (job_type)",
@@ -47,29 +52,31 @@ class PostgresWorkerStore:
 
     # Liveness
 
-    def beat(self, worker_id: str, pool: str, in_flight: list[str]) -> None:
+    def beat(self, worker_id: str, pool: str, in_flight: list[str], listed_at: datetime) -> None:
         with self.datastore.transaction(commit=True) as curs:
             curs.execute(
                 self._sql(
-                    "INSERT INTO {s}.workers (worker_id, pool, heartbeat_at, in_flight) "
-                    "VALUES (%s, %s, now(), %s) ON CONFLICT (worker_id) DO UPDATE "
-                    "SET heartbeat_at = now(), in_flight = EXCLUDED.in_flight"
+                    "INSERT INTO {s}.workers (worker_id, pool, heartbeat_at, in_flight, "
+                    "in_flight_at) VALUES (%s, %s, now(), %s, %s) ON CONFLICT (worker_id) "
+                    "DO UPDATE SET heartbeat_at = now(), in_flight = EXCLUDED.in_flight, "
+                    "in_flight_at = EXCLUDED.in_flight_at"
                 ),
-                (worker_id, pool, json.dumps(in_flight)),
+                (worker_id, pool, json.dumps(in_flight), listed_at),
             )
 
     def forget(self, worker_id: str) -> None:
         with self.datastore.transaction(commit=True) as curs:
             curs.execute(self._sql("DELETE FROM {s}.workers WHERE worker_id = %s"), (worker_id,))
 
-    def holds(self, worker_id: str, job_id: UUID) -> bool:
+    def holds(self, worker_id: str, job_id: UUID, started_at: datetime) -> bool:
         with self.datastore.transaction(commit=False) as curs:
             curs.execute(
                 self._sql(
                     "SELECT 1 FROM {s}.workers WHERE worker_id = %s "
-                    "AND heartbeat_at > now() - %s::interval AND in_flight ? %s"
+                    "AND heartbeat_at > now() - %s::interval "
+                    "AND (in_flight ? %s OR in_flight_at < %s)"
                 ),
-                (worker_id, self.ttl, str(job_id)),
+                (worker_id, self.ttl, str(job_id), started_at),
             )
             return curs.fetchone() is not None
 
@@ -141,6 +148,9 @@ class PostgresWorkerStore:
         )
         return 0.0 if taken else (1.0 - tokens) / per_second
 
-    def release(self, job_id: UUID) -> None:
+    def release(self, job_id: UUID, worker_id: str) -> None:
         with self.datastore.transaction(commit=True) as curs:
-            curs.execute(self._sql("DELETE FROM {s}.job_leases WHERE job_id = %s"), (job_id,))
+            curs.execute(
+                self._sql("DELETE FROM {s}.job_leases WHERE job_id = %s AND worker_id = %s"),
+                (job_id, worker_id),
+            )

@@ -10,7 +10,7 @@ from uuid import UUID
 
 from eventsourcing.persistence import Tracking
 
-from domain.job import Job, Status
+from domain.job import Job, status_after
 
 
 @dataclass(frozen=True)
@@ -87,7 +87,7 @@ class JobProjection:
         values = _values_for(event)
         if values is None:
             return ()
-        values.update(updated_at=at, position=position)
+        values.update(status=status_after(event).value, updated_at=at, position=position)
         if isinstance(event, Job.Submitted):
             values["submitted_position"] = position
             return (ViewChange(job_id, values, insert=True),)
@@ -97,13 +97,14 @@ class JobProjection:
 
 
 def _values_for(event: Any) -> dict[str, Any] | None:
+    """The fields an event changes, besides the status (``status_after``), the time
+    and the position, which every event sets."""
     match event:
         case Job.Submitted():
             return {
                 "tenant": event.tenant,
                 "case_id": event.case_id,
                 "job_type": event.job_type,
-                "status": Status.QUEUED.value,
                 "progress": 0,
                 "progress_message": "",
                 "attempt": 0,
@@ -120,7 +121,6 @@ def _values_for(event: Any) -> dict[str, Any] | None:
             }
         case Job.Started():
             return {
-                "status": Status.RUNNING.value,
                 "started_at": event.timestamp,
                 "finished_at": None,
                 "error": None,
@@ -131,30 +131,17 @@ def _values_for(event: Any) -> dict[str, Any] | None:
         case Job.ProgressReported():
             return {"progress": event.percent, "progress_message": event.message}
         case Job.Succeeded():
-            return {
-                "status": Status.SUCCEEDED.value,
-                "progress": 100,
-                "result": event.result,
-                "finished_at": event.timestamp,
-            }
+            return {"progress": 100, "result": event.result, "finished_at": event.timestamp}
         case Job.AttemptFailed():
-            if event.retry_at is None:
-                return {"error": event.error}
-            return {
-                "status": Status.RETRY_SCHEDULED.value,
-                "error": event.error,
-                "retry_at": event.retry_at,
-            }
+            return {"error": event.error, "retry_at": event.retry_at}
         case Job.Failed():
-            return {
-                "status": Status.FAILED.value,
-                "error": event.error,
-                "finished_at": event.timestamp,
-            }
+            return {"error": event.error, "finished_at": event.timestamp}
         case Job.CancelRequested():
             return {"cancel_requested": True}
         case Job.Cancelled():
-            return {"status": Status.CANCELLED.value, "finished_at": event.timestamp}
+            return {"finished_at": event.timestamp}
         case Job.RetryRequested():
-            return {"status": Status.QUEUED.value, "cancel_requested": False, "retry_at": None}
+            return {"cancel_requested": False, "retry_at": None}
+        case Job.AttemptInterrupted():
+            return {"retry_at": event.retry_at}
     return None

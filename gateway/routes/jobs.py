@@ -10,14 +10,13 @@ from __future__ import annotations
 import inspect
 import logging
 import time
-import uuid
 from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, Header, Path, Query, Request, Response
-from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
+from pydantic import AfterValidator, BaseModel
 
-from domain.errors import DuplicateSubmission, InvalidParams, JobNotFound
+from domain.errors import JobNotFound
 from domain.job import Job, Status
 from domain.ledger import Committed
 from gateway.access import DENIED, Reading, Writing
@@ -32,11 +31,11 @@ from gateway.schemas import (
     SubmitJob,
 )
 from gateway.services import Services
-from gateway.tracing import appending, submitted
+from gateway.tracing import appending
+from gateway.tracing import submitted as submitted_counter
 
 log = logging.getLogger("jobledger.gateway")
 POSITION_HEADER = "X-Ledger-Position"
-IDEMPOTENCY_NAMESPACE = UUID("6f1c2a52-3f1e-4a8e-9d7b-1f0c8e1f9a10")
 
 SUBMIT_ERRORS: dict[int | str, dict[str, Any]] = {
     404: {
@@ -80,10 +79,6 @@ IdempotencyKey = Annotated[
 
 def build_router(services: Services) -> APIRouter:
     router = APIRouter(prefix="/jobs", tags=["jobs"], responses=DENIED)
-    strict = {
-        name: _strict(services.job_types.get(name).params_model)
-        for name in services.job_types.names()
-    }
 
     def own_job(job_id: UUID, who: Caller) -> Job:
         job = services.ledger.get_job(job_id)
@@ -101,36 +96,23 @@ def build_router(services: Services) -> APIRouter:
         params: dict[str, Any],
         idempotency_key: str | None,
     ) -> JobOut:
-        if job_type in strict:  # unknown types are reported by validate, with the known ones
-            _check_strict(strict[job_type], job_type, params)
-        normalised = services.job_types.validate(job_type, params)
-        info = services.job_types.get(job_type)
-        job_id = (
-            uuid.uuid5(IDEMPOTENCY_NAMESPACE, f"{who.tenant}\n{idempotency_key}")
-            if idempotency_key
-            else uuid.uuid4()
-        )
-        try:
-            with appending("Submitted", job_id, job_type):
-                committed = services.ledger.submit_job(
-                    job_id=job_id,
-                    tenant=who.tenant,
-                    case_id=case_id,
-                    job_type=job_type,
-                    params=normalised,
-                    pool=info.pool,
-                    max_attempts=info.max_attempts or services.default_max_attempts,
-                    origin=origin_of(request, who),
-                )
+        job_id = services.submissions.job_id(who.tenant, idempotency_key)
+        with appending("Submitted", job_id, job_type):
+            submitted = services.submissions.submit(
+                job_id=job_id,
+                tenant=who.tenant,
+                case_id=case_id,
+                job_type=job_type,
+                params=params,
+                origin=origin_of(request, who),
+            )
+            if submitted.created:
                 log.info("accepted a job of type %s", job_type)
-            submitted.add(1, {"job_type": job_type})
-        except DuplicateSubmission:
-            job = own_job(job_id, who)
-            if (job.job_type, job.case_id) != (job_type, case_id):
-                raise
-            response.headers["Location"] = f"/jobs/{job.id}"
-            return JobOut.from_job(job)
-        return _written(response, committed)
+        if not submitted.created:
+            response.headers["Location"] = f"/jobs/{job_id}"
+            return JobOut.from_job(submitted.job)
+        submitted_counter.add(1, {"job_type": job_type})
+        return _written(response, Committed(submitted.job, submitted.position))
 
     @router.post(
         "",
@@ -156,7 +138,7 @@ def build_router(services: Services) -> APIRouter:
         )
 
     for name in services.job_types.names():
-        _add_typed_submit(router, name, strict[name], submit)
+        _add_typed_submit(router, name, services.job_types.get(name).submission_model, submit)
 
     @router.get("/{job_id}", responses=ERRORS, summary="A job's current state")
     def get_job(job_id: UUID, who: Reading) -> JobOut:
@@ -251,24 +233,6 @@ def _add_typed_submit(router: APIRouter, name: str, model: type[BaseModel], subm
         responses=SUBMIT_ERRORS,
         summary=f"Submit a {name} job on a case",
     )
-
-
-def _strict(model: type[BaseModel]) -> type[BaseModel]:
-    """The params model with unknown fields forbidden, as the gateway accepts it."""
-    config = ConfigDict(**{**model.model_config, "extra": "forbid"})
-    namespace = {"model_config": config, "__module__": model.__module__, "__doc__": model.__doc__}
-    return type(model.__name__, (model,), namespace)
-
-
-def _check_strict(model: type[BaseModel], job_type: str, params: dict[str, Any]) -> None:
-    try:
-        model.model_validate(params)
-    except ValidationError as exc:
-        errors: list[dict[str, object]] = [
-            {"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]}
-            for e in exc.errors(include_url=False, include_input=False)
-        ]
-        raise InvalidParams(job_type, errors) from None
 
 
 def _written(response: Response, committed: Committed) -> JobOut:

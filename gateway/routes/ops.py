@@ -3,7 +3,6 @@ tagged ``ops`` in the OpenAPI document."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from datetime import datetime
 
@@ -13,9 +12,8 @@ from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from gateway.access import DENIED, Operating
-from gateway.ops import Ops
+from gateway.ops import Ops, check_all
 
-PROBE_TIMEOUT_S = 3.0
 log = logging.getLogger("jobledger.gateway")
 
 
@@ -70,22 +68,3 @@ def build_router(ops: Ops) -> APIRouter:
         return [WorkerOut(**w.__dict__) for w in live]
 
     return router
-
-
-async def check_all(ops: Ops) -> dict[str, str]:
-    """Every probe, concurrently: ``ok`` or why not."""
-
-    async def check(name: str) -> str:
-        try:
-            await asyncio.wait_for(ops.probes[name](), PROBE_TIMEOUT_S)
-        except TimeoutError:
-            return f"no answer within {PROBE_TIMEOUT_S:.0f}s"
-        except Exception as exc:  # noqa: BLE001 - any failure means not ready
-            # The answer is public: the error's text (hosts, users) goes to the log only.
-            log.warning("readiness check %s failed: %s", name, exc)
-            return f"failed: {type(exc).__name__}"
-        return "ok"
-
-    names = list(ops.probes)
-    results = await asyncio.gather(*(check(n) for n in names))
-    return dict(zip(names, results, strict=True))

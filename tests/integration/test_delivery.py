@@ -8,7 +8,7 @@ from typing import Any
 
 import aio_pika
 
-from consumers.delivery import Delivery
+from application.delivery import Delivery
 from consumers.routing import Names
 from tests.integration.conftest import (
     Stack,

@@ -10,7 +10,7 @@ import uuid
 import pytest
 from eventsourcing.persistence import IntegrityError, Tracking
 
-from consumers.dispatcher import DISPATCHED_TOPICS
+from application.outbox import DISPATCHED_TOPICS
 from domain.job import Job
 from domain.ledger import JobLedger
 from infra import ledger_store

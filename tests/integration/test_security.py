@@ -9,9 +9,9 @@ import uuid
 
 import httpx
 
+from application.submissions import IDEMPOTENCY_NAMESPACE
 from domain.origin import Origin
 from gateway.caller import ADMIN, READ, WRITE
-from gateway.routes.jobs import IDEMPOTENCY_NAMESPACE
 from infra import ledger_store
 from infra.settings import LedgerSettings, PostgresSettings
 from tests.integration.conftest import (

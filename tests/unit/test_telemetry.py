@@ -14,7 +14,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.sdk.trace.sampling import Decision
 from opentelemetry.trace import SpanKind
 
-from consumers.delivery import Delivery
+from application.delivery import Delivery
 from consumers.telemetry import (
     _observe_in_flight,
     counting_in_flight,

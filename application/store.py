@@ -1,5 +1,6 @@
-"""Calls into the ledger (synchronous) from the worker's loop, holding on through
-an outage of PostgreSQL instead of giving the message back."""
+"""Calls into the ledger (synchronous) from an event loop, holding on through an
+outage of PostgreSQL instead of giving up: a worker keeps its messages meanwhile,
+since giving one back would count toward the queue's delivery limit."""
 
 from __future__ import annotations
 
@@ -10,22 +11,23 @@ from typing import Any, TypeVar
 
 from eventsourcing.persistence import InterfaceError, OperationalError
 
-from domain.errors import InvalidTransition
-from domain.ledger import Committed
-
 log = logging.getLogger("jobledger.worker")
 T = TypeVar("T")
 
+# What the event store raises while PostgreSQL cannot be reached (down, restarting,
+# out of connections, a connection cut mid-query). A write that raised one of these
+# may have committed all the same: whoever retries it reads the job back if refused.
 UNREACHABLE = (OperationalError, InterfaceError)
 
 
 class Store:
-    def __init__(self, max_backoff_s: float = 5.0) -> None:
+    def __init__(self, *, first_backoff_s: float = 0.1, max_backoff_s: float = 5.0) -> None:
+        self.first_backoff_s = first_backoff_s
         self.max_backoff_s = max_backoff_s
 
     async def call(self, command: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run ``command`` in a thread; while the store is unreachable, retry with backoff."""
-        backoff = 0.1
+        backoff = self.first_backoff_s
         while True:
             try:
                 return await asyncio.to_thread(command, *args, **kwargs)
@@ -33,13 +35,3 @@ class Store:
                 log.warning("ledger unreachable, retrying in %.1fs: %s", backoff, exc)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, self.max_backoff_s)
-
-    async def record(
-        self, command: Callable[..., Committed], *args: Any, **kwargs: Any
-    ) -> Committed | None:
-        """Like ``call``; a command the state machine refuses is logged and gives None."""
-        try:
-            return await self.call(command, *args, **kwargs)
-        except InvalidTransition as exc:
-            log.warning("not recorded: %s", exc)
-            return None

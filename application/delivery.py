@@ -1,13 +1,17 @@
 """The work message: what the dispatcher publishes and the worker consumes.
 
-The body names the job and the attempt it is meant to start; everything else
-(params included) is read from the ledger, so no patient data rides the broker.
-Headers repeat the ids for operators reading the DLQ in the management UI."""
+The body names the job, the attempt it is meant to start and the copy it is
+(``delivery_id``, new for every publish); everything else, params included, is read
+from the ledger, so no patient data rides the broker. Headers repeat the ids for
+operators reading the DLQ in the management UI. Nothing a message says is believed
+without the ledger: the worker checks it against the job it names."""
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import re
+import uuid
+from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
@@ -19,10 +23,15 @@ MAX_BODY_BYTES = 4096
 # the delay. An integer: AMQP carries a Python float as a 32-bit one, which rounds an
 # epoch time to the nearest two minutes.
 DUE_AT_HEADER = "x-due-at-ms"
+DELIVERY_ID = re.compile(r"[0-9a-f]{0,32}")
 
 
 class UndecodableDelivery(ValueError):
     """The message is not a delivery this system wrote."""
+
+
+def new_delivery_id() -> str:
+    return uuid.uuid4().hex[:16]
 
 
 @dataclass(frozen=True)
@@ -35,6 +44,7 @@ class Delivery:
     pool: str
     correlation_id: str = ""
     traceparent: str = ""
+    delivery_id: str = field(default_factory=new_delivery_id)
 
     @property
     def message_id(self) -> str:
@@ -49,6 +59,7 @@ class Delivery:
             "case_id": self.case_id,
             "pool": self.pool,
             "correlation_id": self.correlation_id,
+            "delivery_id": self.delivery_id,
         }  # the trace context rides in the headers
         return json.dumps(fields, separators=(",", ":")).encode()
 
@@ -66,12 +77,14 @@ class Delivery:
 
     @classmethod
     def decode(cls, body: bytes, headers: dict[str, Any] | None = None) -> Delivery:
+        """The delivery a message carries; UndecodableDelivery for anything else,
+        whatever is wrong with it (size, nesting, types, encoding)."""
         if len(body) > MAX_BODY_BYTES:
             raise UndecodableDelivery(f"body of {len(body)} bytes exceeds {MAX_BODY_BYTES}")
         try:
             fields = json.loads(body)
             delivery = cls(
-                job_id=UUID(fields["job_id"]),
+                job_id=UUID(_str(fields["job_id"])),
                 attempt=_int(fields["attempt"]),
                 job_type=_str(fields["job_type"]),
                 tenant=_str(fields["tenant"]),
@@ -79,9 +92,10 @@ class Delivery:
                 pool=_str(fields["pool"]),
                 correlation_id=accept_or_empty(_str(fields.get("correlation_id", ""))),
                 traceparent=_str((headers or {}).get("traceparent", "")),
+                delivery_id=_delivery_id(fields.get("delivery_id", "")),
             )
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise UndecodableDelivery(f"{type(exc).__name__}: {exc}") from None
+        except Exception as exc:  # noqa: BLE001 - nothing a message holds may escape
+            raise UndecodableDelivery(f"{type(exc).__name__}: {str(exc)[:200]}") from None
         if delivery.attempt < 1:
             raise UndecodableDelivery(f"attempt {delivery.attempt} is not a positive number")
         return delivery
@@ -97,3 +111,10 @@ def _str(value: object) -> str:
     if not isinstance(value, str):
         raise TypeError(f"expected a string, got {type(value).__name__}")
     return value
+
+
+def _delivery_id(value: object) -> str:
+    text = _str(value)
+    if not DELIVERY_ID.fullmatch(text):
+        raise ValueError("delivery_id is not up to 32 lowercase hex digits")
+    return text

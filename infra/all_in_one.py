@@ -1,0 +1,36 @@
+"""``jobledger run``: every process in one, for development. The worker keeps a
+ledger of its own, as a ``jobledger worker`` process does."""
+
+from __future__ import annotations
+
+import asyncio
+
+from infra import auth
+from infra.bootstrap import open_ledger
+from infra.gateway_process import run_gateway
+from infra.ledger_processes import run_dispatcher, run_projector
+from infra.settings import Settings
+from infra.worker_process import run_worker
+
+
+async def run_all(settings: Settings, stopping: asyncio.Event, ready: asyncio.Event) -> None:
+    auth.token_verifier(settings.auth)  # refuse a bad key before starting anything
+    ledger = await open_ledger(settings, stopping)  # one for the gateway, dispatcher, projector
+    if ledger is None:
+        return
+    gateway_ready, worker_ready = asyncio.Event(), asyncio.Event()
+    tasks: list[asyncio.Future[object]] = [
+        asyncio.create_task(run_gateway(settings, stopping, gateway_ready, ledger), name="gateway"),
+        asyncio.create_task(run_dispatcher(settings, stopping, ledger), name="dispatcher"),
+        asyncio.create_task(run_projector(settings, stopping, ledger), name="projector"),
+        asyncio.create_task(run_worker(settings, stopping, worker_ready), name="worker"),
+    ]
+    started: asyncio.Future[object] = asyncio.ensure_future(
+        asyncio.gather(gateway_ready.wait(), worker_ready.wait())
+    )
+    await asyncio.wait({started, *tasks}, return_when=asyncio.FIRST_COMPLETED)
+    if started.done():
+        ready.set()
+    else:
+        started.cancel()
+    await asyncio.gather(*tasks)

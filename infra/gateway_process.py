@@ -1,0 +1,128 @@
+"""``jobledger gateway``: the HTTP API, its live streams and its follower."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Generator
+from functools import partial
+
+import uvicorn
+from fastapi import FastAPI
+
+from application.submissions import Submissions
+from domain.ledger import JobLedger
+from gateway.app import create_app
+from gateway.ops import LiveWorker, Ops
+from gateway.services import Services
+from gateway.sse import Streams
+from gateway.tokens import bearer_identify
+from infra import auth, ledger_store, telemetry
+from infra.bootstrap import load_registry, names_of, open_ledger, supervise, when_store_is_up
+from infra.dead_letters import ManagementDeadLetters
+from infra.follower import LedgerFollower
+from infra.health import probes
+from infra.settings import Settings
+from infra.streams import feed_hub, open_streams
+
+log = logging.getLogger("jobledger")
+# How often, at most, the stream follower reads the ledger while a stream is open.
+STREAM_READ_INTERVAL_S = 0.01
+
+
+def build_gateway(settings: Settings, ledger: JobLedger, streams: Streams | None = None) -> FastAPI:
+    registry = load_registry(settings.app)
+    view = ledger_store.open_view(settings.postgres)
+    services = Services(
+        ledger=ledger,
+        view=view,
+        job_types=registry,
+        submissions=Submissions(ledger, registry, settings.retry.max_attempts),
+        identify=bearer_identify(auth.token_verifier(settings.auth)),
+        read_your_writes_timeout_s=settings.gateway.read_your_writes_timeout_s,
+        dead_letters=ManagementDeadLetters(
+            settings.amqp.management_url, settings.amqp.url, names_of(settings).dead_queue
+        ),
+        max_body_bytes=settings.input.max_body_bytes,
+        max_header_bytes=settings.input.max_header_bytes,
+        streams=streams,
+    )
+    workers = ledger_store.open_workers(settings.postgres, settings.worker.heartbeat_ttl_s)
+
+    def live_workers() -> list[LiveWorker]:
+        return [LiveWorker(**row) for row in workers.live_workers()]
+
+    app = create_app(
+        services,
+        correlation_header=settings.observability.correlation_header,
+        operations=Ops(
+            probes=probes(settings), metrics=telemetry.prometheus_text, workers=live_workers
+        ),
+    )
+    telemetry.configure(settings.otel, "gateway").instrument_app(app)
+    return app
+
+
+class _EmbeddedServer(uvicorn.Server):
+    """uvicorn without its own signal handlers: the process owns shutdown."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+async def run_gateway(
+    settings: Settings,
+    stopping: asyncio.Event,
+    ready: asyncio.Event | None = None,
+    shared: JobLedger | None = None,
+) -> None:
+    auth.token_verifier(settings.auth)  # refuse a bad key before touching any store
+    ledger = shared if shared is not None else await open_ledger(settings, stopping)
+    if ledger is None:
+        return
+    streams = await when_store_is_up(
+        settings, stopping, partial(open_streams, settings, ledger), "the streams"
+    )
+    app = await when_store_is_up(
+        settings, stopping, partial(build_gateway, settings, ledger, streams), "the job view"
+    )
+    if streams is None or app is None:
+        return
+    follower = LedgerFollower(
+        ledger,
+        settings.postgres.conninfo,
+        min_interval_s=STREAM_READ_INTERVAL_S,
+        decode_if=streams.hub.listened_to,
+    )
+    following = asyncio.create_task(
+        supervise("stream follower", partial(feed_hub, streams.hub, follower), stopping)
+    )
+    config = uvicorn.Config(
+        app,
+        host=settings.gateway.host,
+        port=settings.gateway.port,
+        log_level="warning",
+        # uvicorn's own handlers would bypass the process's log format (JSON lines, job
+        # ids); no access log, as a GET may carry its token in the query string.
+        log_config=None,
+        access_log=False,
+        lifespan="off",
+    )
+    server = _EmbeddedServer(config)
+    serving = asyncio.create_task(server.serve())
+    while not server.started and not serving.done():
+        await asyncio.sleep(0.01)
+    if serving.done():
+        following.cancel()
+        await serving  # raises why it could not start
+        return
+    log.info("gateway listening on http://%s:%s", settings.gateway.host, settings.gateway.port)
+    if ready is not None:
+        ready.set()
+    await stopping.wait()
+    streams.hub.close()  # open streams end, so the server can stop
+    server.should_exit = True
+    await serving
+    await following

@@ -1,0 +1,97 @@
+"""``jobledger dispatcher`` and ``jobledger projector``: the two processes that follow
+the ledger from a position of their own."""
+
+from __future__ import annotations
+
+import asyncio
+from functools import partial
+
+from application.outbox import DISPATCHED_TOPICS
+from consumers.dispatcher import Dispatcher
+from domain.ledger import JobLedger
+from infra import ledger_store
+from infra.bootstrap import (
+    broker,
+    load_registry,
+    names_of,
+    open_ledger,
+    pools_of,
+    supervise,
+    when_store_is_up,
+)
+from infra.follower import LedgerFollower
+from infra.gauges import QueueDepths, observe_projector_lag
+from infra.settings import Settings
+from projections.runner import Projector
+
+# How often, at most, the projector reads the ledger: under load each read then
+# takes many commits' events at once. The dispatcher reads on every commit, as a
+# job's start waits for it.
+PROJECTOR_READ_INTERVAL_S = 0.02
+
+
+async def run_dispatcher(
+    settings: Settings, stopping: asyncio.Event, shared: JobLedger | None = None
+) -> None:
+    ledger = shared if shared is not None else await open_ledger(settings, stopping)
+    positions = await when_store_is_up(
+        settings,
+        stopping,
+        partial(ledger_store.open_positions, settings.postgres, "dispatcher"),
+        "the dispatcher's position",
+    )
+    if ledger is None or positions is None:
+        return
+    registry = load_registry(settings.app)
+    names = names_of(settings)
+    depths = QueueDepths(names.dead_queue)
+    work_queues = [names.work_queue(pool) for pool in pools_of(settings, registry)]
+
+    async def dispatch() -> None:
+        async with broker(settings, registry) as connection:
+            sampling = asyncio.create_task(
+                depths.watch(connection, work_queues, settings.observability.queue_depth_interval_s)
+            )
+            channel = await connection.channel(publisher_confirms=True)
+            dispatcher = Dispatcher(
+                source=LedgerFollower(ledger, settings.postgres.conninfo, topics=DISPATCHED_TOPICS),
+                positions=positions,
+                application_name=ledger.name,
+                names=names,
+                work_exchange=await channel.get_exchange(names.work_exchange),
+                delay_exchange=await channel.get_exchange(names.delay_entry),
+                control_exchange=await channel.get_exchange(names.control_exchange),
+                publish_window=settings.amqp.publish_window,
+            )
+            try:
+                await dispatcher.run()
+            finally:
+                sampling.cancel()
+
+    await supervise("dispatcher", dispatch, stopping)
+
+
+async def run_projector(
+    settings: Settings, stopping: asyncio.Event, shared: JobLedger | None = None
+) -> None:
+    ledger = shared if shared is not None else await open_ledger(settings, stopping)
+    view = await when_store_is_up(
+        settings, stopping, partial(ledger_store.open_view, settings.postgres), "the job view"
+    )
+    if ledger is None or view is None:
+        return
+
+    def lag() -> int | None:
+        return (ledger.recorder.max_notification_id() or 0) - (
+            view.max_tracking_id(ledger.name) or 0
+        )
+
+    observe_projector_lag(lag)
+    projector = Projector(
+        source=LedgerFollower(
+            ledger, settings.postgres.conninfo, min_interval_s=PROJECTOR_READ_INTERVAL_S
+        ),
+        view=view,
+        application_name=ledger.name,
+    )
+    await supervise("projector", projector.run, stopping)

@@ -1,0 +1,83 @@
+"""``jobledger worker``: a worker process. It imports no HTTP server or client, and
+no token code: a worker starts in a fraction of a second."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from functools import partial
+
+from application.attempts import Attempts
+from consumers.messages import Messages
+from consumers.worker import Worker, WorkerOptions
+from infra import ledger_store
+from infra.bootstrap import (
+    broker,
+    load_registry,
+    names_of,
+    open_ledger,
+    retry_policy,
+    wait_for_broker,
+    when_store_is_up,
+)
+from infra.settings import Settings
+
+
+async def run_worker(
+    settings: Settings, stopping: asyncio.Event, ready: asyncio.Event | None = None
+) -> None:
+    """A worker has a ledger of its own, without fast-forward: it alone writes the
+    jobs it holds, so their cached copies are used without a read (domain/ledger.py)."""
+    registry = load_registry(settings.app)
+    options = settings.worker
+    ledger = await open_ledger(settings, stopping, fastforward=False)
+    workers = await when_store_is_up(
+        settings,
+        stopping,
+        partial(ledger_store.open_workers, settings.postgres, options.heartbeat_ttl_s),
+        "the workers table",
+    )
+    if ledger is None or workers is None:
+        return
+    names = names_of(settings)
+    await wait_for_broker(settings, stopping)
+    if stopping.is_set():
+        return
+    worker_id = f"{socket.gethostname()}:{os.getpid()}:{options.pool}"
+    attempts = Attempts(
+        ledger=ledger,
+        job_kinds=registry,
+        liveness=workers,
+        limiter=workers,
+        retry_policy=retry_policy(settings),
+        worker_id=worker_id,
+        pool=options.pool,
+    )
+    async with broker(settings, registry) as connection:
+        channel = await connection.channel(publisher_confirms=True)
+        await channel.set_qos(prefetch_count=max(options.prefetch, options.concurrency))
+        worker = Worker(
+            attempts=attempts,
+            channel=channel,
+            messages=Messages(
+                names=names,
+                work=await channel.get_exchange(names.work_exchange),
+                dead=await channel.get_exchange(names.dead_exchange),
+                delay=await channel.get_exchange(names.delay_entry),
+                control=await channel.get_exchange(names.control_exchange),
+            ),
+            options=WorkerOptions(
+                pool=options.pool,
+                concurrency=options.concurrency,
+                progress_interval_s=options.progress_interval_s,
+                shutdown_timeout_s=options.shutdown_timeout_s,
+                heartbeat_interval_s=options.heartbeat_interval_s,
+            ),
+        )
+        if ready is not None:
+            ready.set()
+        try:
+            await worker.run(stopping)
+        finally:
+            await asyncio.to_thread(ledger.close)
