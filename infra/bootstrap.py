@@ -157,11 +157,17 @@ async def open_ledger(
 
 
 async def supervise(
-    name: str, run: Callable[[], Coroutine[None, None, None]], stopping: asyncio.Event
+    name: str,
+    run: Callable[[], Coroutine[None, None, None]],
+    stopping: asyncio.Event,
+    *,
+    first_backoff_s: float = 0.5,
+    max_backoff_s: float = MAX_BACKOFF_S,
+    healthy_run_s: float = HEALTHY_RUN_S,
 ) -> None:
     """Run ``run`` until stopping; if it fails, log it and start it again, after a
     backoff that grows while it keeps failing and starts over once it has run well."""
-    backoff = 0.5
+    backoff = first_backoff_s
     while not stopping.is_set():
         began = time.monotonic()
         task = asyncio.create_task(run(), name=name)
@@ -174,12 +180,14 @@ async def supervise(
             stop.cancel()
             return
         stop.cancel()
-        if time.monotonic() - began >= HEALTHY_RUN_S:
-            backoff = 0.5
+        if stopping.is_set():
+            return
+        if time.monotonic() - began >= healthy_run_s:
+            backoff = first_backoff_s
         exc = asyncio.CancelledError() if task.cancelled() else task.exception()
         log.error("%s stopped (%r); restarting in %.1fs", name, exc, backoff)
         await _wait(stopping, backoff)
-        backoff = min(backoff * 2, MAX_BACKOFF_S)
+        backoff = min(backoff * 2, max_backoff_s)
 
 
 async def _wait(stopping: asyncio.Event, seconds: float) -> None:

@@ -137,6 +137,24 @@ def test_the_row_matches_the_aggregate_after_every_event_of_a_lifecycle(
     assert row.error is None
 
 
+def test_the_row_of_an_interrupted_job_is_retry_scheduled_as_the_aggregate_says(
+    ledger: JobLedger,
+) -> None:
+    """A worker stopped by SIGTERM hands its attempt back: listings must say
+    retry_scheduled, as GET /jobs/{id} does, not running until the next start."""
+    job_id = submit(ledger)
+    ledger.start_job(job_id, 1, "w1", WORKER)
+    ledger.interrupt_attempt(job_id, "worker shut down", attempt=1, origin=WORKER)
+    view = MemoryJobView()
+
+    project_ledger(view, ledger)
+
+    row, job = view.get(job_id), ledger.get_job(job_id)
+    assert job.status is Status.RETRY_SCHEDULED
+    assert_row_matches(row, job)
+    assert row is not None and row.retry_at == job.retry_at
+
+
 def test_the_row_of_a_failed_job_shows_its_error(ledger: JobLedger) -> None:
     job_id = submit(ledger, max_attempts=1)
     ledger.start_job(job_id, 1, "w1", WORKER)
