@@ -2,7 +2,8 @@
 
 - ``workers``: one row per worker process, its heartbeat and the jobs it holds, as
   listed at ``in_flight_at`` (the worker's own clock, which also stamps its events).
-  A worker whose heartbeat is older than the TTL is dead; its attempts are lost. A
+  Each beat says how long it holds (``alive_until``: now plus the worker's own
+  heartbeat TTL); a worker past it is dead and its attempts are lost. A
   live worker holds the attempts its list names, and every attempt it started after
   the list was made: from the moment its Started commits, not from its next beat.
 - ``job_leases``: one row per running job of a type with ``max_running``; only
@@ -28,12 +29,18 @@ DDL = [
     "started_at timestamptz NOT NULL DEFAULT now(), heartbeat_at timestamptz NOT NULL, "
     "in_flight jsonb NOT NULL DEFAULT '[]')",
     "ALTER TABLE {s}.workers ADD COLUMN IF NOT EXISTS in_flight_at timestamptz",
+    "ALTER TABLE {s}.workers ADD COLUMN IF NOT EXISTS alive_until timestamptz",
     "CREATE TABLE IF NOT EXISTS {s}.job_leases (job_id uuid PRIMARY KEY, job_type text NOT NULL, "
     "worker_id text NOT NULL, acquired_at timestamptz NOT NULL DEFAULT now())",
     "CREATE INDEX IF NOT EXISTS job_leases_type_idx ON {s}.job_leases (job_type)",
     "CREATE TABLE IF NOT EXISTS {s}.rate_buckets (job_type text PRIMARY KEY, "
     "tokens double precision NOT NULL, refreshed_at timestamptz NOT NULL)",
 ]
+
+
+# A worker is alive within the TTL its own last beat gave it (a row written before
+# beats carried one: within this process's TTL, the statement's %(ttl)s).
+ALIVE = sql.SQL("coalesce(alive_until, heartbeat_at + %(ttl)s::interval) > now()")
 
 
 class PostgresWorkerStore:
@@ -43,7 +50,7 @@ class PostgresWorkerStore:
         self.ttl = f"{heartbeat_ttl_s} seconds"
 
     def _sql(self, text: str) -> sql.Composed:
-        return sql.SQL(text).format(s=self.schema)
+        return sql.SQL(text).format(s=self.schema, alive=ALIVE)
 
     def create_tables(self) -> None:
         with self.datastore.transaction(commit=True) as curs:
@@ -57,11 +64,12 @@ class PostgresWorkerStore:
             curs.execute(
                 self._sql(
                     "INSERT INTO {s}.workers (worker_id, pool, heartbeat_at, in_flight, "
-                    "in_flight_at) VALUES (%s, %s, now(), %s, %s) ON CONFLICT (worker_id) "
-                    "DO UPDATE SET heartbeat_at = now(), in_flight = EXCLUDED.in_flight, "
-                    "in_flight_at = EXCLUDED.in_flight_at"
+                    "in_flight_at, alive_until) VALUES (%s, %s, now(), %s, %s, "
+                    "now() + %s::interval) ON CONFLICT (worker_id) DO UPDATE SET "
+                    "heartbeat_at = now(), in_flight = EXCLUDED.in_flight, "
+                    "in_flight_at = EXCLUDED.in_flight_at, alive_until = EXCLUDED.alive_until"
                 ),
-                (worker_id, pool, json.dumps(in_flight), listed_at),
+                (worker_id, pool, json.dumps(in_flight), listed_at, self.ttl),
             )
 
     def forget(self, worker_id: str) -> None:
@@ -72,11 +80,10 @@ class PostgresWorkerStore:
         with self.datastore.transaction(commit=False) as curs:
             curs.execute(
                 self._sql(
-                    "SELECT 1 FROM {s}.workers WHERE worker_id = %s "
-                    "AND heartbeat_at > now() - %s::interval "
-                    "AND (in_flight ? %s OR in_flight_at < %s)"
+                    "SELECT 1 FROM {s}.workers WHERE worker_id = %(worker)s AND {alive} "
+                    "AND (in_flight ? %(job)s OR in_flight_at < %(started)s)"
                 ),
-                (worker_id, self.ttl, str(job_id), started_at),
+                {"worker": worker_id, "ttl": self.ttl, "job": str(job_id), "started": started_at},
             )
             return curs.fetchone() is not None
 
@@ -85,9 +92,9 @@ class PostgresWorkerStore:
             curs.execute(
                 self._sql(
                     "SELECT worker_id, pool, started_at, heartbeat_at, in_flight FROM {s}.workers "
-                    "WHERE heartbeat_at > now() - %s::interval ORDER BY worker_id"
+                    "WHERE {alive} ORDER BY worker_id"
                 ),
-                (self.ttl,),
+                {"ttl": self.ttl},
             )
             return list(curs.fetchall())
 
@@ -101,10 +108,10 @@ class PostgresWorkerStore:
                 curs.execute(
                     self._sql(
                         "SELECT count(*) AS n FROM {s}.job_leases l JOIN {s}.workers w "
-                        "USING (worker_id) WHERE l.job_type = %s AND l.job_id <> %s "
-                        "AND w.heartbeat_at > now() - %s::interval"
+                        "USING (worker_id) WHERE l.job_type = %(type)s AND l.job_id <> %(job)s "
+                        "AND {alive}"
                     ),
-                    (job_type, job_id, self.ttl),
+                    {"type": job_type, "job": job_id, "ttl": self.ttl},
                 )
                 row = curs.fetchone()
                 if row is not None and row["n"] >= limits.max_running:

@@ -178,3 +178,14 @@ async def chatter(ctx: JobContext, params: ChatterParams) -> dict[str, object]:
         ctx.progress(100 * report // params.reports, f"{report} {padding}")
         await asyncio.sleep(0.001)
     return {"reports": params.reports}
+
+
+class SlowFailParams(BaseModel):
+    seconds: float = Field(ge=0, le=30)
+
+
+@registry.job("slow_fail")
+async def slow_fail(ctx: JobContext, params: SlowFailParams) -> None:
+    """Fails for good after ``seconds``: time to cut a connection or restart a server."""
+    await asyncio.sleep(params.seconds)
+    raise PermanentError("failed on purpose, slowly")

@@ -1,0 +1,65 @@
+"""Checking a job's history against the state machine, after the fact.
+
+The aggregate refuses an invalid command before it is recorded; this reads what was
+recorded and says whether it could have happened: each event allowed by the status
+the events before it left (the one ``status_after`` fold), attempts numbered one
+after another, each attempt ended at most once. It is what a chaos run and an
+auditor check a ledger with."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from domain.job import STARTABLE, Job, Status, status_after
+
+# The events that end an attempt (an AttemptFailed that schedules no retry is ended
+# by the Failed or Cancelled that follows it).
+ENDS_AN_ATTEMPT = (Job.Succeeded, Job.AttemptInterrupted, Job.Failed, Job.Cancelled)
+
+
+def problems(history: Sequence[Any]) -> list[str]:
+    """What is wrong with a job's history (oldest event first); empty when nothing."""
+    if not history or not isinstance(history[0], Job.Submitted):
+        return ["does not begin with Submitted"]
+    found: list[str] = []
+    status, attempt, ended = Status.QUEUED, 0, set[int]()
+    for n, event in enumerate(history[1:], start=2):
+        problem = _refusal(event, status, attempt)
+        if problem:
+            found.append(f"event {n} ({type(event).__name__}): {problem}")
+        if isinstance(event, Job.Started):
+            attempt = event.attempt
+        elif isinstance(event, ENDS_AN_ATTEMPT) and status is Status.RUNNING:
+            if attempt in ended:
+                found.append(f"event {n} ({type(event).__name__}): attempt {attempt} ended twice")
+            ended.add(attempt)
+        status = status_after(event)
+    return found
+
+
+def _refusal(event: Any, status: Status, attempt: int) -> str | None:
+    """Why ``event`` could not follow a job in ``status`` at ``attempt`` (None: it could)."""
+    match event:
+        case Job.Submitted():
+            return "a second Submitted"
+        case Job.Started():
+            if status not in STARTABLE:
+                return f"started while {status}"
+            if event.attempt != attempt + 1:
+                return f"attempt {event.attempt} started after attempt {attempt}"
+        case Job.RetryRequested():
+            if status not in (Status.FAILED, Status.CANCELLED):
+                return f"retried while {status}"
+        case Job.Cancelled():
+            if status not in (*STARTABLE, Status.RUNNING):
+                return f"cancelled while {status}"
+        case Job.Failed():
+            if status is not Status.RUNNING:
+                return f"failed while {status}"
+        case _:
+            if status is not Status.RUNNING:
+                return f"while {status}"
+    if getattr(event, "attempt", attempt) != attempt and not isinstance(event, Job.Started):
+        return f"names attempt {event.attempt} during attempt {attempt}"
+    return None

@@ -1,0 +1,79 @@
+"""Checking a recorded history against the state machine (domain/history.py)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+from uuid import uuid4
+
+from domain.history import problems
+from domain.job import Job
+from domain.origin import Origin
+
+W = Origin("w1")
+LATER = datetime(2030, 1, 1, tzinfo=UTC)
+
+
+def job(max_attempts: int = 2) -> Job:
+    return Job.submit(
+        job_id=uuid4(),
+        tenant="t",
+        case_id="c",
+        job_type="segment",
+        params={},
+        pool="default",
+        max_attempts=max_attempts,
+        origin=Origin("alice"),
+    )
+
+
+def copy_of(event: Any, **changes: Any) -> Any:
+    fields = {**vars(event), **changes}
+    clone = object.__new__(type(event))
+    clone.__dict__.update(fields)
+    return clone
+
+
+def test_every_path_the_aggregate_takes_is_valid() -> None:
+    j = job()
+    j.start(1, "w1", W)
+    j.report_progress(50, "half", W)
+    j.fail_attempt("flaky", retry_at=LATER, retryable=True, origin=W)
+    j.start(2, "w2", W)
+    j.interrupt("stopping", retry_at=LATER, origin=W, attempt=2)
+    j.start(3, "w1", W)
+    j.fail_attempt("boom", retry_at=None, retryable=False, origin=W)
+    j.retry(Origin("operator"))
+    j.start(4, "w1", W)
+    j.cancel(Origin("alice"))
+    j.confirm_cancelled(W)
+    assert problems(j.collect_events()) == []
+
+
+def test_a_second_outcome_of_one_attempt_is_named() -> None:
+    j = job()
+    j.start(1, "w1", W)
+    j.succeed({}, W)
+    events = j.collect_events()
+    again = copy_of(events[-1], originator_version=4)
+
+    assert problems([*events, again]) == ["event 4 (Succeeded): while succeeded"]
+
+
+def test_a_start_that_skips_an_attempt_or_repeats_one_is_named() -> None:
+    j = job()
+    j.start(1, "w1", W)
+    events = j.collect_events()
+    twice = copy_of(events[-1])
+    skipping = copy_of(events[-1], attempt=3)
+
+    assert problems([*events, twice]) == ["event 3 (Started): started while running"]
+    assert problems([events[0], skipping]) == [
+        "event 2 (Started): attempt 3 started after attempt 0"
+    ]
+
+
+def test_a_history_that_does_not_begin_with_its_submission_is_named() -> None:
+    j = job()
+    j.start(1, "w1", W)
+    assert problems(j.collect_events()[1:]) == ["does not begin with Submitted"]
