@@ -6,15 +6,22 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import json
-from collections.abc import Callable
+import logging
+import time
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal
+from uuid import UUID
 
+from opentelemetry.trace import StatusCode
 from pydantic import BaseModel
 
+from application.attempts import Run
 from application.outcomes import JobCancelled, Outcome, PermanentError, classify
+from consumers import telemetry as metrics
 from consumers.context import JobContext
 from consumers.process_run import ChildJob, ChildProcess, describe_exit
+from consumers.progress import ProgressReporter
 from consumers.registry import JobType
 
 StopReason = Literal["cancel", "interrupt", "time limit", "hard time limit"]
@@ -22,6 +29,54 @@ StopReason = Literal["cancel", "interrupt", "time limit", "hard time limit"]
 THREAD_GRACE_S = 5.0
 # How long a terminated process may take to exit before it is killed.
 PROCESS_GRACE_S = 1.0
+
+
+log = logging.getLogger("jobledger.worker")
+
+
+async def execute(
+    run: Run,
+    report: Callable[[int, str], Awaitable[bool]],
+    *,
+    threads: ThreadPoolExecutor,
+    running: dict[UUID, Execution],
+    progress_interval_s: float,
+) -> Outcome:
+    """Run the attempt's handler in a span of its own, listed in ``running`` meanwhile;
+    its progress goes to ``report``, coalesced, and a cancel that answers it stops it."""
+    job, kind = run.job, run.kind
+    assert isinstance(kind, JobType)
+    reporter = ProgressReporter(report, interval_s=progress_interval_s)
+    report_any_thread = reporter.report_threadsafe(asyncio.get_running_loop())
+    context = JobContext(
+        job_id=job.id,
+        job_type=job.job_type,
+        attempt=job.attempt,
+        tenant=job.tenant,
+        case_id=job.case_id,
+        correlation_id=job.correlation_id,
+        logger=log.getChild(job.job_type),
+        report=report_any_thread,
+    )
+    execution = Execution(kind, context, run.params, threads, report_any_thread)
+    reporter.on_cancel = lambda: execution.stop("cancel")
+    running[job.id] = execution
+    began = time.monotonic()
+    try:
+        with metrics.tracer.start_as_current_span(
+            f"run {job.job_type}", attributes=metrics.run_attributes(job, kind.run_in)
+        ) as span:
+            outcome = await execution.run()
+            span.set_attribute("jobledger.outcome", outcome.name)
+            if outcome.error is not None:
+                span.set_status(StatusCode.ERROR)
+    finally:
+        del running[job.id]
+        await reporter.close()
+    labels = {"job_type": job.job_type, "outcome": outcome.name}
+    metrics.duration.record(time.monotonic() - began, labels)
+    log.info("%s attempt %d: %s", job.job_type, job.attempt, outcome.name)
+    return outcome
 
 
 class Execution:

@@ -11,24 +11,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from uuid import UUID
 
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
-from opentelemetry.trace import SpanKind, StatusCode
+from opentelemetry.trace import SpanKind
 
 from application.attempts import Ack, Attempts, DeadLetter, Decision, Defer, Hold, Reject, Run
 from application.delivery import Delivery, UndecodableDelivery
 from application.outcomes import Outcome
 from consumers import telemetry as metrics
-from consumers.context import JobContext
-from consumers.execution import Execution
+from consumers.execution import Execution, execute
 from consumers.messages import Messages
-from consumers.progress import ProgressReporter
-from consumers.registry import JobType
 from domain.correlation import about
 
 log = logging.getLogger("jobledger.worker")
@@ -116,9 +112,12 @@ class Worker:
         try:
             delivery = Delivery.decode(message.body, dict(message.headers or {}))
         except UndecodableDelivery as exc:
-            await self._settle(message, DeadLetter(f"undecodable: {exc}"), None)
-            return
+            delivery = None
+            undecodable = DeadLetter(f"undecodable: {exc}")
         try:
+            if delivery is None:
+                await self._settle(message, undecodable, None)
+                return
             with (
                 about(
                     correlation_id=delivery.correlation_id,
@@ -188,43 +187,13 @@ class Worker:
                 await self.messages.defer(message, delivery, wait_s)
 
     async def _execute(self, run: Run) -> Outcome:
-        """Run the handler in a span of its own, among the jobs running."""
-        job, kind = run.job, run.kind
-        assert isinstance(kind, JobType)
-        reporter = ProgressReporter(
-            lambda pct, msg: self.attempts.report(run, pct, msg),
-            interval_s=self.options.progress_interval_s,
+        return await execute(
+            run,
+            lambda percent, message: self.attempts.report(run, percent, message),
+            threads=self.threads,
+            running=self.running,
+            progress_interval_s=self.options.progress_interval_s,
         )
-        report = reporter.report_threadsafe(asyncio.get_running_loop())
-        context = JobContext(
-            job_id=job.id,
-            job_type=job.job_type,
-            attempt=job.attempt,
-            tenant=job.tenant,
-            case_id=job.case_id,
-            correlation_id=job.correlation_id,
-            logger=log.getChild(job.job_type),
-            report=report,
-        )
-        execution = Execution(kind, context, run.params, self.threads, report)
-        reporter.on_cancel = lambda: execution.stop("cancel")
-        self.running[job.id] = execution
-        began = time.monotonic()
-        try:
-            with metrics.tracer.start_as_current_span(
-                f"run {job.job_type}", attributes=metrics.run_attributes(job, kind.run_in)
-            ) as span:
-                outcome = await execution.run()
-                span.set_attribute("jobledger.outcome", outcome.name)
-                if outcome.error is not None:
-                    span.set_status(StatusCode.ERROR)
-        finally:
-            del self.running[job.id]
-            await reporter.close()
-        labels = {"job_type": job.job_type, "outcome": outcome.name}
-        metrics.duration.record(time.monotonic() - began, labels)
-        log.info("%s attempt %d: %s", job.job_type, job.attempt, outcome.name)
-        return outcome
 
     async def _on_cancel(self, job_id: UUID) -> None:
         execution = self.running.get(job_id)
