@@ -17,10 +17,11 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable, Collection,
 from typing import Any
 
 import psycopg
-from eventsourcing.persistence import PersistenceError, StoredEvent
+from eventsourcing.persistence import PersistenceError
 from psycopg import sql
 
 from domain.ledger import JobLedger
+from infra.events_table import EventsTable
 
 log = logging.getLogger("jobledger.follower")
 
@@ -60,14 +61,7 @@ class LedgerFollower:
         self.skip_interval_s = skip_interval_s
         recorder: Any = ledger.recorder
         self.channel: str = recorder.channel_name
-        events = sql.Identifier(recorder.datastore.schema, recorder.events_table_name)
-        self.select = sql.SQL(
-            "SELECT notification_id, originator_id, originator_version, topic, state "
-            "FROM {} WHERE notification_id > %s ORDER BY notification_id LIMIT %s"
-        ).format(events)
-        self.select_head = sql.SQL(
-            "SELECT max(notification_id) FROM {} WHERE notification_id > %s"
-        ).format(events)
+        self.table = EventsTable(ledger)
 
     async def batches(self, after: int | None) -> AsyncIterator[Batch]:
         """Every event after ``after``, forever; never skips (unless ``decode_if`` says
@@ -91,7 +85,7 @@ class LedgerFollower:
             await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
             while True:
                 if self.decode_if is not None and not self.decode_if():
-                    cursor = await conn.execute(self.select_head, (position,), prepare=True)
+                    cursor = await conn.execute(self.table.head_after, (position,), prepare=True)
                     head = (await cursor.fetchone() or (None,))[0]
                     if self.decode_if():
                         # A stream opened while the head was read: the events up to it
@@ -103,7 +97,9 @@ class LedgerFollower:
                     await self._skipping(conn)
                     continue
                 read_at = time.monotonic()
-                cursor = await conn.execute(self.select, (position, self.batch_size), prepare=True)
+                cursor = await conn.execute(
+                    self.table.after, (position, self.batch_size), prepare=True
+                )
                 rows = await cursor.fetchall()
                 if rows:
                     batch = await self._decoded(rows)
@@ -140,14 +136,4 @@ class LedgerFollower:
         return self._decode(rows)
 
     def _decode(self, rows: list[tuple[Any, ...]]) -> Batch:
-        to_event = self.ledger.mapper.to_domain_event
-        wanted = self.topics
-        return [
-            (
-                to_event(StoredEvent(originator_id, version, topic, bytes(state)))
-                if wanted is None or topic in wanted
-                else None,
-                notification_id,
-            )
-            for notification_id, originator_id, version, topic, state in rows
-        ]
+        return self.table.decoded(rows, self.topics)

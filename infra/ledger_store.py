@@ -5,12 +5,10 @@ os.environ directly)."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
-from typing import Any
-from uuid import UUID
+from collections.abc import Iterator
 
 import psycopg
-from eventsourcing.persistence import InfrastructureFactory, StoredEvent
+from eventsourcing.persistence import InfrastructureFactory
 from eventsourcing.postgres import PostgresFactory, PostgresTrackingRecorder
 from eventsourcing.utils import Environment
 from psycopg import sql
@@ -18,6 +16,7 @@ from psycopg import sql
 from domain.group_commit import ReadMany
 from domain.ledger import JobLedger
 from infra.errors import StoreUnavailable
+from infra.events_table import EventsTable
 from infra.settings import LedgerSettings, PostgresSettings
 from infra.workers_store import PostgresWorkerStore
 from projections.job_view import PostgresJobView
@@ -112,30 +111,7 @@ def open_ledger(
 
 def job_reader(ledger: JobLedger) -> ReadMany:
     """Reads the events of many jobs, oldest first, in one query."""
-    recorder: Any = ledger.recorder
-    statement = (
-        sql.SQL(
-            "SELECT originator_id, originator_version, topic, state FROM {} "
-            "WHERE originator_id = ANY(%s) ORDER BY originator_id, originator_version"
-        )
-        .format(sql.Identifier(recorder.datastore.schema, recorder.events_table_name))
-        .as_bytes(None)
-    )
-    to_event = ledger.mapper.to_domain_event
-
-    def read(job_ids: Sequence[UUID]) -> dict[UUID, list[Any]]:
-        with recorder.datastore.get_connection() as conn, conn.cursor() as curs:
-            curs.execute(statement, (list(job_ids),), prepare=True)
-            rows = curs.fetchall()
-        found: dict[UUID, list[Any]] = {}
-        for row in rows:
-            stored = StoredEvent(
-                row["originator_id"], row["originator_version"], row["topic"], bytes(row["state"])
-            )
-            found.setdefault(row["originator_id"], []).append(to_event(stored))
-        return found
-
-    return read
+    return EventsTable(ledger).jobs
 
 
 def _factory(pg: PostgresSettings, name: str) -> PostgresFactory:

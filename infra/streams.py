@@ -4,15 +4,12 @@ and the one follower per process that feeds the hub."""
 from __future__ import annotations
 
 import asyncio
-from typing import Any
-
-from eventsourcing.persistence import Notification
-from psycopg import sql
 
 from domain.ledger import JobLedger
 from gateway.hub import StreamHub
 from gateway.sse import Streams
 from gateway.stream import Feed, Page
+from infra.events_table import EventsTable
 from infra.follower import LedgerFollower
 from infra.settings import Settings
 
@@ -23,44 +20,16 @@ class PostgresLedgerHistory:
     after the position, a page at a time, and keeping what the feed takes."""
 
     def __init__(self, ledger: JobLedger) -> None:
-        recorder: Any = ledger.recorder
-        self.ledger = ledger
-        self.recorder = recorder
-        self.job_events = sql.SQL(
-            "SELECT notification_id, originator_id, originator_version, topic, state "
-            "FROM {schema}.{table} WHERE originator_id = %s AND notification_id > %s "
-            "ORDER BY notification_id LIMIT %s"
-        ).format(
-            schema=sql.Identifier(recorder.datastore.schema),
-            table=sql.Identifier(recorder.events_table_name),
-        )
+        self.table = EventsTable(ledger)
 
     def head(self) -> int:
-        return self.recorder.max_notification_id() or 0
+        return self.table.head()
 
     def after(self, feed: Feed, position: int, limit: int) -> Page:
         if feed.job_id is not None:
-            with self.recorder.datastore.get_connection() as conn, conn.cursor() as cursor:
-                cursor.execute(self.job_events, (feed.job_id, position, limit))
-                rows = cursor.fetchall()
-            notifications = [
-                Notification(
-                    id=row["notification_id"],
-                    originator_id=row["originator_id"],
-                    originator_version=row["originator_version"],
-                    topic=row["topic"],
-                    state=bytes(row["state"]),
-                )
-                for row in rows
-            ]
+            events = self.table.read(self.table.of_job_after, (feed.job_id, position, limit))
         else:
-            notifications = list(
-                self.recorder.select_notifications(
-                    start=position, limit=limit, inclusive_of_start=False
-                )
-            )
-        mapper = self.ledger.mapper
-        events = [(mapper.to_domain_event(n), n.id) for n in notifications]
+            events = self.table.read(self.table.after, (position, limit))
         taken = [
             (event, at)
             for event, at in events
@@ -68,8 +37,8 @@ class PostgresLedgerHistory:
                 getattr(event, "tenant", ""), getattr(event, "case_id", ""), event.originator_id
             )
         ]
-        scanned_to = notifications[-1].id if notifications else position
-        return Page(events=taken, scanned_to=scanned_to, more=len(notifications) == limit)
+        scanned_to = events[-1][1] if events else position
+        return Page(events=taken, scanned_to=scanned_to, more=len(events) == limit)
 
 
 def open_streams(settings: Settings, ledger: JobLedger) -> Streams:
