@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -104,7 +105,9 @@ class Attempts:
         pool: str,
         store: Store | None = None,
         hold_poll_s: float = 1.0,
+        dead_for_s: float = 3.0,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.ledger = ledger
         self.job_kinds = job_kinds
@@ -115,7 +118,12 @@ class Attempts:
         self.pool = pool
         self.store = store or Store()
         self.hold_poll_s = hold_poll_s
+        # How long a holder must look dead before its attempt is recorded lost: longer
+        # than a heartbeat interval, so a live worker whose beats paused (its database
+        # restarting, say) beats again before it is taken for dead.
+        self.dead_for_s = dead_for_s
         self.sleep = sleep
+        self.clock = clock
         # The jobs this worker holds: counted from before it records a start until
         # after it records the outcome, so a list of them is never missing one whose
         # Started it has written (see Liveness.holds).
@@ -238,15 +246,19 @@ class Attempts:
     async def wait_out(self, delivery: Delivery, hold: Hold) -> Settle:
         """Wait while a live worker holds the attempt; record it lost when none does.
         Then settle this copy as the ledger says."""
-        job, lost = hold.job, False
+        job, lost, dead_since = hold.job, False, None
         while True:
             job = await self.store.call(self.ledger.read_job, job.id)
             if job.status is not Status.RUNNING or job.attempt != delivery.attempt:
                 break
             if await self._held_alive(job):
-                await self.sleep(self.hold_poll_s)
-            else:
+                dead_since = None
+            elif dead_since is None:
+                dead_since = self.clock()
+            elif self.clock() - dead_since >= self.dead_for_s:
                 lost = await self._record_lost(job) or lost
+                continue
+            await self.sleep(self.hold_poll_s)
         return self._settlement(job, delivery, "lost" if lost else "ended elsewhere")
 
     async def _held_alive(self, job: Job) -> bool:

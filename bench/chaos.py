@@ -11,6 +11,7 @@ count is not zero.
 Checked from the ledger (and the handlers' own log of their runs):
   lost                  jobs not succeeded or failed at the end
   attempt run twice     a (job, attempt) whose handler started more than once
+  lost while running    an attempt recorded lost though its handler ran to its end
   invalid history       a history that is not a path of the state machine
                         (domain/history.py: the same status_after fold the aggregate uses)
   failed not in DLQ     failed jobs with no message in the DLQ
@@ -294,8 +295,8 @@ async def drain_dlq(url: str, queue: str) -> list[str]:
     return ids
 
 
-def handler_runs(path: Path) -> tuple[int, int]:
-    """(job, attempt) pairs whose handler started more than once / ended more than once."""
+def handler_runs(path: Path) -> tuple[Counter[tuple[str, int]], Counter[tuple[str, int]]]:
+    """How often each (job, attempt)'s handler started, and ended."""
     starts: Counter[tuple[str, int]] = Counter()
     ends: Counter[tuple[str, int]] = Counter()
     if path.exists():
@@ -303,7 +304,20 @@ def handler_runs(path: Path) -> tuple[int, int]:
             entry = json.loads(line)
             key = (entry["job"], entry["attempt"])
             (starts if entry["event"] == "start" else ends)[key] += 1
-    return sum(n > 1 for n in starts.values()), sum(n > 1 for n in ends.values())
+    return starts, ends
+
+
+def lost_while_running(by_job: dict[uuid.UUID, list[Any]], ends: Counter[tuple[str, int]]) -> int:
+    """Attempts the ledger says were lost though their handler ran to its end: a live
+    worker's attempt taken for a dead one's."""
+    return sum(
+        1
+        for job_id, history in by_job.items()
+        for event in history
+        if isinstance(event, Job.AttemptFailed)
+        and "was lost" in event.error
+        and ends[(str(job_id), event.attempt)] > 0
+    )
 
 
 def check(run: Run, jobs: list[tuple[uuid.UUID, str]], ledger: Any) -> dict[str, int]:
@@ -339,7 +353,7 @@ def check(run: Run, jobs: list[tuple[uuid.UUID, str]], ledger: Any) -> dict[str,
     dead = asyncio.run(drain_dlq(run.rabbit.url, "jobledger.dead"))
     dead_count = Counter(dead)
     failed = {str(j) for j, _ in jobs if statuses[j] == "failed"}
-    starts_twice, ends_twice = handler_runs(run.handler_log)
+    starts, ends = handler_runs(run.handler_log)
     lost = [j for j, _ in jobs if statuses[j] not in ("succeeded", "failed")]
     for job_id in lost[:10]:
         print(
@@ -350,8 +364,9 @@ def check(run: Run, jobs: list[tuple[uuid.UUID, str]], ledger: Any) -> dict[str,
         "succeeded": sum(s == "succeeded" for s in statuses.values()),
         "failed": len(failed),
         "lost": len(lost),
-        "attempt run twice": starts_twice,
-        "attempt ended twice": ends_twice,
+        "attempt run twice": sum(n > 1 for n in starts.values()),
+        "attempt ended twice": sum(n > 1 for n in ends.values()),
+        "lost while running": lost_while_running(by_job, ends),
         "invalid history": invalid,
         "failed not in DLQ": len(failed - set(dead_count)),
         "in DLQ twice": sum(n > 1 for n in dead_count.values()),
@@ -364,6 +379,7 @@ MUST_BE_ZERO = (
     "lost",
     "attempt run twice",
     "attempt ended twice",
+    "lost while running",
     "invalid history",
     "failed not in DLQ",
     "in DLQ twice",

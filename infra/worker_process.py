@@ -53,6 +53,9 @@ async def run_worker(
         retry_policy=retry_policy(settings),
         worker_id=worker_id,
         pool=options.pool,
+        # A holder must look dead for longer than a heartbeat interval before its
+        # attempt is recorded lost (its beats may only have paused).
+        dead_for_s=options.heartbeat_interval_s + 1.0,
     )
     async with broker(settings, registry) as connection:
         channel = await connection.channel(publisher_confirms=True)

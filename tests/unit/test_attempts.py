@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -130,11 +130,13 @@ class World:
         self.liveness = Liveness()
         self.limiter = Limiter()
         self.slept: list[float] = []
+        self.now = 0.0
         self.on_sleep: Callable[[], None] = lambda: None
 
     def worker(self, worker_id: str = ME) -> Attempts:
         async def sleep(seconds: float) -> None:
             self.slept.append(seconds)
+            self.now += seconds
             self.on_sleep()
 
         return Attempts(
@@ -147,6 +149,7 @@ class World:
             pool="default",
             store=Store(first_backoff_s=0.001),
             sleep=sleep,
+            clock=lambda: self.now,
         )
 
     def submit(self, job_type: str = "echo", params: dict[str, Any] | None = None) -> UUID:
@@ -379,6 +382,35 @@ async def test_an_attempt_of_a_dead_worker_is_recorded_lost_and_retried(world: W
     job = world.job(job_id)
     assert job.status is Status.RETRY_SCHEDULED
     assert job.error == f"attempt 1 was lost: worker {OTHER} stopped"
+    assert world.now >= 3.0  # it looked dead for longer than a heartbeat first
+
+
+async def test_a_holder_that_beats_again_after_a_pause_is_not_taken_for_dead(
+    world: World,
+) -> None:
+    """Its beats paused (its database restarted) past the TTL, then resumed: the
+    attempt is still its own."""
+    job_id = world.submit()
+    other = world.worker(OTHER)
+    delivery = world.delivery(job_id)
+    assert isinstance(await other.begin(delivery), Run)
+    await other.beat()
+    world.liveness.die(OTHER)  # silent past its TTL
+    me = world.worker()
+    hold = await me.begin(delivery)
+    assert isinstance(hold, Hold)
+    polls: list[int] = []
+
+    def beats_again_then_finishes() -> None:
+        polls.append(1)
+        if len(polls) == 2:
+            world.liveness.rows[OTHER] = (True, [str(job_id)], datetime.now(UTC))
+        if len(polls) == 6:
+            world.ledger.complete_job(job_id, {}, Origin(OTHER), attempt=1)
+
+    world.on_sleep = beats_again_then_finishes
+    assert await me.wait_out(delivery, hold) == Ack("ended elsewhere")
+    assert "AttemptFailed" not in world.history(job_id)
 
 
 async def test_a_lost_last_attempt_fails_the_job_and_only_its_own_copy_goes_to_the_dlq(
