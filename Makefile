@@ -5,7 +5,7 @@ VENV := .venv/bin
 .PHONY: up test check unit install services fmt lint run bench
 
 up: install services  ## bring everything up and show a job run (Ctrl-C stops)
-	$(VENV)/jobledger run --demo
+	$(VENV)/jobledger run --dev --demo
 
 test: install check  ## every check CI runs
 
@@ -30,4 +30,4 @@ fmt:
 	$(VENV)/ruff check --fix .
 
 run: install services
-	$(VENV)/jobledger run
+	$(VENV)/jobledger run --dev

@@ -44,6 +44,7 @@ class Stack:
             "JOBLEDGER_POSTGRES__SCHEMA": self.schema,
             "JOBLEDGER_AMQP__PREFIX": self.prefix,
             "JOBLEDGER_GATEWAY__PORT": str(port),
+            "JOBLEDGER_AUTH__ENVIRONMENT": "development",  # the development key, on loopback
             "PYTHONPATH": str(ROOT),
         }
         self.logdir = logdir

@@ -38,28 +38,22 @@ def problems(history: Sequence[Any]) -> list[str]:
     return found
 
 
+# The statuses each event may follow; the rest may only follow a running job.
+ALLOWED_AFTER: dict[type, frozenset[Status]] = {
+    Job.Submitted: frozenset(),
+    Job.Started: STARTABLE,
+    Job.RetryRequested: frozenset({Status.FAILED, Status.CANCELLED}),
+    Job.Cancelled: frozenset({*STARTABLE, Status.RUNNING}),
+}
+
+
 def _refusal(event: Any, status: Status, attempt: int) -> str | None:
     """Why ``event`` could not follow a job in ``status`` at ``attempt`` (None: it could)."""
-    match event:
-        case Job.Submitted():
-            return "a second Submitted"
-        case Job.Started():
-            if status not in STARTABLE:
-                return f"started while {status}"
-            if event.attempt != attempt + 1:
-                return f"attempt {event.attempt} started after attempt {attempt}"
-        case Job.RetryRequested():
-            if status not in (Status.FAILED, Status.CANCELLED):
-                return f"retried while {status}"
-        case Job.Cancelled():
-            if status not in (*STARTABLE, Status.RUNNING):
-                return f"cancelled while {status}"
-        case Job.Failed():
-            if status is not Status.RUNNING:
-                return f"failed while {status}"
-        case _:
-            if status is not Status.RUNNING:
-                return f"while {status}"
-    if getattr(event, "attempt", attempt) != attempt and not isinstance(event, Job.Started):
+    if status not in ALLOWED_AFTER.get(type(event), frozenset({Status.RUNNING})):
+        return f"after {status}" if not isinstance(event, Job.Submitted) else "a second Submitted"
+    if isinstance(event, Job.Started):
+        if event.attempt != attempt + 1:
+            return f"attempt {event.attempt} started after attempt {attempt}"
+    elif event.attempt != attempt:
         return f"names attempt {event.attempt} during attempt {attempt}"
     return None

@@ -16,6 +16,7 @@ from uuid import UUID
 
 from eventsourcing.domain import Aggregate
 
+from domain import storable
 from domain.errors import InvalidProgress, InvalidTransition, LedgerError, StaleDelivery
 from domain.origin import Origin
 
@@ -195,8 +196,8 @@ class Job(Aggregate):
             params=params,
             pool=pool,
             max_attempts=max_attempts,
-            actor=origin.actor,
-            correlation_id=origin.correlation_id,
+            actor=storable.text(origin.actor),
+            correlation_id=storable.text(origin.correlation_id),
             traceparent=origin.traceparent,
         )
 
@@ -219,13 +220,14 @@ class Job(Aggregate):
         self._require(Status.RUNNING, command="report progress on", attempt=attempt)
         if not 0 <= percent <= 100:
             raise InvalidProgress
+        message = storable.text(message)
         self._record(self.ProgressReported, origin, percent=percent, message=message)
 
     def succeed(
         self, result: dict[str, Any], origin: Origin, *, attempt: int | None = None
     ) -> None:
         self._require(Status.RUNNING, command="complete", attempt=attempt)
-        self._record(self.Succeeded, origin, result=result)
+        self._record(self.Succeeded, origin, result=storable.json_value(result))
 
     def fail_attempt(
         self,
@@ -239,6 +241,7 @@ class Job(Aggregate):
         """Record a failed attempt. With ``retry_at`` the job waits for its next
         attempt; without it, or with no attempts left, the job has failed."""
         self._require(Status.RUNNING, command="fail", attempt=attempt)
+        error = storable.text(error)
         if self.attempt >= self.attempts_allowed or self.cancel_requested:
             retry_at = None
         self._record(
@@ -274,6 +277,7 @@ class Job(Aggregate):
     def interrupt(self, reason: str, *, retry_at: datetime, origin: Origin, attempt: int) -> None:
         """The worker gave the attempt up unfinished; another worker runs it again."""
         self._require(Status.RUNNING, command="interrupt", attempt=attempt)
+        reason = storable.text(reason)
         if self.cancel_requested:
             self._record(self.Cancelled, origin)
         else:
@@ -300,8 +304,8 @@ class Job(Aggregate):
             case_id=self.case_id,
             job_type=self.job_type,
             pool=self.pool,
-            actor=origin.actor,
-            correlation_id=origin.correlation_id or self.correlation_id,
+            actor=storable.text(origin.actor),
+            correlation_id=storable.text(origin.correlation_id) or self.correlation_id,
             traceparent=origin.traceparent,
             **fields,
         )

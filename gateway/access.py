@@ -14,6 +14,7 @@ from typing import Annotated, Any
 from fastapi import Depends, HTTPException, Request
 
 from gateway.caller import ADMIN, READ, WRITE, Caller
+from gateway.guarded import GUARD_ATTRIBUTE
 from gateway.schemas import ErrorOut
 from gateway.services import Services
 from gateway.strict import reject_unknown_query
@@ -34,6 +35,9 @@ DENIED: dict[int | str, dict[str, Any]] = {
 
 def _require(scope: str) -> Callable[[Request], Caller]:
     def caller(request: Request) -> Caller:
+        cached: Caller | None = getattr(request.state, "caller", None)
+        if cached is not None and scope in cached.scopes:
+            return cached  # the route's guard ran it before reading the body
         services: Services = request.app.state.services
         who = services.identify(request)
         if scope not in who.scopes:
@@ -43,8 +47,10 @@ def _require(scope: str) -> Callable[[Request], Caller]:
                 headers={"WWW-Authenticate": f'Bearer error="insufficient_scope", scope="{scope}"'},
             )
         reject_unknown_query(request)
+        request.state.caller = who
         return who
 
+    setattr(caller, GUARD_ATTRIBUTE, scope)
     return caller
 
 

@@ -31,6 +31,10 @@ class Ops:
     probes: Mapping[str, Probe] = field(default_factory=dict)
     metrics: Callable[[], tuple[bytes, str]] | None = None
     workers: Callable[[], list[LiveWorker]] | None = None
+    # The tenant a job belongs to, from the ledger (None: no such job).
+    tenant_of: Callable[[str], str | None] | None = None
+    # What an operator should know that does not make the process unready (blocking).
+    warnings: Callable[[], dict[str, str]] | None = None
 
 
 async def check_all(ops: Ops) -> dict[str, str]:

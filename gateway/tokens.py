@@ -20,7 +20,9 @@ from fastapi import HTTPException, Request
 
 from gateway.caller import SCOPES, Caller, Identify
 
-TENANT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
+TENANT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")  # fullmatch: no trailing newline
+# A subject is printable: no control character (NUL included) and no lone surrogate.
+SUBJECT = re.compile(r"[^\x00-\x1f\x7f\ud800-\udfff]{1,256}")
 MAX_SUBJECT = 256
 MAX_TOKEN = 8192
 QUERY_PARAMETER = "access_token"
@@ -43,6 +45,7 @@ class TokenPolicy:
     leeway_s: float = 0.0
     tenant_claim: str = "tenant"
     known_scopes: frozenset[str] = field(default_factory=lambda: frozenset(SCOPES))
+    max_lifetime_s: float = 0.0  # the longest exp - iat (exp - now without iat); 0: any
 
 
 class TokenVerifier:
@@ -81,7 +84,21 @@ class TokenVerifier:
             # PyJWT's messages may quote the token's own header (crit values): only a
             # printable ASCII message, bounded, reaches the answer and its challenge.
             raise InvalidToken(_printable(str(exc)) or type(exc).__name__) from None
+        self._check_times(claims)
         return self._caller(claims)
+
+    def _check_times(self, claims: dict[str, Any]) -> None:
+        """``exp``, ``iat`` and ``nbf`` are numbers (PyJWT takes "123" too), and the
+        token lives no longer than the policy allows."""
+        for name in ("exp", "iat", "nbf"):
+            value = claims.get(name)
+            if name in claims and (isinstance(value, bool) or not isinstance(value, int | float)):
+                raise InvalidToken(f"{name} must be a number")
+        limit = self.policy.max_lifetime_s
+        if limit:
+            issued = claims.get("iat", time.time())
+            if claims["exp"] - issued > limit + self.policy.leeway_s:
+                raise InvalidToken(f"token lives longer than {limit:.0f} s")
 
     def _key(self, header: dict[str, Any]) -> Any:
         if header.get("alg") != self.policy.algorithm:
@@ -100,10 +117,12 @@ class TokenVerifier:
 
     def _caller(self, claims: dict[str, Any]) -> Caller:
         subject = claims["sub"]
-        if not isinstance(subject, str) or not 0 < len(subject) <= MAX_SUBJECT:
-            raise InvalidToken(f"sub must be a string of 1 to {MAX_SUBJECT} characters")
+        if not isinstance(subject, str) or not SUBJECT.fullmatch(subject):
+            raise InvalidToken(
+                f"sub must be 1 to {MAX_SUBJECT} printable characters (no control characters)"
+            )
         tenant = claims.get(self.policy.tenant_claim)
-        if not isinstance(tenant, str) or not TENANT.match(tenant):
+        if not isinstance(tenant, str) or not TENANT.fullmatch(tenant):
             raise InvalidToken(f"the {self.policy.tenant_claim!r} claim is missing or malformed")
         return Caller(
             subject=subject,

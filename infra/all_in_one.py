@@ -14,7 +14,7 @@ from infra.worker_process import run_worker
 
 
 async def run_all(settings: Settings, stopping: asyncio.Event, ready: asyncio.Event) -> None:
-    auth.token_verifier(settings.auth)  # refuse a bad key before starting anything
+    auth.token_verifier(settings.auth, settings.gateway.host)  # a bad key: refused first
     ledger = await open_ledger(settings, stopping)  # one for the gateway, dispatcher, projector
     if ledger is None:
         return

@@ -3,6 +3,7 @@ tokens. Refuses the well-known development key in production."""
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from typing import Any
 
@@ -19,20 +20,44 @@ DEV_KEY_REFUSED = (
     "development key: set JOBLEDGER_AUTH__SECRET to a secret of your own (32 bytes or more), "
     "or use JOBLEDGER_AUTH__PUBLIC_KEY_FILE / JOBLEDGER_AUTH__JWKS_FILE"
 )
+NO_KEY = (
+    "no key to verify tokens with: set JOBLEDGER_AUTH__SECRET (32 bytes or more, e.g. from "
+    "python -c 'import secrets; print(secrets.token_urlsafe(48))'), or "
+    "JOBLEDGER_AUTH__PUBLIC_KEY_FILE / JOBLEDGER_AUTH__JWKS_FILE; for development on this "
+    "machine, `jobledger run --dev` (JOBLEDGER_AUTH__ENVIRONMENT=development) uses a "
+    "well-known development key"
+)
 
 
-def token_verifier(auth: AuthSettings) -> TokenVerifier:
-    """The verifier the gateway identifies callers with."""
+def token_verifier(auth: AuthSettings, listening_on: str | None = None) -> TokenVerifier:
+    """The verifier the gateway identifies callers with. A gateway listening on
+    ``listening_on`` beyond this machine never takes the development key."""
+    keys = _keys(auth)
+    if keys.get("") == DEV_AUTH_SECRET and listening_on and not _loopback(listening_on):
+        raise ConfigurationError(
+            f"the gateway listens on {listening_on}, beyond this machine, and the only key "
+            f"is the well-known development key: {NO_KEY}"
+        )
     return TokenVerifier(
         TokenPolicy(
             algorithm=auth.algorithm,
-            keys=_keys(auth),
+            keys=keys,
             audience=auth.audience,
             issuer=auth.issuer,
             leeway_s=auth.leeway_s,
             tenant_claim=auth.tenant_claim,
+            max_lifetime_s=auth.max_token_lifetime_s,
         )
     )
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _keys(auth: AuthSettings) -> dict[str, Any]:
@@ -55,6 +80,10 @@ def _keys(auth: AuthSettings) -> dict[str, Any]:
         raise ConfigurationError(
             f"{auth.algorithm} needs JOBLEDGER_AUTH__PUBLIC_KEY_FILE or JOBLEDGER_AUTH__JWKS_FILE"
         )
+    if auth.secret is None:
+        if auth.environment != "development":
+            raise ConfigurationError(NO_KEY)
+        return {"": DEV_AUTH_SECRET}
     secret = auth.secret.get_secret_value()
     if auth.environment == "production" and secret == DEV_AUTH_SECRET:
         raise ConfigurationError(DEV_KEY_REFUSED)

@@ -204,7 +204,10 @@ def _settings(args: argparse.Namespace) -> Settings:
         update={k: v for k, v in {"port": getattr(args, "port", None)}.items() if v is not None}
     )
     app = getattr(args, "app", None) or settings.app
-    return settings.model_copy(update={"worker": worker, "gateway": gateway, "app": app})
+    update: dict[str, Any] = {"worker": worker, "gateway": gateway, "app": app}
+    if getattr(args, "dev", False):
+        update["auth"] = settings.auth.model_copy(update={"environment": "development"})
+    return settings.model_copy(update=update)
 
 
 def _token(args: argparse.Namespace, settings: Settings) -> str:
@@ -253,15 +256,24 @@ def _parser() -> argparse.ArgumentParser:
         if name == "worker":
             sub.add_argument("--processes", type=int, help="worker processes to run and keep up")
         if name == "run":
+            sub.add_argument(
+                "--dev",
+                action="store_true",
+                help="development: without a configured key, use the well-known development "
+                "key (loopback only) and mint development tokens (JOBLEDGER_AUTH__ENVIRONMENT)",
+            )
             sub.add_argument("--demo", action="store_true", help="submit a job and show it run")
             sub.add_argument("--exit-after-demo", action="store_true", help="then stop")
+    dev_help = "development: the well-known development key (JOBLEDGER_AUTH__ENVIRONMENT)"
     submit = commands.add_parser("submit", help="submit a job over HTTP")
+    submit.add_argument("--dev", action="store_true", help=dev_help)
     submit.add_argument("type")
     submit.add_argument("case_id")
     submit.add_argument("--param", action="append", default=[], help="key=value (JSON value)")
     submit.add_argument("--url", default="http://127.0.0.1:8000")
     submit.add_argument("--watch", action="store_true", help="follow it until it ends")
     token = commands.add_parser("token", help="print a bearer token minted with the HS256 key")
+    token.add_argument("--dev", action="store_true", help=dev_help)
     token.add_argument("--tenant", required=True)
     token.add_argument("--subject", required=True)
     token.add_argument(
@@ -272,6 +284,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     token.add_argument("--ttl-s", type=float, default=3600, help="seconds until it expires")
     watcher = commands.add_parser("watch", help="a job's live progress (JOBLEDGER_TOKEN)")
+    watcher.add_argument("--dev", action="store_true", help=dev_help)
     watcher.add_argument("job_id")
     watcher.add_argument("--url", default="http://127.0.0.1:8000")
     return parser

@@ -7,11 +7,13 @@ import contextlib
 import logging
 from collections.abc import Generator
 from functools import partial
+from uuid import UUID
 
 import uvicorn
 from fastapi import FastAPI
 
 from application.submissions import Submissions
+from domain.errors import JobNotFound
 from domain.ledger import JobLedger
 from gateway.app import create_app
 from gateway.ops import LiveWorker, Ops
@@ -39,7 +41,7 @@ def build_gateway(settings: Settings, ledger: JobLedger, streams: Streams | None
         view=view,
         job_types=registry,
         submissions=Submissions(ledger, registry, settings.retry.max_attempts),
-        identify=bearer_identify(auth.token_verifier(settings.auth)),
+        identify=bearer_identify(auth.token_verifier(settings.auth, settings.gateway.host)),
         read_your_writes_timeout_s=settings.gateway.read_your_writes_timeout_s,
         dead_letters=ManagementDeadLetters(
             settings.amqp.management_url, settings.amqp.url, names_of(settings).dead_queue
@@ -53,11 +55,30 @@ def build_gateway(settings: Settings, ledger: JobLedger, streams: Streams | None
     def live_workers() -> list[LiveWorker]:
         return [LiveWorker(**row) for row in workers.live_workers()]
 
+    def warnings() -> dict[str, str]:
+        skipped = len(view.unprojectable())
+        if not skipped:
+            return {}
+        return {
+            "projection": f"{skipped} ledger events could not be projected and were set "
+            "aside (table job_view_unprojectable); the job view goes on without them"
+        }
+
+    def tenant_of(job_id: str) -> str | None:
+        try:
+            return ledger.get_job(UUID(job_id)).tenant
+        except (ValueError, JobNotFound):
+            return None
+
     app = create_app(
         services,
         correlation_header=settings.observability.correlation_header,
         operations=Ops(
-            probes=probes(settings), metrics=telemetry.prometheus_text, workers=live_workers
+            probes=probes(settings),
+            metrics=telemetry.prometheus_text,
+            workers=live_workers,
+            tenant_of=tenant_of,
+            warnings=warnings,
         ),
     )
     telemetry.configure(settings.otel, "gateway").instrument_app(app)
@@ -78,7 +99,7 @@ async def run_gateway(
     ready: asyncio.Event | None = None,
     shared: JobLedger | None = None,
 ) -> None:
-    auth.token_verifier(settings.auth)  # refuse a bad key before touching any store
+    auth.token_verifier(settings.auth, settings.gateway.host)  # a bad key: refused first
     ledger = shared if shared is not None else await open_ledger(settings, stopping)
     if ledger is None:
         return

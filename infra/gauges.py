@@ -76,3 +76,17 @@ def observe_projector_lag(lag: Callable[[], int | None]) -> None:
         unit="{event}",
         description="Ledger positions not yet applied to the job view",
     )
+
+
+def observe_unprojectable(count: Callable[[], int]) -> None:
+    """Events the job view set aside as unprojectable (job_view_unprojectable)."""
+
+    def observe(options: CallbackOptions) -> Iterable[Observation]:
+        return [Observation(count())]
+
+    meter.create_observable_gauge(
+        "jobledger.projector.unprojectable",
+        [observe],
+        unit="{event}",
+        description="Ledger events the job view could not take, set aside with their position",
+    )

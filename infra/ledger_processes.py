@@ -20,7 +20,7 @@ from infra.bootstrap import (
     when_store_is_up,
 )
 from infra.follower import LedgerFollower
-from infra.gauges import QueueDepths, observe_projector_lag
+from infra.gauges import QueueDepths, observe_projector_lag, observe_unprojectable
 from infra.settings import Settings
 from projections.runner import Projector
 
@@ -94,4 +94,5 @@ async def run_projector(
         view=view,
         application_name=ledger.name,
     )
+    observe_unprojectable(lambda: projector.unprojectable)
     await supervise("projector", projector.run, stopping)

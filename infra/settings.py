@@ -126,8 +126,9 @@ class ObservabilitySettings(BaseModel):
     queue_depth_interval_s: float = Field(default=5.0, gt=0)
 
 
-# The well-known development key. Tokens signed with it prove nothing: the gateway
-# refuses to start with it, and `jobledger token` refuses to mint with it, in production.
+# The well-known development key. Tokens signed with it prove nothing: it is used only
+# when nothing else is configured and the environment is development (`jobledger run
+# --dev`, `make up`), and only by a gateway that listens on a loopback address.
 DEV_AUTH_SECRET = "jobledger-development-key-do-not-use-in-production"  # noqa: S105
 
 
@@ -135,17 +136,19 @@ class AuthSettings(BaseModel):
     """How the gateway verifies bearer tokens (JWT). One key source: the HS256
     ``secret``, a PEM ``public_key_file`` (RS256/ES256/PS256) or a ``jwks_file``."""
 
-    environment: Literal["development", "production"] = "development"
+    environment: Literal["development", "production"] = "production"
     algorithm: Literal["HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "PS256", "ES256"] = (
         "HS256"
     )
-    secret: SecretStr = SecretStr(DEV_AUTH_SECRET)
+    secret: SecretStr | None = None
     public_key_file: Path | None = None
     jwks_file: Path | None = None
     audience: str | None = None
     issuer: str | None = None
     leeway_s: float = Field(default=30.0, ge=0, le=300)
     tenant_claim: str = "tenant"
+    # The longest a token may live (exp - iat; exp - now without iat); 0: no bound.
+    max_token_lifetime_s: float = Field(default=86400.0, ge=0)
 
 
 class InputSettings(BaseModel):

@@ -12,7 +12,7 @@ from eventsourcing.postgres import PostgresDatastore, PostgresTrackingRecorder
 from psycopg.sql import SQL, Composed, Identifier, Placeholder
 from psycopg.types.json import Jsonb
 
-from projections.projection import JobRow, Page, ViewChange
+from projections.projection import JobRow, Page, Unprojectable, ViewChange
 
 COLUMNS = (
     "job_id",
@@ -50,6 +50,7 @@ class PostgresJobView(PostgresTrackingRecorder):
     ) -> None:
         super().__init__(datastore, tracking_table_name=tracking_table_name, **kwargs)
         self.table = Identifier(datastore.schema, view_table_name)
+        self.skipped = Identifier(datastore.schema, f"{view_table_name}_unprojectable")
         self._statements: dict[tuple[bool, tuple[str, ...]], bytes] = {}
         self.sql_create_statements.extend(
             [
@@ -69,6 +70,11 @@ class PostgresJobView(PostgresTrackingRecorder):
                     "CREATE INDEX IF NOT EXISTS {i} ON {t} "
                     "(tenant, case_id, submitted_position DESC)"
                 ).format(i=Identifier(f"{view_table_name}_case_idx"), t=self.table),
+                SQL(
+                    "CREATE TABLE IF NOT EXISTS {s} (position bigint PRIMARY KEY, "
+                    "job_id uuid NOT NULL, event text NOT NULL, reason text NOT NULL, "
+                    "recorded_at timestamptz NOT NULL DEFAULT now())"
+                ).format(s=self.skipped),
             ]
         )
 
@@ -85,6 +91,31 @@ class PostgresJobView(PostgresTrackingRecorder):
                     statement = self._statements[key] = self._statement(change, values)
                 curs.execute(statement, values, prepare=True)
             self._insert_tracking(curs, tracking)
+
+    def skip(self, unprojectable: Unprojectable, tracking: Tracking) -> None:
+        with self.datastore.transaction(commit=True) as curs:
+            curs.execute(
+                SQL(
+                    "INSERT INTO {s} (position, job_id, event, reason) VALUES (%s, %s, %s, %s) "
+                    "ON CONFLICT (position) DO NOTHING"
+                ).format(s=self.skipped),
+                (
+                    unprojectable.position,
+                    unprojectable.job_id,
+                    unprojectable.event,
+                    unprojectable.reason,
+                ),
+            )
+            self._insert_tracking(curs, tracking)
+
+    def unprojectable(self) -> list[Unprojectable]:
+        with self.datastore.cursor() as curs:
+            curs.execute(
+                SQL("SELECT position, job_id, event, reason FROM {s} ORDER BY position").format(
+                    s=self.skipped
+                )
+            )
+            return [Unprojectable(**row) for row in curs.fetchall()]
 
     def _statement(self, change: ViewChange, values: dict[str, Any]) -> bytes:
         return self._composed(change, values).as_bytes(None)

@@ -8,16 +8,19 @@ from collections.abc import Sequence
 from typing import Any
 from uuid import UUID
 
-from eventsourcing.persistence import IntegrityError, Tracking
+from eventsourcing.persistence import DataError, IntegrityError, Tracking
 
-from projections.projection import JobRow, Page, ViewChange
+from projections.projection import JobRow, Page, Unprojectable, ViewChange
 
 
 class MemoryJobView:
     def __init__(self) -> None:
         self._rows: dict[UUID, JobRow] = {}
         self._tracking: dict[str, int] = {}
+        self._skipped: list[Unprojectable] = []
         self._lock = threading.Lock()
+        # A value this view refuses, as PostgreSQL refuses NUL in text (for tests).
+        self.refuse: str | None = None
 
     def apply(self, changes: Sequence[ViewChange], tracking: Tracking) -> None:
         with self._lock:
@@ -27,9 +30,19 @@ class MemoryJobView:
                 raise IntegrityError(msg)
             rows = dict(self._rows)
             for change in changes:
+                if self.refuse is not None and self.refuse in repr(change.values):
+                    raise DataError("invalid byte sequence")
                 rows[change.job_id] = _changed(rows.get(change.job_id), change)
             self._rows = rows
             self._tracking[tracking.application_name] = tracking.notification_id
+
+    def skip(self, unprojectable: Unprojectable, tracking: Tracking) -> None:
+        with self._lock:
+            self._skipped.append(unprojectable)
+            self._tracking[tracking.application_name] = tracking.notification_id
+
+    def unprojectable(self) -> list[Unprojectable]:
+        return list(self._skipped)
 
     def get(self, job_id: UUID) -> JobRow | None:
         return self._rows.get(job_id)

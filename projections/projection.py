@@ -50,6 +50,17 @@ class JobRow:
 
 
 @dataclass(frozen=True)
+class Unprojectable:
+    """An event the view could not take (e.g. a value its database refuses): recorded
+    with its position, so the projection goes on and the event can be found again."""
+
+    position: int
+    job_id: UUID
+    event: str
+    reason: str  # the error's type and code, never the value
+
+
+@dataclass(frozen=True)
 class Page:
     rows: Sequence[JobRow]
     next_cursor: str | None = field(default=None)
@@ -60,6 +71,12 @@ class JobView(Protocol):
     atomically, and answers queries."""
 
     def apply(self, changes: Sequence[ViewChange], tracking: Tracking) -> None: ...
+
+    def skip(self, unprojectable: Unprojectable, tracking: Tracking) -> None:
+        """Record the event as unprojectable, with its position, in one transaction."""
+        ...
+
+    def unprojectable(self) -> list[Unprojectable]: ...
 
     def get(self, job_id: UUID) -> JobRow | None: ...
 

@@ -1,4 +1,7 @@
-"""/dlq: what is dead, and why, for the caller's tenant."""
+"""/dlq: what is dead, and why, for the caller's tenant. A message in the DLQ says what
+it likes in its headers: whose job it is comes from the ledger. A message that names
+no job the ledger holds (a forged or undecodable one) is for operators in the broker's
+management UI, not for any tenant."""
 
 from __future__ import annotations
 
@@ -9,7 +12,9 @@ from fastapi import APIRouter, HTTPException, Query, Request
 from pydantic import BaseModel
 
 from domain.errors import JobNotFound
+from domain.job import Job
 from gateway.access import DENIED, Operating
+from gateway.guarded import GuardedRoute
 from gateway.services import DeadLettersUnavailable, Services
 
 
@@ -25,7 +30,7 @@ class DeadLetterOut(BaseModel):
 
 
 def build_router() -> APIRouter:
-    router = APIRouter(tags=["dead letters"], responses=DENIED)
+    router = APIRouter(tags=["dead letters"], responses=DENIED, route_class=GuardedRoute)
 
     @router.get(
         "/dlq",
@@ -44,20 +49,27 @@ def build_router() -> APIRouter:
             raise HTTPException(503, str(exc)) from None
         items = []
         for dead in dead_letters:
-            if dead.tenant != who.tenant:
-                continue
-            status, error = _job_state(services, dead.job_id)
+            job = _job_of(services, dead.job_id)
+            if job is None or job.tenant != who.tenant:
+                continue  # the ledger says whose job it is, never the message's headers
+            fields = {k: v for k, v in dead.__dict__.items() if k != "tenant"}
             items.append(
-                DeadLetterOut(**{**dead.__dict__, "job_status": status, "job_error": error})
+                DeadLetterOut(
+                    **{
+                        **fields,
+                        "job_type": job.job_type,
+                        "job_status": job.status.value,
+                        "job_error": job.error,
+                    }
+                )
             )
         return items
 
     return router
 
 
-def _job_state(services: Services, job_id: str | None) -> tuple[str | None, str | None]:
+def _job_of(services: Services, job_id: str | None) -> Job | None:
     try:
-        job = services.ledger.get_job(UUID(job_id or ""))
+        return services.ledger.get_job(UUID(job_id or ""))
     except (ValueError, JobNotFound):
-        return None, None
-    return job.status.value, job.error
+        return None

@@ -21,6 +21,7 @@ from domain.job import Job, Status
 from domain.ledger import Committed
 from gateway.access import DENIED, Reading, Writing
 from gateway.caller import Caller, origin_of
+from gateway.guarded import GuardedRoute
 from gateway.schemas import (
     CASE_ID,
     ErrorOut,
@@ -78,7 +79,7 @@ IdempotencyKey = Annotated[
 
 
 def build_router(services: Services) -> APIRouter:
-    router = APIRouter(prefix="/jobs", tags=["jobs"], responses=DENIED)
+    router = APIRouter(prefix="/jobs", tags=["jobs"], responses=DENIED, route_class=GuardedRoute)
 
     def own_job(job_id: UUID, who: Caller) -> Job:
         job = services.ledger.get_job(job_id)

@@ -12,6 +12,7 @@ from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from gateway.access import DENIED, Operating
+from gateway.guarded import GuardedRoute
 from gateway.ops import Ops, check_all
 
 log = logging.getLogger("jobledger.gateway")
@@ -20,6 +21,7 @@ log = logging.getLogger("jobledger.gateway")
 class Health(BaseModel):
     status: str
     checks: dict[str, str] = {}
+    warnings: dict[str, str] = {}
 
 
 class WorkerOut(BaseModel):
@@ -28,10 +30,11 @@ class WorkerOut(BaseModel):
     started_at: datetime
     heartbeat_at: datetime
     in_flight: list[str]
+    in_flight_count: int
 
 
 def build_router(ops: Ops) -> APIRouter:
-    router = APIRouter(tags=["ops"])
+    router = APIRouter(tags=["ops"], route_class=GuardedRoute)
 
     @router.get("/healthz", summary="Liveness: the gateway answers")
     async def healthz() -> Health:
@@ -45,7 +48,10 @@ def build_router(ops: Ops) -> APIRouter:
     async def readyz() -> JSONResponse:
         checks = await check_all(ops)
         ready = all(v == "ok" for v in checks.values())
-        body = Health(status="ok" if ready else "unavailable", checks=checks)
+        warnings: dict[str, str] = {}
+        if ops.warnings is not None and ready:
+            warnings = await run_in_threadpool(ops.warnings)
+        body = Health(status="ok" if ready else "unavailable", checks=checks, warnings=warnings)
         return JSONResponse(body.model_dump(), status_code=200 if ready else 503)
 
     @router.get(
@@ -60,11 +66,25 @@ def build_router(ops: Ops) -> APIRouter:
         body, content_type = ops.metrics()
         return Response(body, media_type=content_type)
 
-    @router.get("/workers", summary="Live workers and the jobs they run", responses=DENIED)
-    async def workers(who: Operating) -> list[WorkerOut]:
-        if ops.workers is None:
+    @router.get(
+        "/workers",
+        summary="Live workers, how many jobs each runs, and which of them are the caller's",
+        responses=DENIED,
+    )
+    def workers(who: Operating) -> list[WorkerOut]:
+        if ops.workers is None or ops.tenant_of is None:
             raise HTTPException(503, "worker liveness is not configured")
-        live = await run_in_threadpool(ops.workers)
-        return [WorkerOut(**w.__dict__) for w in live]
+        tenant_of = ops.tenant_of
+        return [
+            WorkerOut(
+                worker_id=w.worker_id,
+                pool=w.pool,
+                started_at=w.started_at,
+                heartbeat_at=w.heartbeat_at,
+                in_flight=[j for j in w.in_flight if tenant_of(j) == who.tenant],
+                in_flight_count=len(w.in_flight),
+            )
+            for w in ops.workers()
+        ]
 
     return router

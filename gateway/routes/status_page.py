@@ -12,6 +12,7 @@ from fastapi.responses import HTMLResponse
 
 from domain.errors import JobNotFound
 from gateway.access import Reading
+from gateway.guarded import GuardedRoute
 from gateway.services import Services
 
 PAGE = """<!doctype html>
@@ -88,7 +89,7 @@ PAGE = """<!doctype html>
 
 
 def build_router(services: Services) -> APIRouter:
-    router = APIRouter()
+    router = APIRouter(route_class=GuardedRoute)
 
     @router.get("/ui/jobs/{job_id}", include_in_schema=False, response_class=HTMLResponse)
     def status_page(job_id: UUID, who: Reading) -> HTMLResponse:

@@ -15,6 +15,7 @@ from fastapi import APIRouter, Header, HTTPException, Path, Response
 
 from domain.errors import JobNotFound
 from gateway.access import DENIED, Reading
+from gateway.guarded import GuardedRoute
 from gateway.schemas import CASE_ID, ErrorOut
 from gateway.services import Services
 from gateway.sse import ResumeTooOld, Streams, open_stream
@@ -42,7 +43,7 @@ EVENT_STREAM: dict[int | str, dict[str, Any]] = {
 
 
 def build_router(services: Services, streams: Streams) -> APIRouter:
-    router = APIRouter(tags=["stream"], responses=DENIED)
+    router = APIRouter(tags=["stream"], responses=DENIED, route_class=GuardedRoute)
 
     @router.get(
         "/jobs/{job_id}/progress",

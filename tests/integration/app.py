@@ -189,3 +189,17 @@ async def slow_fail(ctx: JobContext, params: SlowFailParams) -> None:
     """Fails for good after ``seconds``: time to cut a connection or restart a server."""
     await asyncio.sleep(params.seconds)
     raise PermanentError("failed on purpose, slowly")
+
+
+class DirtyParams(BaseModel):
+    fail: bool = False
+
+
+@registry.job("dirty", retry=replace(FAST_RETRY, max_attempts=1))
+async def dirty(ctx: JobContext, params: DirtyParams) -> dict[str, object]:
+    """Says things no PostgreSQL text column takes: NUL and a lone surrogate."""
+    ctx.progress(50, "half\x00way \ud800")
+    await asyncio.sleep(0.2)  # the progress is written before the outcome
+    if params.fail:
+        raise RuntimeError("broke at byte \x00 of \udfff")
+    return {"text": "a\x00b", "nested": {"k\x00": ["\ud83d", 1.5]}}

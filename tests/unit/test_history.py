@@ -57,7 +57,7 @@ def test_a_second_outcome_of_one_attempt_is_named() -> None:
     events = j.collect_events()
     again = copy_of(events[-1], originator_version=4)
 
-    assert problems([*events, again]) == ["event 4 (Succeeded): while succeeded"]
+    assert problems([*events, again]) == ["event 4 (Succeeded): after succeeded"]
 
 
 def test_a_start_that_skips_an_attempt_or_repeats_one_is_named() -> None:
@@ -67,7 +67,7 @@ def test_a_start_that_skips_an_attempt_or_repeats_one_is_named() -> None:
     twice = copy_of(events[-1])
     skipping = copy_of(events[-1], attempt=3)
 
-    assert problems([*events, twice]) == ["event 3 (Started): started while running"]
+    assert problems([*events, twice]) == ["event 3 (Started): after running"]
     assert problems([events[0], skipping]) == [
         "event 2 (Started): attempt 3 started after attempt 0"
     ]

@@ -180,25 +180,71 @@ def test_a_refusal_never_echoes_unprintable_text_from_the_token() -> None:
 
 
 def test_production_refuses_the_development_key() -> None:
+    dev_key = AuthSettings(environment="production", secret=DEV_AUTH_SECRET)
     with pytest.raises(ConfigurationError, match="development key"):
-        auth.token_verifier(AuthSettings(environment="production"))
+        auth.token_verifier(dev_key)
     with pytest.raises(ConfigurationError, match="development key"):
-        auth.mint_token(
-            AuthSettings(environment="production"),
-            tenant="t",
-            subject="s",
-            scopes=[READ],
-            ttl_s=60,
-        )
+        auth.mint_token(dev_key, tenant="t", subject="s", scopes=[READ], ttl_s=60)
     own = AuthSettings(environment="production", secret=SECRET)
     minted = auth.mint_token(own, tenant="acme", subject="ops", scopes=[READ], ttl_s=60)
     assert auth.token_verifier(own).verify(minted).subject == "ops"
-    assert auth.token_verifier(AuthSettings()).policy.keys[""] == DEV_AUTH_SECRET
+
+
+def test_with_no_key_configured_nothing_verifies_unless_in_development_on_loopback() -> None:
+    """Fail closed: the public development key was accepted for any tenant whenever
+    nothing was configured."""
+    with pytest.raises(ConfigurationError, match="no key"):
+        auth.token_verifier(AuthSettings())
+    development = AuthSettings(environment="development")
+    assert auth.token_verifier(development, "127.0.0.1").policy.keys[""] == DEV_AUTH_SECRET
+    assert auth.token_verifier(development, "localhost").policy.keys[""] == DEV_AUTH_SECRET
+    for beyond in ("0.0.0.0", "10.1.2.3", "gateway.example.com", "::"):
+        with pytest.raises(ConfigurationError, match="beyond this machine"):
+            auth.token_verifier(development, beyond)
 
 
 def test_a_short_secret_is_refused() -> None:
     with pytest.raises(ConfigurationError, match="32 bytes"):
         auth.token_verifier(AuthSettings(secret="short"))
+
+
+@pytest.mark.parametrize(
+    ("claims", "reason"),
+    [
+        ({"tenant": "acme\n"}, "tenant"),
+        ({"sub": "bob\x00"}, "sub must be"),
+        ({"sub": "bob\ud800"}, "sub must be"),
+        ({"sub": "line\nbreak"}, "sub must be"),
+        ({"exp": str(int(time.time()) + 60)}, "exp must be a number"),
+        ({"iat": "0"}, "iat must be a number"),
+        ({"exp": int(time.time()) + 10 * 86400}, "lives longer"),
+    ],
+    ids=[
+        "tenant-newline",
+        "sub-nul",
+        "sub-surrogate",
+        "sub-control",
+        "exp-string",
+        "iat-string",
+        "lifetime",
+    ],
+)
+def test_claims_that_only_look_valid_are_refused(claims: dict[str, Any], reason: str) -> None:
+    verifier = auth.token_verifier(AuthSettings(environment="production", secret=SECRET))
+    token = jwt.encode(
+        {
+            "sub": "bob",
+            "tenant": "acme",
+            "scope": READ,
+            "iat": int(time.time()),
+            "exp": int(time.time()) + 60,
+            **claims,
+        },
+        SECRET,
+        algorithm="HS256",
+    )
+    with pytest.raises(InvalidToken, match=reason):
+        verifier.verify(token)
 
 
 def test_minted_tokens_verify_and_expire() -> None:

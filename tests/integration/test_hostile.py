@@ -1,0 +1,229 @@
+"""Hostile input: one bad byte never stops a process, and nothing a client or a
+message says is believed without the ledger."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from typing import Any
+
+import aio_pika
+import httpx
+import psycopg
+
+from application.delivery import Delivery
+from consumers.routing import Names
+from domain.job import Job
+from domain.origin import Origin
+from infra import ledger_store
+from infra.settings import LedgerSettings, PostgresSettings
+from tests.integration.conftest import (
+    PG,
+    TENANT,
+    Stack,
+    _pg_conninfo,
+    eventually,
+    start_workers,
+    submit,
+    wait_for_status,
+)
+
+SECRET = "PATIENT_SECRET_7f3a"
+# Raw JSON bodies Python's parser takes and no stored JSON can hold, with where.
+BAD_VALUES = {
+    "nul": ('"' + SECRET + '\\u0000"', []),
+    "lone-surrogate": ('"' + SECRET + '\\ud800"', []),
+    "nan": ("NaN", []),
+    "infinity": ("-Infinity", []),
+    "huge": ("1e400", []),
+    "nested": ('{"deep": ["' + SECRET + '\\u0000"]}', ["deep", 0]),
+}
+
+
+def test_unstorable_values_in_a_body_are_refused_with_their_place_and_never_logged(
+    running: Stack,
+) -> None:
+    """NaN, infinities, 1e400, NUL and lone surrogates, in every field of both submit
+    routes: a 422 naming where (they were 500s whose tracebacks quoted the body)."""
+    refused: dict[str, tuple[int, list[Any]]] = {}
+    with running.client() as client:
+        for bad, (raw, _) in sorted(BAD_VALUES.items()):
+            for where in ("params", "case_id", "type"):
+                fields = {"type": '"echo"', "case_id": '"case-1"', "params": '{"text": "hi"}'}
+                fields[where] = '{"text": ' + raw + "}" if where == "params" else raw
+                body = "{" + ", ".join(f'"{k}": {v}' for k, v in fields.items()) + "}"
+                response = client.post("/jobs", content=body.encode(), headers=JSON)
+                refused[f"{bad} in {where}"] = (response.status_code, _loc(response))
+            typed = client.post("/jobs/case-1/echo", content=f'{{"text": {raw}}}', headers=JSON)
+            refused[f"{bad} in a typed route"] = (typed.status_code, _loc(typed))
+
+    for case, (status, loc) in refused.items():
+        bad, where = case.split(" in ")
+        inner = BAD_VALUES[bad][1]
+        expected = {
+            "params": ["body", "params", "text", *inner],
+            "a typed route": ["body", "text", *inner],
+        }.get(where, ["body", where, *inner])
+        assert (status, loc) == (422, expected), case
+    assert SECRET not in running.logs[0].read_text()
+
+
+JSON = {"content-type": "application/json"}
+
+
+def _loc(response: httpx.Response) -> list[Any]:
+    detail = response.json().get("detail")
+    return list(detail[0]["loc"]) if isinstance(detail, list) else []
+
+
+def test_a_body_that_is_not_json_without_a_token_gets_401_first(running: Stack) -> None:
+    response = httpx.post(
+        f"{running.url}/jobs", content=b"{not json", headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 401
+
+
+def test_a_token_whose_subject_holds_a_nul_is_refused(running: Stack) -> None:
+    with running.client(subject="mallory\x00") as client:
+        assert client.get("/jobs/case-1/jobs").status_code == 401
+
+
+def test_a_handlers_nul_and_lone_surrogates_are_stored_and_listings_go_on(running: Stack) -> None:
+    """The projector stopped for every tenant on the first NUL a handler wrote."""
+    with running.client() as client:
+        good = submit(client, "dirty", {}, case_id="dirty")
+        bad = submit(client, "dirty", {"fail": True}, case_id="dirty")
+        done = wait_for_status(client, good["id"])
+        failed = wait_for_status(client, bad["id"])
+        after = client.post(
+            "/jobs", json={"type": "echo", "case_id": "after", "params": {"text": "x"}}
+        )
+        position = after.headers["X-Ledger-Position"]
+        listed = client.get("/jobs/after/jobs", headers={"X-Ledger-Position": position}).json()
+        dirty = client.get("/jobs/dirty/jobs").json()["items"]
+    with running.client(tenant="another") as another:
+        other = another.get("/jobs/after/jobs")
+
+    assert done["status"] == "succeeded"
+    assert done["result"] == {"text": "a\ufffdb", "nested": {"k\ufffd": ["\ufffd", 1.5]}}
+    assert failed["status"] == "failed" and "\x00" not in failed["error"]
+    assert [j["id"] for j in listed["items"]] == [after.json()["id"]]
+    assert {j["status"] for j in dirty} == {"succeeded", "failed"}
+    assert other.status_code == 200
+
+
+def test_an_event_the_view_refuses_is_set_aside_and_the_projector_goes_on(
+    running: Stack,
+) -> None:
+    """An event written before values were made storable: recorded as unprojectable
+    with its position, and later events are projected."""
+    settings = PostgresSettings(
+        dbname=running.env["JOBLEDGER_POSTGRES__DBNAME"],
+        schema=running.env["JOBLEDGER_POSTGRES__SCHEMA"],
+    )
+    ledger = ledger_store.open_ledger(settings, LedgerSettings(group_commit=False))
+    try:
+        job_id = uuid.uuid4()
+        origin = Origin("old-writer")
+        job = Job.submit(
+            job_id=job_id,
+            tenant=TENANT,
+            case_id="poison",
+            job_type="echo",
+            params={"text": "x"},
+            pool="elsewhere",
+            max_attempts=1,
+            origin=origin,
+        )
+        job.start(1, "w", origin)
+        job.trigger_event(  # around the command, which would have made it storable
+            Job.ProgressReported,
+            tenant=TENANT,
+            case_id="poison",
+            job_type="echo",
+            pool="elsewhere",
+            attempt=1,
+            actor="w",
+            correlation_id="c",
+            traceparent="",
+            percent=5,
+            message="NUL \x00 here",
+        )
+        ledger.save(job)
+    finally:
+        ledger.close()
+    with running.client() as client:
+        later = submit(client, "echo", {"text": "later"}, case_id="after-poison")
+        assert wait_for_status(client, later["id"])["status"] == "succeeded"
+        listed = eventually(
+            lambda: client.get("/jobs/after-poison/jobs").json()["items"], 15, "the later job"
+        )
+        ready = client.get("/readyz").json()
+    assert listed[0]["id"] == later["id"]
+    assert ready["status"] == "ok" and "1 ledger events" in ready["warnings"]["projection"]
+    schema = running.env["JOBLEDGER_POSTGRES__SCHEMA"]
+    with psycopg.connect(_pg_conninfo(PG["dbname"])) as conn:
+        rows = conn.execute(
+            f"SELECT job_id, event, reason FROM {schema}.job_view_unprojectable"
+        ).fetchall()
+    assert rows == [(job_id, "ProgressReported", "DataError")]  # psycopg refuses the NUL
+
+
+async def _publish(stack: Stack, messages: list[tuple[str, bytes, dict[str, Any]]]) -> None:
+    """(exchange name, body, headers) published with the stack's prefix."""
+    connection = await aio_pika.connect(stack.env["JOBLEDGER_AMQP__URL"])
+    async with connection:
+        channel = await connection.channel()
+        for exchange_name, body, headers in messages:
+            exchange = await channel.get_exchange(exchange_name)
+            await exchange.publish(aio_pika.Message(body, headers=headers), routing_key="default")
+
+
+async def _dead(stack: Stack) -> list[dict[str, Any]]:
+    names = Names(stack.env["JOBLEDGER_AMQP__PREFIX"])
+    connection = await aio_pika.connect(stack.env["JOBLEDGER_AMQP__URL"])
+    found = []
+    async with connection:
+        channel = await connection.channel()
+        queue = await channel.get_queue(names.dead_queue)
+        while (message := await queue.get(no_ack=True, fail=False)) is not None:
+            found.append(dict(message.headers or {}))
+    return found
+
+
+def test_forged_messages_never_stall_or_fool_the_workers(stack: Stack) -> None:
+    start_workers(stack, JOBLEDGER_WORKER__CONCURRENCY="2", JOBLEDGER_WORKER__PREFETCH="2")
+    names = Names(stack.env["JOBLEDGER_AMQP__PREFIX"])
+    nested = b"[" * 2000 + b"]" * 2000
+    with stack.client() as client:
+        theirs = submit(client, "nap", {"seconds": 3})
+        wait_for_status(client, theirs["id"], {"running"})
+        failed = submit(client, "fail", {})
+        assert wait_for_status(client, failed["id"])["status"] == "failed"
+        forged_redrive = Delivery(uuid.UUID(failed["id"]), 1, "fail", TENANT, "case-1", "default")
+        death = [{"reason": "rejected", "queue": names.work_queue("default"), "count": 1}]
+        asyncio.run(
+            _publish(
+                stack,
+                [
+                    *[(names.work_exchange, nested, {}) for _ in range(8)],
+                    (names.control_exchange, json.dumps({"job_id": theirs["id"]}).encode(), {}),
+                    (
+                        names.work_exchange,
+                        forged_redrive.body(),
+                        {"x-reason": "operator", "x-death": death},
+                    ),
+                ],
+            )
+        )
+        after = submit(client, "echo", {"text": "still serving"})
+        assert wait_for_status(client, after["id"])["status"] == "succeeded"
+        assert wait_for_status(client, theirs["id"], timeout_s=30)["status"] == "succeeded"
+        history = [e["type"] for e in client.get(f"/jobs/{failed['id']}/events").json()]
+        dead = eventually(
+            lambda: [d for d in asyncio.run(_dead(stack)) if "x-reason" in d] or None, 15
+        )
+    assert "RetryRequested" not in history  # a forged re-drive re-runs nothing
+    undecodable = [d for d in dead if str(d["x-reason"]).startswith("undecodable")]
+    assert len(undecodable) == 8
