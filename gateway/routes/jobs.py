@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import inspect
 import logging
-import time
 from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import APIRouter, Header, Path, Query, Request, Response
+from fastapi import APIRouter, Header, HTTPException, Path, Query, Request, Response
 from pydantic import AfterValidator, BaseModel
+from starlette.concurrency import run_in_threadpool
 
 from domain.errors import JobNotFound
 from domain.job import Job, Status
@@ -34,6 +34,7 @@ from gateway.schemas import (
 from gateway.services import Services
 from gateway.tracing import appending
 from gateway.tracing import submitted as submitted_counter
+from gateway.view_position import ViewPosition
 
 log = logging.getLogger("jobledger.gateway")
 POSITION_HEADER = "X-Ledger-Position"
@@ -80,6 +81,7 @@ IdempotencyKey = Annotated[
 
 def build_router(services: Services) -> APIRouter:
     router = APIRouter(prefix="/jobs", tags=["jobs"], responses=DENIED, route_class=GuardedRoute)
+    view_position = ViewPosition(lambda: services.view.max_tracking_id(services.ledger.name))
 
     def own_job(job_id: UUID, who: Caller) -> Job:
         job = services.ledger.get_job(job_id)
@@ -150,8 +152,12 @@ def build_router(services: Services) -> APIRouter:
         own_job(job_id, who)
         return [EventOut.from_event(e) for e in services.ledger.job_history(job_id)]
 
-    @router.get("/{case_id}/jobs", summary="The jobs of a case, newest first")
-    def case_jobs(
+    @router.get(
+        "/{case_id}/jobs",
+        summary="The jobs of a case, newest first",
+        responses={422: {"description": "Invalid query, or X-Ledger-Position beyond the ledger."}},
+    )
+    async def case_jobs(
         case_id: CaseId,
         who: Reading,
         status: Status | None = None,
@@ -159,9 +165,15 @@ def build_router(services: Services) -> APIRouter:
         limit: Annotated[int, Query(ge=1, le=200)] = 50,
         x_ledger_position: Annotated[int | None, Header(ge=0, le=MAX_POSITION)] = None,
     ) -> JobPage:
-        if x_ledger_position:
-            _wait_for_view(services, x_ledger_position)
-        page = services.view.list_case(
+        if x_ledger_position and x_ledger_position > view_position.position:
+            head = await run_in_threadpool(services.ledger.recorder.max_notification_id) or 0
+            if x_ledger_position > head:
+                raise HTTPException(
+                    422, f"X-Ledger-Position {x_ledger_position} is beyond the ledger ({head})"
+                )
+            await view_position.reached(x_ledger_position, services.read_your_writes_timeout_s)
+        page = await run_in_threadpool(
+            services.view.list_case,
             who.tenant,
             case_id,
             status=status.value if status else None,
@@ -241,14 +253,3 @@ def _written(response: Response, committed: Committed) -> JobOut:
     if committed.position:
         response.headers[POSITION_HEADER] = str(committed.position)
     return JobOut.from_job(committed.job)
-
-
-def _wait_for_view(services: Services, position: int) -> None:
-    """Block until the view has applied ``position``, at most the configured time."""
-    deadline = time.monotonic() + services.read_your_writes_timeout_s
-    delay = 0.005
-    while time.monotonic() < deadline:
-        if (services.view.max_tracking_id(services.ledger.name) or 0) >= position:
-            return
-        time.sleep(delay)
-        delay = min(delay * 2, 0.05)

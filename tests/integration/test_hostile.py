@@ -28,6 +28,7 @@ from tests.integration.conftest import (
     submit,
     wait_for_status,
 )
+from tests.integration.otlp import OtlpReceiver
 
 SECRET = "PATIENT_SECRET_7f3a"
 # Raw JSON bodies Python's parser takes and no stored JSON can hold, with where.
@@ -227,3 +228,41 @@ def test_forged_messages_never_stall_or_fool_the_workers(stack: Stack) -> None:
     assert "RetryRequested" not in history  # a forged re-drive re-runs nothing
     undecodable = [d for d in dead if str(d["x-reason"]).startswith("undecodable")]
     assert len(undecodable) == 8
+
+
+def test_a_ledger_position_beyond_the_ledger_is_refused_at_once(running: Stack) -> None:
+    """It parked a thread for 2 s a request: 120 of them took another tenant's median
+    from 22 ms to 854 ms."""
+    with running.client() as client:
+        far = client.get(
+            "/jobs/case-1/jobs", headers={"X-Ledger-Position": str(2**63 - 1)}, timeout=5
+        )
+        job = submit(client, "echo", {"text": "x"})
+        near = client.get(
+            "/jobs/case-1/jobs",
+            headers={
+                "X-Ledger-Position": client.get(f"/jobs/{job['id']}").headers.get(
+                    "X-Ledger-Position", "1"
+                )
+            },
+        )
+    assert far.status_code == 422 and "beyond the ledger" in far.json()["detail"]
+    assert near.status_code == 200
+
+
+def test_a_made_up_host_header_never_becomes_a_metric_label(stack: Stack) -> None:
+    receiver = OtlpReceiver()
+    receiver.start()
+    try:
+        stack.start("run", OTEL_EXPORTER_OTLP_ENDPOINT=receiver.url)
+        stack.wait_ready()
+        hosts = [f"made-up-{n}.example" for n in range(20)]
+        for host in hosts:
+            httpx.get(f"{stack.url}/healthz", headers={"Host": host}, timeout=5)
+            httpx.get(f"{stack.url}/jobs/c/jobs", headers={"Host": host}, timeout=5)
+        with stack.client() as client:
+            text = client.get("/metrics").text
+    finally:
+        receiver.stop()
+    assert "http_server_duration" in text or "http_server_request_duration" in text
+    assert not any(host in text for host in hosts)
