@@ -33,6 +33,7 @@ def create_app(
         RequestLimits,
         max_body_bytes=services.max_body_bytes,
         max_header_bytes=services.max_header_bytes,
+        body_timeout_s=services.body_timeout_s,
     )
     carry_correlation_ids(app, correlation_header)
 

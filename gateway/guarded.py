@@ -13,7 +13,7 @@ import json
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from fastapi import Request, Response
+from fastapi import HTTPException, Request, Response
 from fastapi.dependencies.models import Dependant
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
@@ -32,7 +32,12 @@ class GuardedRoute(APIRoute):
 
         async def guarded(request: Request) -> Response:
             if guard is not None:
-                guard(request)  # 401 / 403 before a byte of the body is read
+                try:
+                    guard(request)  # 401 / 403 before a byte of the body is read
+                except HTTPException as exc:
+                    if _has_body(request):  # unread: the connection cannot be reused
+                        exc.headers = {**(exc.headers or {}), "Connection": "close"}
+                    raise
             if self.body_field is not None and _is_json(request):
                 body = await request.body()
                 if body:
@@ -66,6 +71,11 @@ def strict_json(body: bytes) -> Any:
 
 def _invalid(loc: tuple[Any, ...], kind: str, msg: str) -> RequestValidationError:
     return RequestValidationError([{"type": kind, "loc": loc, "msg": msg}])
+
+
+def _has_body(request: Request) -> bool:
+    length = request.headers.get("content-length", "0")
+    return length != "0" or "chunked" in request.headers.get("transfer-encoding", "").lower()
 
 
 def _is_json(request: Request) -> bool:

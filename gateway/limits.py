@@ -1,23 +1,51 @@
-"""Bounds on what a request may send: header size (431) and body size (413).
+"""Bounds on what a request may send and how slowly: header size (431), body size
+(413) and the time the body may take to arrive (408).
 
-A pure ASGI middleware, so it sees the body as it arrives: a request that
-declares a ``Content-Length`` over the limit is refused before any of it is
-read, and a streamed (chunked) body is refused as soon as it passes the limit.
-The accepted body is handed to the application from memory."""
+A pure ASGI middleware. A request that declares a ``Content-Length`` over the limit
+is refused before any of it is read; otherwise the body is counted (and timed) as the
+application reads it, so a streamed (chunked) body is refused as soon as it passes
+the limit, and a body that trickles in is refused once ``body_timeout_s`` has passed
+since the application began to read it. The application reads it only after the
+caller is authenticated (gateway/guarded.py): an unauthenticated upload is answered
+401 without being read. The header and idle timeouts are the HTTP server's
+(gateway/http_server.py)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from typing import Any
 
+from fastapi import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
+class BodyTooLarge(HTTPException):
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"request body exceeds {limit} bytes", {"Connection": "close"})
+
+
+class BodyTooSlow(HTTPException):
+    def __init__(self, timeout_s: float) -> None:
+        super().__init__(
+            408, f"request body not received within {timeout_s:g} s", {"Connection": "close"}
+        )
+
+
 class RequestLimits:
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int, max_header_bytes: int) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        max_body_bytes: int,
+        max_header_bytes: int,
+        body_timeout_s: float = 30.0,
+    ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.max_header_bytes = max_header_bytes
+        self.body_timeout_s = body_timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -29,50 +57,46 @@ class RequestLimits:
             await _refuse(send, 431, f"request headers exceed {self.max_header_bytes} bytes")
             return
         declared = dict(headers).get(b"content-length")
-        chunked = b"chunked" in dict(headers).get(b"transfer-encoding", b"").lower()
-        if declared is None and not chunked:
-            await self.app(scope, receive, send)
-            return
         if declared is not None and (not declared.isdigit() or int(declared) > self.max_body_bytes):
-            await _refuse(send, 413, self._too_large())
+            await _refuse(send, 413, f"request body exceeds {self.max_body_bytes} bytes")
             return
-        body = await self._read(receive)
-        if body is None:
-            await _refuse(send, 413, self._too_large())
+        chunked = b"chunked" in dict(headers).get(b"transfer-encoding", b"").lower()
+        if declared in (None, b"0") and not chunked:
+            await self.app(scope, receive, send)  # no body: receive only waits for a disconnect
             return
-        await self.app(scope, _replay(body, receive), send)
+        await self.app(scope, self._bounded(receive), send)
 
-    def _too_large(self) -> str:
-        return f"request body exceeds {self.max_body_bytes} bytes"
+    def _bounded(self, receive: Receive) -> Receive:
+        """``receive``, counting the body's bytes and timing its arrival."""
+        received = 0
+        deadline: float | None = None
 
-    async def _read(self, receive: Receive) -> bytes | None:
-        """The whole body, or None once it passes the limit."""
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                return b"".join(chunks)  # the client went away; the app sees an empty body
-            chunk: bytes = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_body_bytes:
-                return None
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                return b"".join(chunks)
+        async def bounded() -> Message:
+            nonlocal received, deadline
+            if deadline is None:
+                deadline = time.monotonic() + self.body_timeout_s
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise BodyTooSlow(self.body_timeout_s)
+            try:
+                message: Message = await _within(receive(), left)
+            except TimeoutError:
+                raise BodyTooSlow(self.body_timeout_s) from None
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body_bytes:
+                    raise BodyTooLarge(self.max_body_bytes)
+                if not message.get("more_body", False):
+                    deadline = float("inf")  # read in full: later calls wait for the disconnect
+            return message
+
+        return bounded
 
 
-def _replay(body: bytes, receive: Receive) -> Receive:
-    sent = False
-
-    async def replay() -> Message:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()  # later calls wait for the disconnect, as usual
-
-    return replay
+async def _within(awaitable: Any, seconds: float) -> Any:
+    if seconds == float("inf"):
+        return await awaitable
+    return await asyncio.wait_for(awaitable, seconds)
 
 
 async def _refuse(send: Send, status: int, reason: str) -> None:

@@ -72,4 +72,5 @@ class Services:
     dead_letters: DeadLetters | None = None
     max_body_bytes: int = 65536
     max_header_bytes: int = 8192
+    body_timeout_s: float = 30.0
     streams: Streams | None = None

@@ -16,6 +16,7 @@ from application.submissions import Submissions
 from domain.errors import JobNotFound
 from domain.ledger import JobLedger
 from gateway.app import create_app
+from gateway.http_server import with_header_timeout
 from gateway.ops import LiveWorker, Ops
 from gateway.services import Services
 from gateway.sse import Streams
@@ -48,6 +49,7 @@ def build_gateway(settings: Settings, ledger: JobLedger, streams: Streams | None
         ),
         max_body_bytes=settings.input.max_body_bytes,
         max_header_bytes=settings.input.max_header_bytes,
+        body_timeout_s=settings.gateway.body_timeout_s,
         streams=streams,
     )
     workers = ledger_store.open_workers(settings.postgres, settings.worker.heartbeat_ttl_s)
@@ -130,6 +132,8 @@ async def run_gateway(
         log_config=None,
         access_log=False,
         lifespan="off",
+        http=with_header_timeout(settings.gateway.header_timeout_s),
+        timeout_keep_alive=int(max(1, settings.gateway.keep_alive_timeout_s)),
     )
     server = _EmbeddedServer(config)
     serving = asyncio.create_task(server.serve())

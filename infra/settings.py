@@ -109,6 +109,11 @@ class GatewaySettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = 8000
     read_your_writes_timeout_s: float = 2.0
+    # How long a new connection may take to send its first request's headers, a request
+    # its body, and how long a connection may sit idle between requests.
+    header_timeout_s: float = Field(default=10.0, gt=0)
+    body_timeout_s: float = Field(default=30.0, gt=0)
+    keep_alive_timeout_s: float = Field(default=5.0, gt=0)
     dev_tenant: str = "dev"
     dev_subject: str = "dev"
 

@@ -1,0 +1,95 @@
+"""Slow clients, over real sockets: a connection that sends nothing, headers a byte
+at a time, or a body that trickles in is cut off; an unauthenticated upload is
+answered at once, without its body being read (all were held open for over 60 s)."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import pytest
+
+from tests.integration.conftest import Stack
+
+
+@pytest.fixture
+def impatient(stack: Stack) -> Stack:
+    stack.start(
+        "run",
+        JOBLEDGER_GATEWAY__HEADER_TIMEOUT_S="1",
+        JOBLEDGER_GATEWAY__BODY_TIMEOUT_S="1",
+        JOBLEDGER_GATEWAY__KEEP_ALIVE_TIMEOUT_S="1",
+    )
+    stack.wait_ready()
+    return stack
+
+
+def connect(stack: Stack) -> socket.socket:
+    host, port = stack.url.removeprefix("http://").split(":")
+    return socket.create_connection((host, int(port)), timeout=10)
+
+
+def closed_after(sock: socket.socket, send: list[bytes], every_s: float) -> tuple[float, bytes]:
+    """Send ``send`` a piece every ``every_s``; the seconds until the server closed the
+    connection, and what it answered."""
+    began = time.monotonic()
+    answer = b""
+    sock.settimeout(every_s)
+    for piece in send:
+        try:
+            sock.sendall(piece)
+        except OSError:
+            break
+        try:
+            chunk = sock.recv(65536)
+            if not chunk:
+                return time.monotonic() - began, answer
+            answer += chunk
+        except TimeoutError:
+            continue
+        except OSError:
+            return time.monotonic() - began, answer
+    sock.settimeout(10)
+    try:
+        while chunk := sock.recv(65536):
+            answer += chunk
+    except OSError:
+        pass
+    return time.monotonic() - began, answer
+
+
+def test_a_connection_that_sends_nothing_is_closed(impatient: Stack) -> None:
+    with connect(impatient) as sock:
+        took, answer = closed_after(sock, [b""] * 40, 0.25)
+    assert took < 5 and answer == b""
+
+
+def test_headers_sent_a_byte_at_a_time_are_cut_off(impatient: Stack) -> None:
+    request = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 100 + b"\r\n\r\n"
+    with connect(impatient) as sock:
+        took, _ = closed_after(sock, [bytes([b]) for b in request], 0.1)
+    assert took < 5
+
+
+def test_an_authenticated_body_that_trickles_in_gets_408(impatient: Stack) -> None:
+    body = b'{"type": "echo", "case_id": "c", "params": {"text": "slow"}}'
+    token = impatient.auth_headers()["Authorization"]
+    head = (
+        f"POST /jobs HTTP/1.1\r\nHost: x\r\nAuthorization: {token}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    with connect(impatient) as sock:
+        took, answer = closed_after(sock, [head, *[bytes([b]) for b in body]], 0.2)
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+    assert took < 5
+
+
+def test_an_unauthenticated_upload_is_answered_401_without_being_read(impatient: Stack) -> None:
+    head = (
+        b"POST /jobs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 60000\r\n\r\n"
+    )
+    with connect(impatient) as sock:
+        took, answer = closed_after(sock, [head, b"{"], 0.2)
+    assert answer.startswith(b"HTTP/1.1 401"), answer[:200]
+    assert took < 5
