@@ -11,7 +11,7 @@ count is not zero.
 Checked from the ledger (and the handlers' own log of their runs):
   lost                  jobs not succeeded or failed at the end
   attempt run twice     a (job, attempt) whose handler started more than once
-  lost while running    an attempt recorded lost though its handler ran to its end
+  lost though alive     an attempt recorded lost though its worker was never killed
   invalid history       a history that is not a path of the state machine
                         (domain/history.py: the same status_after fold the aggregate uses)
   failed not in DLQ     failed jobs with no message in the DLQ
@@ -81,6 +81,7 @@ class Run:
         self.workers = workers
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self.faults: Counter[str] = Counter()
+        self.killed: set[int] = set()  # pids of the processes the run killed
         self.lock = threading.Lock()
 
     def start_servers(self) -> None:
@@ -126,6 +127,7 @@ class Run:
 
     def kill(self, name: str) -> None:
         process = self.processes[name]
+        self.killed.add(process.pid)
         with contextlib.suppress(ProcessLookupError):
             process.send_signal(signal.SIGKILL)
         process.wait()
@@ -307,17 +309,19 @@ def handler_runs(path: Path) -> tuple[Counter[tuple[str, int]], Counter[tuple[st
     return starts, ends
 
 
-def lost_while_running(by_job: dict[uuid.UUID, list[Any]], ends: Counter[tuple[str, int]]) -> int:
-    """Attempts the ledger says were lost though their handler ran to its end: a live
-    worker's attempt taken for a dead one's."""
-    return sum(
-        1
-        for job_id, history in by_job.items()
-        for event in history
-        if isinstance(event, Job.AttemptFailed)
-        and "was lost" in event.error
-        and ends[(str(job_id), event.attempt)] > 0
-    )
+def lost_though_alive(by_job: dict[uuid.UUID, list[Any]], killed: set[int]) -> int:
+    """Attempts the ledger says were lost though the worker that ran them was never
+    killed: a live worker's attempt taken for a dead one's."""
+    lost = 0
+    for history in by_job.values():
+        worker = ""
+        for event in history:
+            if isinstance(event, Job.Started):
+                worker = event.worker_id
+            elif isinstance(event, Job.AttemptFailed) and "was lost" in event.error:
+                pid = int(worker.split(":")[1]) if worker.count(":") >= 2 else -1
+                lost += pid not in killed
+    return lost
 
 
 def check(run: Run, jobs: list[tuple[uuid.UUID, str]], ledger: Any) -> dict[str, int]:
@@ -366,7 +370,7 @@ def check(run: Run, jobs: list[tuple[uuid.UUID, str]], ledger: Any) -> dict[str,
         "lost": len(lost),
         "attempt run twice": sum(n > 1 for n in starts.values()),
         "attempt ended twice": sum(n > 1 for n in ends.values()),
-        "lost while running": lost_while_running(by_job, ends),
+        "lost though alive": lost_though_alive(by_job, run.killed),
         "invalid history": invalid,
         "failed not in DLQ": len(failed - set(dead_count)),
         "in DLQ twice": sum(n > 1 for n in dead_count.values()),
@@ -379,7 +383,7 @@ MUST_BE_ZERO = (
     "lost",
     "attempt run twice",
     "attempt ended twice",
-    "lost while running",
+    "lost though alive",
     "invalid history",
     "failed not in DLQ",
     "in DLQ twice",
