@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 from uuid import UUID
 
+from application.quotas import TenantQuotas
 from domain.errors import DuplicateSubmission, JobNotFound
 from domain.job import Job
 from domain.ledger import JobLedger
@@ -44,11 +45,16 @@ class Submitted:
 
 class Submissions:
     def __init__(
-        self, ledger: JobLedger, job_types: SubmittableTypes, default_max_attempts: int
+        self,
+        ledger: JobLedger,
+        job_types: SubmittableTypes,
+        default_max_attempts: int,
+        quotas: TenantQuotas | None = None,
     ) -> None:
         self.ledger = ledger
         self.job_types = job_types
         self.default_max_attempts = default_max_attempts
+        self.quotas = quotas
 
     @staticmethod
     def job_id(tenant: str, idempotency_key: str | None) -> UUID:
@@ -67,11 +73,14 @@ class Submissions:
         params: dict[str, Any],
         origin: Origin,
     ) -> Submitted:
-        """Append the job. Submitted again under the same id (its idempotency key),
+        """Append the job, within the tenant's quota (else QuotaExceeded). Submitted
+        again under the same id (its idempotency key),
         the job there is the answer, if it is this tenant's and of this type and case;
         another tenant's is JobNotFound, another type's or case's DuplicateSubmission."""
         normalised = self.job_types.validate(job_type, params)
         kind = self.job_types.get(job_type)
+        if self.quotas is not None:
+            self.quotas.admit(tenant)  # raises QuotaExceeded
         try:
             committed = self.ledger.submit_job(
                 job_id=job_id,

@@ -6,6 +6,7 @@ from __future__ import annotations
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from application.quotas import QuotaExceeded, retry_after
 from domain.errors import (
     DuplicateSubmission,
     InvalidParams,
@@ -55,5 +56,15 @@ def _as_list(loc: object) -> list[object]:
     return list(loc) if isinstance(loc, (list, tuple)) else [loc]
 
 
+async def quota_exceeded(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, QuotaExceeded)
+    return JSONResponse(
+        {"detail": str(exc)},
+        status_code=429,
+        headers={"Retry-After": retry_after(exc.retry_after_s)},
+    )
+
+
 def install(app: FastAPI) -> None:
     app.add_exception_handler(LedgerError, ledger_error)
+    app.add_exception_handler(QuotaExceeded, quota_exceeded)

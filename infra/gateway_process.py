@@ -12,6 +12,7 @@ from uuid import UUID
 import uvicorn
 from fastapi import FastAPI
 
+from application.quotas import Quota, TenantQuotas
 from application.submissions import Submissions
 from domain.errors import JobNotFound
 from domain.ledger import JobLedger
@@ -28,6 +29,7 @@ from infra.follower import LedgerFollower
 from infra.health import probes
 from infra.settings import Settings
 from infra.streams import feed_hub, open_streams
+from projections.projection import JobView
 
 log = logging.getLogger("jobledger")
 # How often, at most, the stream follower reads the ledger while a stream is open.
@@ -41,7 +43,9 @@ def build_gateway(settings: Settings, ledger: JobLedger, streams: Streams | None
         ledger=ledger,
         view=view,
         job_types=registry,
-        submissions=Submissions(ledger, registry, settings.retry.max_attempts),
+        submissions=Submissions(
+            ledger, registry, settings.retry.max_attempts, quotas(settings, view)
+        ),
         identify=bearer_identify(auth.token_verifier(settings.auth, settings.gateway.host)),
         read_your_writes_timeout_s=settings.gateway.read_your_writes_timeout_s,
         dead_letters=ManagementDeadLetters(
@@ -85,6 +89,20 @@ def build_gateway(settings: Settings, ledger: JobLedger, streams: Streams | None
     )
     telemetry.configure(settings.otel, "gateway").instrument_app(app)
     return app
+
+
+def quotas(settings: Settings, view: JobView) -> TenantQuotas:
+    q = settings.quota
+    default = Quota(submits_per_s=q.submits_per_s, burst=q.burst, max_waiting=q.max_waiting)
+    per_tenant = {
+        tenant: Quota(
+            submits_per_s=float(o.get("submits_per_s", q.submits_per_s)),
+            burst=int(o.get("burst", q.burst)),
+            max_waiting=int(o.get("max_waiting", q.max_waiting)),
+        )
+        for tenant, o in q.tenants.items()
+    }
+    return TenantQuotas(default, per_tenant, view.count_waiting)
 
 
 class _EmbeddedServer(uvicorn.Server):

@@ -156,6 +156,16 @@ class AuthSettings(BaseModel):
     max_token_lifetime_s: float = Field(default=86400.0, ge=0)
 
 
+class QuotaSettings(BaseModel):
+    """Per-tenant limits on submitting (429 with Retry-After past them). ``tenants``
+    overrides them per tenant: {"acme": {"submits_per_s": 50, "max_waiting": 1000}}."""
+
+    submits_per_s: float = Field(default=500.0, ge=0)  # jobs a second; 0: no limit
+    burst: int = Field(default=2000, ge=1)  # jobs at once above the rate
+    max_waiting: int = Field(default=50_000, ge=0)  # queued or retry-scheduled; 0: no limit
+    tenants: dict[str, dict[str, float]] = {}
+
+
 class InputSettings(BaseModel):
     """Bounds on what a request may send the gateway."""
 
@@ -193,5 +203,6 @@ class Settings(BaseSettings):
     observability: ObservabilitySettings = ObservabilitySettings()
     auth: AuthSettings = AuthSettings()
     input: InputSettings = InputSettings()
+    quota: QuotaSettings = QuotaSettings()
     stream: StreamSettings = StreamSettings()
     token: SecretStr | None = None  # the bearer token `jobledger submit` sends (JOBLEDGER_TOKEN)

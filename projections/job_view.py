@@ -71,6 +71,10 @@ class PostgresJobView(PostgresTrackingRecorder):
                     "(tenant, case_id, submitted_position DESC)"
                 ).format(i=Identifier(f"{view_table_name}_case_idx"), t=self.table),
                 SQL(
+                    "CREATE INDEX IF NOT EXISTS {i} ON {t} (tenant) "
+                    "WHERE status IN ('queued', 'retry_scheduled')"
+                ).format(i=Identifier(f"{view_table_name}_waiting_idx"), t=self.table),
+                SQL(
                     "CREATE TABLE IF NOT EXISTS {s} (position bigint PRIMARY KEY, "
                     "job_id uuid NOT NULL, event text NOT NULL, reason text NOT NULL, "
                     "recorded_at timestamptz NOT NULL DEFAULT now())"
@@ -134,6 +138,18 @@ class PostgresJobView(PostgresTrackingRecorder):
                 SQL("{} = {}").format(Identifier(n), Placeholder(n)) for n in names if n != "job_id"
             ),
         )
+
+    def count_waiting(self, tenant: str) -> int:
+        with self.datastore.cursor() as curs:
+            curs.execute(
+                SQL(
+                    "SELECT count(*) AS n FROM {t} WHERE tenant = %s "
+                    "AND status IN ('queued', 'retry_scheduled')"
+                ).format(t=self.table),
+                (tenant,),
+            )
+            row = curs.fetchone()
+        return int(row["n"]) if row else 0
 
     def get(self, job_id: UUID) -> JobRow | None:
         with self.datastore.cursor() as curs:

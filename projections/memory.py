@@ -75,6 +75,10 @@ class MemoryJobView:
     def max_tracking_id(self, application_name: str) -> int | None:
         return self._tracking.get(application_name)
 
+    def count_waiting(self, tenant: str) -> int:
+        waiting = ("queued", "retry_scheduled")
+        return sum(r.tenant == tenant and r.status in waiting for r in self._rows.values())
+
 
 def _changed(row: JobRow | None, change: ViewChange) -> JobRow:
     values: dict[str, Any] = dict(change.values)

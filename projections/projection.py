@@ -92,6 +92,10 @@ class JobView(Protocol):
 
     def max_tracking_id(self, application_name: str) -> int | None: ...
 
+    def count_waiting(self, tenant: str) -> int:
+        """The tenant's jobs that are queued or scheduled for a retry."""
+        ...
+
 
 class JobProjection:
     """Pure: an event in, the view changes out. The runner applies them."""

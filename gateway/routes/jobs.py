@@ -49,6 +49,10 @@ SUBMIT_ERRORS: dict[int | str, dict[str, Any]] = {
         "description": "The Idempotency-Key was used for another type or case.",
     },
     422: {"model": InvalidRequestOut, "description": "Unknown type or invalid params."},
+    429: {
+        "model": ErrorOut,
+        "description": "The tenant's quota (submits a second, jobs waiting): see Retry-After.",
+    },
 }
 ERRORS: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorOut, "description": "No such job (for this tenant)."},
