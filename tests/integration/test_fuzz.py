@@ -12,6 +12,7 @@ The default run is bounded for CI; a longer one:
 
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
@@ -81,3 +82,102 @@ def test_the_gateway_answers_every_generated_request_as_documented(stack: Stack)
         except Exception as exc:  # every operation is fuzzed; all failures are reported
             failures[operation.verbose_name] = str(exc)[:2000]
     assert not failures, "\n\n".join(f"{k}:\n{v}" for k, v in failures.items())
+
+
+# JSON that Python's parser takes and the specification (or any store) does not, and
+# JSON that is only unusual: raw texts, placed anywhere in a body.
+HOSTILE = st.sampled_from(
+    [
+        "NaN",
+        "Infinity",
+        "-Infinity",
+        "1e400",
+        "-1e999",
+        '"\\u0000"',
+        '"a\\u0000b"',
+        '"\\ud800"',
+        '"x\\udfffy"',
+        "1" + "0" * 400,
+        "-" + "9" * 50,
+        "[" * 3000 + "]" * 3000,
+        '"' + "\\\\" * 2000 + '"',
+    ]
+)
+PLAIN = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(10**6), 10**6),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=20),
+).map(json.dumps)
+
+
+def _document(leaves: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
+    keys = st.text(max_size=8).map(json.dumps)
+    return st.recursive(
+        leaves,
+        lambda children: st.one_of(
+            st.lists(children, max_size=4).map(lambda items: "[" + ",".join(items) + "]"),
+            st.lists(st.tuples(keys, children), max_size=4).map(
+                lambda pairs: "{" + ",".join(f"{k}:{v}" for k, v in pairs) + "}"
+            ),
+        ),
+        max_leaves=8,
+    )
+
+
+def test_hostile_values_anywhere_in_a_body_are_refused_and_never_logged(stack: Stack) -> None:
+    """NaN, infinities, huge numbers, NUL, lone surrogates and deep nesting, in every
+    field of every submit route (neither schemathesis nor the test above makes them):
+    no 5xx, and nothing of them in the log."""
+    stack.start("run", JOBLEDGER_APP="dental.jobs", JOBLEDGER_WORKER__POOL="elsewhere")
+    stack.wait_ready()
+    hostile_doc = _document(st.one_of(HOSTILE, PLAIN)).filter(
+        lambda text: any(
+            h in text
+            for h in (
+                "NaN",
+                "Infinity",
+                "e400",
+                "e999",
+                "\\u0000",
+                "\\ud",
+                "[[[",
+                "0" * 400,
+                "9" * 50,
+                "\\\\\\\\",
+            )
+        )
+    )
+    answered: dict[int, int] = {}
+    with stack.client() as client:
+
+        @given(
+            route=st.sampled_from(["/jobs", "/jobs/case-1/segment", "/jobs/case-1/process"]),
+            doc=hostile_doc,
+            field=st.sampled_from(["type", "case_id", "params", "extra"]),
+        )
+        @settings(
+            max_examples=EXAMPLES * 4,
+            deadline=None,
+            database=None,
+            derandomize=EXAMPLES <= 25,
+            suppress_health_check=list(HealthCheck),
+        )
+        def send(route: str, doc: str, field: str) -> None:
+            if route == "/jobs":
+                fields = {"type": '"segment"', "case_id": '"c-1"', "params": '{"scan_id": "s"}'}
+                fields[field] = doc
+                body = "{" + ",".join(f'"{k}":{v}' for k, v in fields.items()) + "}"
+            else:
+                body = doc
+            response = client.post(
+                route, content=body.encode(), headers={"content-type": "application/json"}
+            )
+            answered[response.status_code] = answered.get(response.status_code, 0) + 1
+            assert response.status_code < 500, (route, body[:200], response.text[:500])
+
+        send()
+    log = stack.logs[0].read_text()
+    assert "Traceback" not in log, log[-3000:]
+    assert set(answered) <= {202, 404, 409, 413, 422}, answered

@@ -287,3 +287,24 @@ def test_a_tenant_past_its_quota_gets_429_and_others_go_on(stack: Stack) -> None
     assert [r.status_code for r in hoards] == [202, 202, 429]
     assert "jobs waiting" in hoards[-1].json()["detail"]
     assert quiet_answers == [202] * 10
+
+
+def test_the_dlq_shows_a_message_to_the_tenant_the_ledger_names_not_its_header(
+    running: Stack,
+) -> None:
+    """One tenant's admin read another's job status and error through a forged x-tenant."""
+    names = Names(running.env["JOBLEDGER_AMQP__PREFIX"])
+    with running.client() as client:
+        job = submit(client, "fail", {}, case_id="dlq")
+        wait_for_status(client, job["id"])
+        forged = {"x-job-id": job["id"], "x-tenant": "mallory", "x-reason": "forged"}
+        asyncio.run(_publish(running, [(names.dead_exchange, b"{}", forged)]))
+
+        def listed() -> list[dict[str, Any]] | None:
+            return [d for d in client.get("/dlq").json() if d["job_id"] == job["id"]] or None
+
+        own = eventually(listed, 15, "the job's dead letters")
+    with running.client(tenant="mallory") as mallory:
+        theirs = mallory.get("/dlq").json()
+    assert theirs == []
+    assert len(own) == 2 and {d["job_status"] for d in own} == {"failed"}
