@@ -4,7 +4,7 @@ worker's grouped reads (on the recorder's pool) all read through it."""
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 from uuid import UUID
 
@@ -19,14 +19,20 @@ Positioned = tuple[Any, int]
 
 
 class EventsTable:
-    def __init__(self, ledger: JobLedger) -> None:
+    def __init__(self, ledger: JobLedger, view_table: sql.Identifier | None = None) -> None:
         recorder: Any = ledger.recorder
         self.recorder = recorder
         self.to_event = ledger.mapper.to_domain_event
         table = sql.Identifier(recorder.datastore.schema, recorder.events_table_name)
 
+        view = view_table or sql.Identifier(recorder.datastore.schema, "job_view")
+
         def statement(text: str) -> bytes:
-            return sql.SQL(text).format(table=table, columns=sql.SQL(COLUMNS)).as_bytes(None)
+            return (
+                sql.SQL(text)
+                .format(table=table, columns=sql.SQL(COLUMNS), view=view)
+                .as_bytes(None)
+            )
 
         # Every event after a position, in ledger order.
         self.after = statement(
@@ -41,6 +47,20 @@ class EventsTable:
         self.of_job_after = statement(
             "SELECT {columns} FROM {table} WHERE originator_id = %s AND notification_id > %s "
             "ORDER BY notification_id LIMIT %s"
+        )
+        # A tenant's (or a case's) events after a position and up to another, found
+        # through the job view: the jobs the view saw change after the position (its
+        # (tenant, position) index), then their events by id. Cost follows the
+        # tenant's own events, not the ledger's. Only up to the view's own position.
+        self.of_tenant_between = statement(
+            "SELECT e.notification_id, e.originator_id, e.originator_version, e.topic, e.state "
+            "FROM (SELECT job_id FROM {view} WHERE tenant = %(tenant)s "
+            "AND position > %(after)s "
+            "AND (%(case_id)s::text IS NULL OR case_id = %(case_id)s)) AS j "
+            "CROSS JOIN LATERAL (SELECT {columns} FROM {table} "
+            "WHERE originator_id = j.job_id AND notification_id > %(after)s "
+            "AND notification_id <= %(until)s) AS e "
+            "ORDER BY e.notification_id LIMIT %(limit)s"
         )
         # Many jobs' events, each job's oldest first.
         self.of_jobs = statement(
@@ -63,7 +83,7 @@ class EventsTable:
             for notification_id, originator_id, version, topic, state in rows
         ]
 
-    def read(self, statement: bytes, params: Sequence[Any]) -> list[Positioned]:
+    def read(self, statement: bytes, params: Sequence[Any] | Mapping[str, Any]) -> list[Positioned]:
         """Run one of the statements above on the recorder's pool (blocking)."""
         with self.recorder.datastore.get_connection() as conn, conn.cursor() as cursor:
             cursor.execute(statement, params, prepare=True)

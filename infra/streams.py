@@ -4,14 +4,17 @@ and the one follower per process that feeds the hub."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from domain.ledger import JobLedger
 from gateway.hub import StreamHub
 from gateway.sse import Streams
 from gateway.stream import Feed, Page
+from infra import ledger_store
 from infra.events_table import EventsTable
 from infra.follower import LedgerFollower
 from infra.settings import Settings
+from projections.job_view import PostgresJobView
 
 
 class PostgresLedgerHistory:
@@ -19,8 +22,10 @@ class PostgresLedgerHistory:
     (the primary key's first column); a case's or tenant's by scanning the ledger
     after the position, a page at a time, and keeping what the feed takes."""
 
-    def __init__(self, ledger: JobLedger) -> None:
-        self.table = EventsTable(ledger)
+    def __init__(self, ledger: JobLedger, view: PostgresJobView) -> None:
+        self.table = EventsTable(ledger, view.table)
+        self.view = view
+        self.application_name = ledger.name
 
     def head(self) -> int:
         return self.table.head()
@@ -29,22 +34,44 @@ class PostgresLedgerHistory:
         if feed.job_id is not None:
             events = self.table.read(self.table.of_job_after, (feed.job_id, position, limit))
         else:
+            projected = self.view.max_tracking_id(self.application_name) or 0
+            if position < projected:
+                return self._through_the_view(feed, position, projected, limit)
+            # Past what the view has projected (milliseconds of events): scanned.
             events = self.table.read(self.table.after, (position, limit))
-        taken = [
-            (event, at)
-            for event, at in events
-            if feed.accepts(
-                getattr(event, "tenant", ""), getattr(event, "case_id", ""), event.originator_id
-            )
-        ]
         scanned_to = events[-1][1] if events else position
-        return Page(events=taken, scanned_to=scanned_to, more=len(events) == limit)
+        return Page(events=_taken(feed, events), scanned_to=scanned_to, more=len(events) == limit)
+
+    def _through_the_view(self, feed: Feed, position: int, projected: int, limit: int) -> Page:
+        """The feed's events in (position, projected], by the tenant's own jobs."""
+        params = {
+            "tenant": feed.tenant,
+            "case_id": feed.case_id,
+            "after": position,
+            "until": projected,
+            "limit": limit,
+        }
+        events = self.table.read(self.table.of_tenant_between, params)
+        full = len(events) == limit
+        scanned_to = events[-1][1] if full else projected
+        return Page(events=_taken(feed, events), scanned_to=scanned_to, more=True)
+
+
+def _taken(feed: Feed, events: list[Any]) -> list[Any]:
+    return [
+        (event, at)
+        for event, at in events
+        if feed.accepts(
+            getattr(event, "tenant", ""), getattr(event, "case_id", ""), event.originator_id
+        )
+    ]
 
 
 def open_streams(settings: Settings, ledger: JobLedger) -> Streams:
     """The hub starts at the ledger's present: a client reads anything older from the
     ledger itself when it resumes."""
     options = settings.stream
+    view = ledger_store.open_view(settings.postgres)
     hub = StreamHub(
         position=ledger.recorder.max_notification_id() or 0,
         client_queue_size=options.client_queue_size,
@@ -52,7 +79,7 @@ def open_streams(settings: Settings, ledger: JobLedger) -> Streams:
     )
     return Streams(
         hub=hub,
-        history=PostgresLedgerHistory(ledger),
+        history=PostgresLedgerHistory(ledger, view),
         reconnect_ms=options.reconnect_ms,
         page_size=options.catch_up_page_size,
         max_catch_up_events=options.max_catch_up_events,

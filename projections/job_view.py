@@ -70,6 +70,9 @@ class PostgresJobView(PostgresTrackingRecorder):
                     "CREATE INDEX IF NOT EXISTS {i} ON {t} "
                     "(tenant, case_id, submitted_position DESC)"
                 ).format(i=Identifier(f"{view_table_name}_case_idx"), t=self.table),
+                SQL("CREATE INDEX IF NOT EXISTS {i} ON {t} (tenant, position)").format(
+                    i=Identifier(f"{view_table_name}_tenant_position_idx"), t=self.table
+                ),
                 SQL(
                     "CREATE INDEX IF NOT EXISTS {i} ON {t} (tenant) "
                     "WHERE status IN ('queued', 'retry_scheduled')"

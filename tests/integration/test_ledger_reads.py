@@ -64,3 +64,66 @@ def test_a_job_read_with_others_is_the_job_a_single_read_gives(pg: PostgresSetti
         worker.get_job(uuid.uuid4())
     worker.close()
     gateway.close()
+
+
+def test_a_tenant_feed_resumed_through_the_view_reads_what_a_scan_of_the_ledger_reads(
+    pg: PostgresSettings,
+) -> None:
+    """A case or tenant feed resumed far back reads its tenant's events through the job
+    view's (tenant, position) index, not by scanning every tenant's: the same events,
+    in the same order, both below and above what the view has projected."""
+    from eventsourcing.persistence import Tracking  # noqa: PLC0415
+
+    from gateway.stream import Feed  # noqa: PLC0415
+    from infra.streams import PostgresLedgerHistory  # noqa: PLC0415
+    from projections.projection import JobProjection  # noqa: PLC0415
+
+    ledger = ledger_store.open_ledger(pg, LedgerSettings(group_commit=False))
+    view = ledger_store.open_view(pg)
+    for n in range(30):
+        job_id = uuid.uuid4()
+        ledger.submit_job(
+            job_id=job_id,
+            tenant="t1" if n % 3 else "t2",
+            case_id=f"case-{n % 2}",
+            job_type="echo",
+            params={},
+            pool="default",
+            max_attempts=2,
+            origin=LEDGER_ORIGIN,
+        )
+        ledger.start_job(job_id, 1, "w", LEDGER_ORIGIN)
+        if n % 4:
+            ledger.complete_job(job_id, {"n": n}, LEDGER_ORIGIN)
+    every = list(ledger.recorder.select_notifications(start=1, limit=1000))
+    projection = JobProjection()
+    half = every[len(every) // 2].id  # the view projects only the first half
+    for notification in every:
+        if notification.id <= half:
+            event = ledger.mapper.to_domain_event(notification)
+            view.apply(
+                list(projection.changes(event, notification.id)),
+                Tracking(ledger.name, notification.id),
+            )
+    history = PostgresLedgerHistory(ledger, view)
+
+    for feed in (Feed("t1"), Feed("t2"), Feed("t1", case_id="case-1")):
+        for start in (0, half // 2, half, half + 3):
+            read: list[int] = []
+            position, more = start, True
+            while more:
+                page = history.after(feed, position, 7)
+                read += [at for _, at in page.events]
+                position, more = page.scanned_to, page.more
+            expected = [
+                n.id
+                for n in every
+                if n.id > start
+                and feed.accepts(*_tenant_case_job(ledger.mapper.to_domain_event(n)))
+            ]
+            assert read == expected, (feed, start)
+    ledger.close()
+
+
+def _tenant_case_job(event: object) -> tuple[str, str, uuid.UUID]:
+    return event.tenant, event.case_id, event.originator_id  # type: ignore[attr-defined]
