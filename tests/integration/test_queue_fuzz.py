@@ -71,7 +71,7 @@ HEADERS = st.dictionaries(
     st.sampled_from(["x-death", "x-reason", "x-job-id", "traceparent", "x-attempt", "x-tenant"]),
     st.one_of(
         st.text(max_size=30),
-        st.integers(),
+        st.integers(-(2**63), 2**63 - 1),  # what an AMQP header can carry
         st.lists(
             st.dictionaries(st.sampled_from(["reason", "queue"]), st.text(max_size=20)), max_size=2
         ),
