@@ -14,7 +14,7 @@ check:
 	$(VENV)/ruff check .
 	$(VENV)/mypy
 	$(VENV)/lint-imports
-	$(VENV)/pytest -q
+	$(VENV)/pytest -q -n 4 --dist loadfile
 
 unit: install  ## the pure tests, no services needed
 	$(VENV)/pytest -q tests/unit

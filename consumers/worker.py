@@ -28,6 +28,8 @@ from consumers.messages import Messages
 from domain.correlation import about
 
 log = logging.getLogger("jobledger.worker")
+# How long stopped attempts may take to record how they ended before the worker exits.
+RECORD_GRACE_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -79,7 +81,7 @@ class Worker:
                 await self._drain()
                 heart.cancel()
                 with contextlib.suppress(Exception):
-                    await self.attempts.stop()
+                    await asyncio.wait_for(self.attempts.stop(), 3)
                 self.threads.shutdown(wait=False, cancel_futures=True)
 
     async def _drain(self) -> None:
@@ -100,6 +102,10 @@ class Worker:
             execution.stop("interrupt")
         for task in self.holding:
             task.cancel()
+        if self.tasks:
+            await asyncio.wait(set(self.tasks), timeout=RECORD_GRACE_S)
+        for task in self.tasks:  # still writing (the ledger is down): their messages go
+            task.cancel()  # back with the channel, and the next holder decides them
         if self.tasks:
             await asyncio.wait(set(self.tasks))
 

@@ -24,6 +24,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
@@ -61,12 +62,51 @@ def main(argv: list[str] | None = None) -> int:
 
         installed = telemetry.configure(settings.otel, args.command)
         try:
-            return asyncio.run(_serve(args, settings))
+            code = _run_to_the_end(_serve(args, settings))
         finally:
             installed.shutdown()
+        _exit_without_stuck_threads(code)
+        return code
     except InfraError as exc:
         print(f"jobledger: {exc}", file=sys.stderr)
         return 2
+
+
+def _run_to_the_end(serving: Coroutine[Any, Any, int]) -> int:
+    """``asyncio.run``, except that it does not wait for the threads of the loop's
+    executor: one blocked in a call to a server that is down (a ledger write retried
+    while PostgreSQL is unreachable) would hold a stopping process for as long as the
+    server stays down. What such a call would have written is decided again by whoever
+    receives its message next."""
+    loop = asyncio.new_event_loop()
+    try:
+        return loop.run_until_complete(serving)
+    finally:
+        pending = [task for task in asyncio.all_tasks(loop) if not task.done()]
+        for task in pending:
+            task.cancel()
+        if pending:
+            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        executor = getattr(loop, "_default_executor", None)
+        if executor is not None:
+            executor.shutdown(wait=False, cancel_futures=True)
+        loop.close()
+
+
+def _exit_without_stuck_threads(code: int) -> None:
+    """Exit now if threads still run (they would be joined at exit, for as long as what
+    they wait for takes); otherwise return and exit as usual."""
+    if any(
+        t.is_alive() and not t.daemon
+        for t in threading.enumerate()
+        if t is not threading.main_thread()
+    ):
+        logging.getLogger("jobledger").warning("exiting with calls still waiting on a server")
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
 
 
 def _client_command(args: argparse.Namespace, settings: Settings) -> int:

@@ -8,6 +8,7 @@ is skipped."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import signal
@@ -69,7 +70,11 @@ def postgres() -> str:
             if not c.execute(
                 "SELECT 1 FROM pg_database WHERE datname = %s", (PG["dbname"],)
             ).fetchone():
-                c.execute(f"CREATE DATABASE {PG['dbname']}")
+                # Parallel test processes (pytest -n) may race to create it.
+                with contextlib.suppress(
+                    psycopg.errors.DuplicateDatabase, psycopg.errors.UniqueViolation
+                ):
+                    c.execute(f"CREATE DATABASE {PG['dbname']}")
     except psycopg.OperationalError as exc:
         pytest.fail(
             f"PostgreSQL is not reachable at {PG['host']}:{PG['port']} ({exc}). Start it with: "

@@ -7,6 +7,8 @@ restarted or reconfigured."""
 from __future__ import annotations
 
 import shutil
+import signal
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -203,3 +205,30 @@ def test_a_job_longer_than_the_consumer_timeout_completes_exactly_once(
     assert done["status"] == "succeeded"
     assert history.count("Started") == 1 and history.count("Succeeded") == 1
     assert "AttemptFailed" not in history
+
+
+def test_a_worker_stopped_while_postgresql_is_unreachable_stops_and_its_job_completes(
+    stack: Stack,
+) -> None:
+    """Its stopped attempt cannot be recorded: it still exits (it waited for ever for
+    the database), and the attempt is recovered by another worker."""
+    with TcpProxy(PG["host"], int(PG["port"])) as postgres:
+        [cut_off] = start_workers(
+            stack,
+            JOBLEDGER_POSTGRES__PORT=str(postgres.port),
+            JOBLEDGER_WORKER__SHUTDOWN_TIMEOUT_S="1",
+        )
+        with stack.client() as client:
+            job = submit(client, "nap", {"seconds": 20})
+            wait_for_status(client, job["id"], {"running"})
+            postgres.close()  # the worker's database is gone, and stays gone
+            began = time.monotonic()
+            cut_off.send_signal(signal.SIGTERM)
+            code = cut_off.wait(timeout=60)
+            took = time.monotonic() - began
+            start_workers(stack)
+            client.post(f"/jobs/{job['id']}/cancel")  # no need to wait 20 s for the proof
+            done = wait_for_status(client, job["id"], timeout_s=60)
+    assert took < 20, took
+    assert code == 0
+    assert done["status"] == "cancelled"
