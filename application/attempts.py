@@ -46,6 +46,7 @@ from domain.retry import RetryPolicy
 
 log = logging.getLogger("jobledger.worker")
 OPERATOR = "operator"
+RAN_REMEMBERED = 10_000
 
 
 @dataclass(frozen=True)
@@ -128,6 +129,8 @@ class Attempts:
         # after it records the outcome, so a list of them is never missing one whose
         # Started it has written (see Liveness.holds).
         self.held: Counter[UUID] = Counter()
+        # The attempts this process has run (the most recent): never run one twice.
+        self.ran: dict[tuple[UUID, int], None] = {}
 
     # Starting
 
@@ -137,28 +140,24 @@ class Attempts:
         """What ``delivery`` calls for. ``redrive``: the broker's own record says the
         message was dead-lettered from a work queue (an operator moved it back)."""
         origin = Origin(self.worker_id, delivery.correlation_id, traceparent)
-        try:
-            job = await self.store.call(self.ledger.get_job, delivery.job_id)
-        except JobNotFound:
-            return DeadLetter("unknown job")
-        if not _startable(job, delivery):
-            job = await self.store.call(self.ledger.read_job, job.id)  # a cached copy may lag
-        if (job.tenant, job.job_type, job.pool) != (
-            delivery.tenant,
-            delivery.job_type,
-            delivery.pool,
-        ):
-            return DeadLetter("the message does not match its job in the ledger")
-        was_held = self.held[job.id] > 0
-        self.held[job.id] += 1
+        was_held = self.held[delivery.job_id] > 0
+        self.held[delivery.job_id] += 1
         decision: Decision | None = None
         leased = False
         try:
-            if not _startable(job, delivery):
-                decision = await self._not_startable(job, delivery, origin, redrive=redrive)
+            try:  # the common case, a start, in one call into the ledger
+                job, started = await self.store.call(self._read_and_start, delivery, origin)
+            except JobNotFound:
+                decision = DeadLetter("unknown job")
                 return decision
-            kind = self._kind(job.job_type)
-            if kind is not None and (kind.limits.per_second or kind.limits.max_running):
+            kind = self._limited(job.job_type)
+            if (
+                not started
+                and kind is not None
+                and _startable(job, delivery)
+                and _matches(job, delivery)
+            ):
+                # A limited type: its lease, or the wait, before the start.
                 wait_s = await self.store.call(
                     self.limiter.acquire, kind.name, job.id, self.worker_id, kind.limits
                 )
@@ -166,31 +165,61 @@ class Attempts:
                     decision = Defer(wait_s)
                     return decision
                 leased = bool(kind.limits.max_running)
-            decision = await self._start(job, delivery, origin, was_held=was_held, redrive=redrive)
+                job, started = await self.store.call(self._start, job, delivery, origin)
+            decision = await self._decide(job, delivery, origin, started, was_held, redrive)
             return decision
         finally:
             if not isinstance(decision, Run):
-                self._let_go(job.id)
+                self._let_go(delivery.job_id)
                 if leased:
-                    await self.store.call(self.limiter.release, job.id, self.worker_id)
+                    await self.store.call(self.limiter.release, delivery.job_id, self.worker_id)
 
-    async def _start(
-        self, job: Job, delivery: Delivery, origin: Origin, *, was_held: bool, redrive: bool
-    ) -> Decision:
+    def _read_and_start(self, delivery: Delivery, origin: Origin) -> tuple[Job, bool]:
+        """(The job, whether this call started it), in one thread: a startable job of
+        a type without limits is started here; anything else is read as the store has
+        it (a cached copy may lag) and left to the caller."""
+        job = self.ledger.get_job(delivery.job_id)
+        if not _startable(job, delivery):
+            return self.ledger.read_job(job.id), False
+        if self._limited(job.job_type) is not None or not _matches(job, delivery):
+            return job, False
+        return self._start(job, delivery, origin)
+
+    def _start(self, job: Job, delivery: Delivery, origin: Origin) -> tuple[Job, bool]:
+        """Start ``job`` (a copy just read, decided on without reading it again)."""
         try:
-            committed = await self.store.call(
-                self.ledger.start_job,
+            committed = self.ledger.start_job(
                 job.id,
                 delivery.attempt,
                 self.worker_id,
                 origin,
                 delivery.delivery_id,
+                loaded=job,
             )
-            job = committed.job
         except InvalidTransition:
-            job = await self.store.call(self.ledger.read_job, job.id)
-            if was_held or not self._started_here(job, delivery):
-                return await self._not_startable(job, delivery, origin, redrive=redrive)
+            return self.ledger.read_job(job.id), False
+        return committed.job, True
+
+    async def _decide(
+        self,
+        job: Job,
+        delivery: Delivery,
+        origin: Origin,
+        started: bool,
+        was_held: bool,
+        redrive: bool,
+    ) -> Decision:
+        if not _matches(job, delivery):
+            return DeadLetter("the message does not match its job in the ledger")
+        if started or (not was_held and self._started_here(job, delivery)):
+            return await self._run(job, delivery, origin)
+        return await self._not_startable(job, delivery, origin, redrive=redrive)
+
+    async def _run(self, job: Job, delivery: Delivery, origin: Origin) -> Decision:
+        """The start is recorded: run it, unless the worker cannot run its type."""
+        self.ran[(job.id, job.attempt)] = None
+        while len(self.ran) > RAN_REMEMBERED:
+            self.ran.pop(next(iter(self.ran)))
         try:
             kind = self.job_kinds.get(job.job_type)
             return Run(delivery, job, kind, kind.validate(job.params), origin)
@@ -210,11 +239,13 @@ class Attempts:
 
     def _started_here(self, job: Job, delivery: Delivery) -> bool:
         """Did this very call record the start? (Its commit's reply was lost, and the
-        retry was refused because the first write had landed.)"""
+        retry was refused because the first write had landed.) Never an attempt this
+        process has already run."""
         return (
             job.status is Status.RUNNING
             and job.worker_id == self.worker_id
             and job.started_by(delivery.attempt, delivery.delivery_id)
+            and (job.id, job.attempt) not in self.ran
         )
 
     async def _not_startable(
@@ -397,6 +428,13 @@ class Attempts:
         if self.held[job_id] <= 0:
             del self.held[job_id]
 
+    def _limited(self, name: str) -> JobKind | None:
+        """The job type, if it has limits shared by the pool."""
+        kind = self._kind(name)
+        if kind is not None and (kind.limits.per_second or kind.limits.max_running):
+            return kind
+        return None
+
     def _kind(self, name: str) -> JobKind | None:
         try:
             return self.job_kinds.get(name)
@@ -416,3 +454,12 @@ class _Written:
 
 def _startable(job: Job, delivery: Delivery) -> bool:
     return job.status in STARTABLE and delivery.attempt == job.attempt + 1
+
+
+def _matches(job: Job, delivery: Delivery) -> bool:
+    """Does the message say of the job what the ledger says?"""
+    return (job.tenant, job.job_type, job.pool) == (
+        delivery.tenant,
+        delivery.job_type,
+        delivery.pool,
+    )

@@ -23,7 +23,14 @@ class Ledger(Protocol):
     def read_job(self, job_id: UUID) -> Job: ...
 
     def start_job(
-        self, job_id: UUID, attempt: int, worker_id: str, origin: Origin, delivery_id: str = ""
+        self,
+        job_id: UUID,
+        attempt: int,
+        worker_id: str,
+        origin: Origin,
+        delivery_id: str = "",
+        *,
+        loaded: Job | None = None,
     ) -> Committed: ...
 
     def report_progress(

@@ -89,9 +89,20 @@ class JobLedger(Application[UUID]):
             raise DuplicateSubmission from None
 
     def start_job(
-        self, job_id: UUID, attempt: int, worker_id: str, origin: Origin, delivery_id: str = ""
+        self,
+        job_id: UUID,
+        attempt: int,
+        worker_id: str,
+        origin: Origin,
+        delivery_id: str = "",
+        *,
+        loaded: Job | None = None,
     ) -> Committed:
-        return self._change(job_id, lambda job: job.start(attempt, worker_id, origin, delivery_id))
+        """``loaded``: a copy of the job the caller just read (and may be changed),
+        decided on first instead of reading it again."""
+        return self._change(
+            job_id, lambda job: job.start(attempt, worker_id, origin, delivery_id), loaded
+        )
 
     def report_progress(
         self,
@@ -177,10 +188,13 @@ class JobLedger(Application[UUID]):
         self._forget(job_id)
         return self.get_job(job_id)
 
-    def _change(self, job_id: UUID, command: Callable[[Job], None]) -> Committed:
+    def _change(
+        self, job_id: UUID, command: Callable[[Job], None], loaded: Job | None = None
+    ) -> Committed:
         """Load, decide and save; on a concurrent write, reload and decide again."""
         for _ in range(CONFLICT_RETRIES):
-            job = self._decided(job_id, command)
+            job = self._decided(job_id, command, loaded)
+            loaded = None
             try:
                 return self._commit(job)
             except IntegrityError:
@@ -192,10 +206,12 @@ class JobLedger(Application[UUID]):
                 raise
         return self._commit(self._decided(job_id, command))
 
-    def _decided(self, job_id: UUID, command: Callable[[Job], None]) -> Job:
+    def _decided(
+        self, job_id: UUID, command: Callable[[Job], None], loaded: Job | None = None
+    ) -> Job:
         """The job after ``command``. Without fast-forward a cached copy may be behind
         the store: a refusal is only believed once the store's copy refuses too."""
-        job = self.get_job(job_id)
+        job = loaded if loaded is not None else self.get_job(job_id)
         try:
             command(job)
         except InvalidTransition:
