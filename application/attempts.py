@@ -180,7 +180,9 @@ class Attempts:
         it (a cached copy may lag) and left to the caller."""
         job = self.ledger.get_job(delivery.job_id)
         if not _startable(job, delivery):
-            return self.ledger.read_job(job.id), False
+            job = self.ledger.read_job(job.id)  # the cached copy may lag (a user's retry)
+            if not _startable(job, delivery):
+                return job, False
         if self._limited(job.job_type) is not None or not _matches(job, delivery):
             return job, False
         return self._start(job, delivery, origin)

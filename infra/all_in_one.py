@@ -31,6 +31,12 @@ async def run_all(settings: Settings, stopping: asyncio.Event, ready: asyncio.Ev
     await asyncio.wait({started, *tasks}, return_when=asyncio.FIRST_COMPLETED)
     if started.done():
         ready.set()
-    else:
+    else:  # a process could not start (the gateway's port is taken, say): stop them all
         started.cancel()
-    await asyncio.gather(*tasks)
+        stopping.set()
+    try:
+        await asyncio.gather(*tasks)
+    except BaseException:
+        stopping.set()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise

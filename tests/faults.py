@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import re
 import secrets
 import shlex
@@ -45,16 +46,33 @@ class FaultsError(RuntimeError):
     """A private server could not be set up, started, stopped or killed."""
 
 
+# Ports handed out for servers to bind later: below Linux's ephemeral range (32768 and
+# up), so no outgoing connection takes one meanwhile, and a slice for each process of
+# a parallel test run (pytest -n: PYTEST_XDIST_WORKER is gw0, gw1, ...), so two runs
+# beside each other do not draw the same one.
+PORTS_FROM, PORTS_PER_PROCESS = 20000, 1500
+
+
 def _free_ports(count: int) -> list[int]:
-    with contextlib.ExitStack() as stack:  # all held open at once, so they differ
-        socks = [stack.enter_context(socket.socket()) for _ in range(count)]
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [int(s.getsockname()[1]) for s in socks]
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    n = int(worker[2:]) if worker[2:].isdigit() else 8
+    low = PORTS_FROM + (n % 8) * PORTS_PER_PROCESS
+    ports: list[int] = []
+    for port in random.sample(range(low, low + PORTS_PER_PROCESS), PORTS_PER_PROCESS):
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        ports.append(port)
+        if len(ports) == count:
+            return ports
+    raise FaultsError(f"no {count} free ports in {low}..{low + PORTS_PER_PROCESS}")
 
 
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    """A TCP port on 127.0.0.1 that nothing listens on right now, and that no outgoing
+    connection or parallel test process will take before it is bound."""
     return _free_ports(1)[0]
 
 

@@ -35,6 +35,7 @@ from gateway.caller import SCOPES
 from gateway.tokens import mint
 from infra import ledger_store
 from infra.settings import PostgresSettings
+from tests.faults import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 PG = {"host": "127.0.0.1", "port": 5432, "user": "postgres", "dbname": "jobledger_test"}
@@ -137,12 +138,6 @@ def submit_to_ledger(ledger: JobLedger, n: int, *, max_attempts: int = 1) -> uui
         origin=LEDGER_ORIGIN,
     )
     return job_id
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

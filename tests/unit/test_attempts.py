@@ -555,3 +555,22 @@ async def test_a_cancel_is_asked_only_of_jobs_this_worker_runs(world: World) -> 
     world.ledger.cancel_job(job_id, USER)
 
     assert await world.worker().cancel_requested(job_id) is False
+
+
+async def test_a_job_retried_by_a_user_starts_though_the_workers_copy_says_failed(
+    world: World,
+) -> None:
+    """The worker's cached copy is its own last write (failed); the ledger has the
+    user's retry since (queued, written by the gateway): attempt 2 starts."""
+    job_id = world.submit()
+    me = world.worker()
+    run = await me.begin(world.delivery(job_id))
+    assert isinstance(run, Run)
+    await me.finish(run, Outcome(error="boom", retryable=False))
+    failed = world.job(job_id)
+    world.ledger.retry_job(job_id, USER)
+    world.ledger.repository.cache.put(job_id, failed)  # as the worker's own cache has it
+
+    again = await me.begin(world.delivery(job_id, attempt=2))
+
+    assert isinstance(again, Run) and again.job.attempt == 2
