@@ -50,22 +50,11 @@ from domain.job import Job
 from domain.origin import Origin
 from infra import ledger_store
 from infra.settings import LedgerSettings, PostgresSettings
+from projections.projection import JobRow, differences
 from tests.faults import PrivatePostgres, PrivateRabbit, TcpProxy, scratch_dir
 
 LEDGER_WRITE = b"IN EXCLUSIVE MODE"  # every event append takes this lock first
 ORIGIN = Origin("chaos", "chaos")
-# The fields the view shares with the aggregate, under the same name.
-VIEW_FIELDS = (
-    "attempt",
-    "progress",
-    "progress_message",
-    "error",
-    "result",
-    "cancel_requested",
-    "started_at",
-    "finished_at",
-    "retry_at",
-)
 
 
 class Run:
@@ -280,9 +269,9 @@ def histories(run: Run, ledger: Any) -> dict[uuid.UUID, list[Any]]:
     return found
 
 
-def view_rows(run: Run) -> dict[uuid.UUID, dict[str, Any]]:
+def view_rows(run: Run) -> dict[uuid.UUID, JobRow]:
     with psycopg.connect(run.pg.dsn("jobledger"), row_factory=psycopg.rows.dict_row) as c:
-        return {row["job_id"]: row for row in c.execute("SELECT * FROM job_view")}
+        return {row["job_id"]: JobRow(**row) for row in c.execute("SELECT * FROM job_view")}
 
 
 async def drain_dlq(url: str, queue: str) -> list[str]:
@@ -345,12 +334,7 @@ def check(run: Run, jobs: list[tuple[uuid.UUID, str]], ledger: Any) -> dict[str,
         for event in by_job.get(job_id, []):
             replayed = event.mutate(replayed)
         row = rows.get(job_id)
-        if replayed is None or row is None:
-            mismatched += 1
-            continue
-        differ = [f for f in VIEW_FIELDS if row[f] != getattr(replayed, f)]
-        if row["status"] != replayed.status.value:
-            differ.append("status")
+        differ = ["no job"] if replayed is None else differences(row, replayed)
         if differ:
             mismatched += 1
             print(f"  view of {job_id} differs in {differ}")

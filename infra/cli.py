@@ -9,6 +9,7 @@
     jobledger token              print a token minted with the HS256 key (--tenant, --subject,
                                  --scope, --ttl-s); refused in production with the dev key
     jobledger watch JOB_ID       a job's live progress, from its SSE stream
+    jobledger verify             check the ledger's histories and the job view (exit 1 if not)
 
 The first Ctrl-C (or SIGTERM) stops taking work and lets running jobs finish; a
 second one exits at once (unacked messages return to their queue).
@@ -58,6 +59,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command in ("submit", "watch"):
             return _client_command(args, settings)
+        if args.command == "verify":
+            return _verify(settings)
         from infra import telemetry  # noqa: PLC0415
 
         installed = telemetry.configure(settings.otel, args.command)
@@ -70,6 +73,22 @@ def main(argv: list[str] | None = None) -> int:
     except InfraError as exc:
         print(f"jobledger: {exc}", file=sys.stderr)
         return 2
+
+
+def _verify(settings: Settings) -> int:
+    from infra import ledger_store  # noqa: PLC0415
+    from infra.verify import verify  # noqa: PLC0415
+
+    ledger_store.ensure_database(settings.postgres)
+    ledger = ledger_store.open_ledger(settings.postgres, settings.ledger)
+    try:
+        report = verify(
+            ledger, ledger_store.open_view(settings.postgres), settings.postgres.conninfo
+        )
+    finally:
+        ledger.close()
+    report.print(sys.stdout)
+    return 0 if report.passed else 1
 
 
 def _run_to_the_end(serving: Coroutine[Any, Any, int]) -> int:
@@ -304,6 +323,11 @@ def _parser() -> argparse.ArgumentParser:
             )
             sub.add_argument("--demo", action="store_true", help="submit a job and show it run")
             sub.add_argument("--exit-after-demo", action="store_true", help="then stop")
+    commands.add_parser(
+        "verify",
+        help="check the ledger: every history a path of the state machine, each attempt "
+        "ended once, the job view equal to a replay; exit 1 if not",
+    )
     dev_help = "development: the well-known development key (JOBLEDGER_AUTH__ENVIRONMENT)"
     submit = commands.add_parser("submit", help="submit a job over HTTP")
     submit.add_argument("--dev", action="store_true", help=dev_help)

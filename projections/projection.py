@@ -49,6 +49,38 @@ class JobRow:
     position: int
 
 
+# The fields a row shares with the Job aggregate, under the same name.
+SHARED_WITH_THE_JOB = (
+    "tenant",
+    "case_id",
+    "job_type",
+    "progress",
+    "progress_message",
+    "attempt",
+    "max_attempts",
+    "error",
+    "result",
+    "correlation_id",
+    "cancel_requested",
+    "submitted_by",
+    "submitted_at",
+    "started_at",
+    "finished_at",
+    "retry_at",
+)
+
+
+def differences(row: JobRow | None, job: Job) -> list[str]:
+    """The fields in which a view row differs from the job replayed from the ledger
+    (``["missing"]`` when there is no row)."""
+    if row is None:
+        return ["missing"]
+    differ = [name for name in SHARED_WITH_THE_JOB if getattr(row, name) != getattr(job, name)]
+    if row.status != job.status.value:
+        differ.insert(0, "status")
+    return differ
+
+
 @dataclass(frozen=True)
 class Unprojectable:
     """An event the view could not take (e.g. a value its database refuses): recorded
