@@ -7,12 +7,15 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
+import uuid
 from datetime import datetime
 
 import aio_pika
 
 from consumers.routing import Names
-from infra import topology
+from domain.origin import Origin
+from infra import ledger_store, topology
+from infra.settings import LedgerSettings, PostgresSettings
 from tests.integration.conftest import Stack, start_workers, submit, wait_for_status
 
 
@@ -77,3 +80,32 @@ def test_max_running_holds_across_workers(stack: Stack) -> None:
     for (_, ended), (started, _) in itertools.pairwise(spans):
         assert started >= ended - 0.05, "two ran at once"
     assert all(job["attempt"] == 1 for job in done)
+
+
+def test_a_job_the_worker_cannot_run_frees_its_concurrency_lease(stack: Stack) -> None:
+    """Params the worker refuses (written to the ledger by an older gateway, say) fail
+    the job; its max_running lease leaked, and the type never ran again."""
+    start_workers(stack)
+    settings = PostgresSettings(
+        dbname=stack.env["JOBLEDGER_POSTGRES__DBNAME"],
+        schema=stack.env["JOBLEDGER_POSTGRES__SCHEMA"],
+    )
+    ledger = ledger_store.open_ledger(settings, LedgerSettings(group_commit=False))
+    try:
+        refused = uuid.uuid4()
+        ledger.submit_job(
+            job_id=refused,
+            tenant="dev",
+            case_id="case-1",
+            job_type="exclusive",
+            params={"seconds": "not a number"},
+            pool="default",
+            max_attempts=1,
+            origin=Origin("older-gateway"),
+        )
+    finally:
+        ledger.close()
+    with stack.client() as client:
+        assert wait_for_status(client, str(refused))["status"] == "failed"
+        after = submit(client, "exclusive", {"seconds": 0.1})
+        assert wait_for_status(client, after["id"], timeout_s=20)["status"] == "succeeded"
