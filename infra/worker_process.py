@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import socket
 from functools import partial
 
@@ -44,7 +45,9 @@ async def run_worker(
     await wait_for_broker(settings, stopping)
     if stopping.is_set():
         return
-    worker_id = f"{socket.gethostname()}:{os.getpid()}:{options.pool}"
+    # Unique to this process's life: a container restarted keeps its hostname and,
+    # often, its pid, and a new process must never take the old one's attempts for its own.
+    worker_id = f"{socket.gethostname()}:{os.getpid()}:{options.pool}:{secrets.token_hex(3)}"
     attempts = Attempts(
         ledger=ledger,
         job_kinds=registry,
