@@ -9,7 +9,7 @@ from typing import Any, Protocol
 from uuid import UUID
 
 from application.quotas import TenantQuotas
-from domain.errors import DuplicateSubmission, JobNotFound
+from domain.errors import DuplicateSubmission, JobNotFound, LedgerError
 from domain.job import Job
 from domain.ledger import JobLedger
 from domain.origin import Origin
@@ -34,6 +34,27 @@ class SubmittableTypes(Protocol):
         """The params as a client may submit them (unknown fields refused), in the
         JSON form the handler will be given; raises UnknownJobType or InvalidParams."""
         ...
+
+
+MAX_BATCH = 1000
+
+
+@dataclass(frozen=True)
+class Submission:
+    """One job of a batch, as a client sends it."""
+
+    job_type: str
+    case_id: str
+    params: dict[str, Any]
+    idempotency_key: str | None = None
+
+
+class BatchRefused(LedgerError):
+    """Some jobs of the batch are invalid: nothing was appended."""
+
+    def __init__(self, errors: list[tuple[int, LedgerError]]) -> None:
+        super().__init__(f"{len(errors)} of the batch's jobs are invalid; none was submitted")
+        self.errors = errors
 
 
 @dataclass(frozen=True)
@@ -100,3 +121,86 @@ class Submissions:
                 raise
             return Submitted(job, 0, created=False)
         return Submitted(committed.job, committed.position, created=True)
+
+    def submit_many(
+        self, *, tenant: str, submissions: list[Submission], origin: Origin
+    ) -> list[Submitted]:
+        """Validate every job as ``submit`` would (BatchRefused naming each invalid one,
+        and nothing appended), then append them in one transaction. A job whose
+        idempotency key names one already submitted is answered with that one."""
+        if not 0 < len(submissions) <= MAX_BATCH:
+            raise LedgerError(f"a batch holds 1 to {MAX_BATCH} jobs")
+        jobs: dict[int, Job] = {}
+        errors: list[tuple[int, LedgerError]] = []
+        keys: dict[str, int] = {}
+        for n, item in enumerate(submissions):
+            key = item.idempotency_key
+            if key is not None and key in keys:
+                errors.append((n, LedgerError(f"the same idempotency key as job {keys[key]}")))
+                continue
+            if key is not None:
+                keys[key] = n
+            try:
+                jobs[n] = self._job(tenant, item, origin)
+            except LedgerError as exc:
+                errors.append((n, exc))
+        if errors:
+            raise BatchRefused(errors)
+        if self.quotas is not None:
+            self.quotas.admit(tenant, len(jobs))
+        answers: dict[int, Submitted] = {}
+        for attempt in range(3):  # a key may name a job submitted meanwhile: answered
+            # A failed save took the jobs' events: a retry submits them anew.
+            fresh = {
+                n: self._job(tenant, submissions[n], origin) if attempt else job
+                for n, job in jobs.items()
+                if n not in answers
+            }
+            try:
+                committed = self.ledger.submit_jobs(list(fresh.values()))
+            except DuplicateSubmission:
+                answers.update(self._existing(tenant, submissions, fresh))
+                continue
+            answers.update(
+                {
+                    n: Submitted(c.job, c.position, created=True)
+                    for n, c in zip(fresh, committed, strict=True)
+                }
+            )
+            break
+        else:
+            raise DuplicateSubmission("the batch met concurrent submissions three times")
+        return [answers[n] for n in range(len(submissions))]
+
+    def _job(self, tenant: str, item: Submission, origin: Origin) -> Job:
+        normalised = self.job_types.validate(item.job_type, item.params)
+        kind = self.job_types.get(item.job_type)
+        return Job.submit(
+            job_id=self.job_id(tenant, item.idempotency_key),
+            tenant=tenant,
+            case_id=item.case_id,
+            job_type=item.job_type,
+            params=normalised,
+            pool=kind.pool,
+            max_attempts=kind.max_attempts or self.default_max_attempts,
+            origin=origin,
+        )
+
+    def _existing(
+        self, tenant: str, submissions: list[Submission], jobs: dict[int, Job]
+    ) -> dict[int, Submitted]:
+        """The batch's jobs that exist already (their keys were used before)."""
+        found: dict[int, Submitted] = {}
+        for n, job in jobs.items():
+            if submissions[n].idempotency_key is None:
+                continue
+            try:
+                existing = self.ledger.get_job(job.id)
+            except JobNotFound:
+                continue
+            if existing.tenant != tenant:
+                raise BatchRefused([(n, JobNotFound())])
+            if (existing.job_type, existing.case_id) != (job.job_type, job.case_id):
+                raise BatchRefused([(n, DuplicateSubmission())])
+            found[n] = Submitted(existing, 0, created=False)
+        return found

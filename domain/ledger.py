@@ -88,6 +88,18 @@ class JobLedger(Application[UUID]):
         except IntegrityError:
             raise DuplicateSubmission from None
 
+    def submit_jobs(self, jobs: Sequence[Job]) -> list[Committed]:
+        """Append many submitted jobs (``Job.submit``) in one transaction: all or none.
+        DuplicateSubmission if any of their ids is taken."""
+        try:
+            recordings = self.save(*jobs)
+        except IntegrityError:
+            raise DuplicateSubmission from None
+        positions: dict[UUID, int] = {}
+        for recording in recordings:
+            positions[recording.domain_event.originator_id] = recording.notification.id
+        return [Committed(job, positions.get(job.id, 0)) for job in jobs]
+
     def start_job(
         self,
         job_id: UUID,

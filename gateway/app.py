@@ -34,6 +34,7 @@ def create_app(
         max_body_bytes=services.max_body_bytes,
         max_header_bytes=services.max_header_bytes,
         body_timeout_s=services.body_timeout_s,
+        larger_bodies={"/jobs/batch": services.max_batch_body_bytes},
     )
     carry_correlation_ids(app, correlation_header)
 

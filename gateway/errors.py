@@ -7,6 +7,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from application.quotas import QuotaExceeded, retry_after
+from application.submissions import BatchRefused
 from domain.errors import (
     DuplicateSubmission,
     InvalidParams,
@@ -56,6 +57,26 @@ def _as_list(loc: object) -> list[object]:
     return list(loc) if isinstance(loc, (list, tuple)) else [loc]
 
 
+async def batch_refused(request: Request, exc: Exception) -> JSONResponse:
+    """Every invalid job of a batch, each under its index (``body.jobs.<n>``)."""
+    assert isinstance(exc, BatchRefused)
+    detail: list[dict[str, object]] = []
+    for n, error in exc.errors:
+        where: list[object] = ["body", "jobs", n]
+        match error:
+            case InvalidParams():
+                detail += [
+                    {**e, "loc": [*where, "params", *_as_list(e["loc"])]} for e in error.errors
+                ]
+            case UnknownJobType():
+                detail.append(
+                    {"loc": [*where, "type"], "msg": str(error), "type": "unknown_job_type"}
+                )
+            case _:
+                detail.append({"loc": where, "msg": str(error), "type": "value_error"})
+    return JSONResponse({"detail": detail}, status_code=422)
+
+
 async def quota_exceeded(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, QuotaExceeded)
     return JSONResponse(
@@ -66,5 +87,6 @@ async def quota_exceeded(request: Request, exc: Exception) -> JSONResponse:
 
 
 def install(app: FastAPI) -> None:
+    app.add_exception_handler(BatchRefused, batch_refused)
     app.add_exception_handler(LedgerError, ledger_error)
     app.add_exception_handler(QuotaExceeded, quota_exceeded)

@@ -41,9 +41,12 @@ class RequestLimits:
         max_body_bytes: int,
         max_header_bytes: int,
         body_timeout_s: float = 30.0,
+        larger_bodies: dict[str, int] | None = None,
     ) -> None:
+        """``larger_bodies``: a path whose bodies may be larger (a batch), and how large."""
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.larger_bodies = larger_bodies or {}
         self.max_header_bytes = max_header_bytes
         self.body_timeout_s = body_timeout_s
 
@@ -56,17 +59,18 @@ class RequestLimits:
         if size > self.max_header_bytes:
             await _refuse(send, 431, f"request headers exceed {self.max_header_bytes} bytes")
             return
+        limit = self.larger_bodies.get(scope["path"], self.max_body_bytes)
         declared = dict(headers).get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.max_body_bytes):
-            await _refuse(send, 413, f"request body exceeds {self.max_body_bytes} bytes")
+        if declared is not None and (not declared.isdigit() or int(declared) > limit):
+            await _refuse(send, 413, f"request body exceeds {limit} bytes")
             return
         chunked = b"chunked" in dict(headers).get(b"transfer-encoding", b"").lower()
         if declared in (None, b"0") and not chunked:
             await self.app(scope, receive, send)  # no body: receive only waits for a disconnect
             return
-        await self.app(scope, self._bounded(receive), send)
+        await self.app(scope, self._bounded(receive, limit), send)
 
-    def _bounded(self, receive: Receive) -> Receive:
+    def _bounded(self, receive: Receive, limit: int) -> Receive:
         """``receive``, counting the body's bytes and timing its arrival."""
         received = 0
         deadline: float | None = None
@@ -84,8 +88,8 @@ class RequestLimits:
                 raise BodyTooSlow(self.body_timeout_s) from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_body_bytes:
-                    raise BodyTooLarge(self.max_body_bytes)
+                if received > limit:
+                    raise BodyTooLarge(limit)
                 if not message.get("more_body", False):
                     deadline = float("inf")  # read in full: later calls wait for the disconnect
             return message

@@ -29,6 +29,35 @@ class SubmitJob(BaseModel):
     params: dict[str, Any] = Field(default_factory=dict, description="The job type's params.")
 
 
+class BatchItem(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: str = Field(pattern=JOB_TYPE, description="A registered job type.")
+    case_id: str = Field(pattern=CASE_ID, description="The patient case the job works on.")
+    params: dict[str, Any] = Field(default_factory=dict, description="The job type's params.")
+    idempotency_key: str | None = Field(
+        default=None, max_length=128, description="Submitting again with it returns this job."
+    )
+
+
+class SubmitBatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    jobs: list[BatchItem] = Field(min_length=1, max_length=1000)
+
+
+class BatchJobOut(BaseModel):
+    id: UUID
+    type: str
+    case_id: str
+    status: str
+    created: bool = Field(description="False when the idempotency key named an earlier job.")
+
+
+class BatchOut(BaseModel):
+    jobs: list[BatchJobOut] = Field(description="In the order they were sent.")
+
+
 class JobOut(BaseModel):
     id: UUID
     type: str

@@ -71,6 +71,7 @@ class Services:
     read_your_writes_timeout_s: float = 2.0
     dead_letters: DeadLetters | None = None
     max_body_bytes: int = 65536
+    max_batch_body_bytes: int = 4 * 1024 * 1024
     max_header_bytes: int = 8192
     body_timeout_s: float = 30.0
     streams: Streams | None = None

@@ -43,3 +43,16 @@ def current_traceparent(fallback: str) -> str:
     carrier: dict[str, str] = {}
     _propagator.inject(carrier)
     return carrier.get("traceparent", fallback)
+
+
+@contextmanager
+def appending_batch(jobs: int) -> Iterator[Span]:
+    """A span around appending a batch of ``jobs`` submissions in one transaction."""
+    attributes: dict[str, str | int] = {
+        "jobledger.event": "Submitted",
+        "jobledger.batch_size": jobs,
+    }
+    with tracer.start_as_current_span(
+        "ledger append Submitted batch", attributes=attributes
+    ) as span:
+        yield span

@@ -130,11 +130,16 @@ def _exit_without_stuck_threads(code: int) -> None:
 
 def _client_command(args: argparse.Namespace, settings: Settings) -> int:
     from infra import auth  # noqa: PLC0415
-    from infra.demo import submit_and_watch  # noqa: PLC0415
+    from infra.demo import submit_and_watch, submit_many  # noqa: PLC0415
     from infra.watch import bearer, watch  # noqa: PLC0415
 
     if args.command == "submit":
         params = dict(_param(p) for p in args.param)
+        if args.count > 1:
+            headers = bearer(auth.client_token(settings) or "")
+            return asyncio.run(
+                submit_many(args.url, args.type, args.case_id, params, args.count, headers)
+            )
         return asyncio.run(
             submit_and_watch(
                 args.url,
@@ -336,6 +341,9 @@ def _parser() -> argparse.ArgumentParser:
     submit.add_argument("--param", action="append", default=[], help="key=value (JSON value)")
     submit.add_argument("--url", default="http://127.0.0.1:8000")
     submit.add_argument("--watch", action="store_true", help="follow it until it ends")
+    submit.add_argument(
+        "--count", type=int, default=1, help="submit this many alike (POST /jobs/batch)"
+    )
     token = commands.add_parser("token", help="print a bearer token minted with the HS256 key")
     token.add_argument("--dev", action="store_true", help=dev_help)
     token.add_argument("--tenant", required=True)

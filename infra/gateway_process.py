@@ -52,6 +52,7 @@ def build_gateway(settings: Settings, ledger: JobLedger, streams: Streams | None
             settings.amqp.management_url, settings.amqp.url, names_of(settings).dead_queue
         ),
         max_body_bytes=settings.input.max_body_bytes,
+        max_batch_body_bytes=settings.input.max_batch_body_bytes,
         max_header_bytes=settings.input.max_header_bytes,
         body_timeout_s=settings.gateway.body_timeout_s,
         streams=streams,

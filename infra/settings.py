@@ -170,6 +170,7 @@ class InputSettings(BaseModel):
     """Bounds on what a request may send the gateway."""
 
     max_body_bytes: int = Field(default=65536, ge=1024)
+    max_batch_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)  # POST /jobs/batch
     max_header_bytes: int = Field(default=8192, ge=1024)
 
 

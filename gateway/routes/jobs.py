@@ -16,6 +16,7 @@ from fastapi import APIRouter, Header, HTTPException, Path, Query, Request, Resp
 from pydantic import AfterValidator, BaseModel
 from starlette.concurrency import run_in_threadpool
 
+from application.submissions import Submission
 from domain.errors import JobNotFound
 from domain.job import Job, Status
 from domain.ledger import Committed
@@ -24,15 +25,18 @@ from gateway.caller import Caller, origin_of
 from gateway.guarded import GuardedRoute
 from gateway.schemas import (
     CASE_ID,
+    BatchJobOut,
+    BatchOut,
     ErrorOut,
     EventOut,
     InvalidRequestOut,
     JobOut,
     JobPage,
+    SubmitBatch,
     SubmitJob,
 )
 from gateway.services import Services
-from gateway.tracing import appending
+from gateway.tracing import appending, appending_batch
 from gateway.tracing import submitted as submitted_counter
 from gateway.view_position import ViewPosition
 
@@ -142,6 +146,46 @@ def build_router(services: Services) -> APIRouter:
             case_id=body.case_id,
             params=body.params,
             idempotency_key=idempotency_key,
+        )
+
+    @router.post(
+        "/batch",
+        status_code=202,
+        summary="Submit up to 1,000 jobs at once, all or none",
+        responses={**SUBMIT_ERRORS, 422: {"description": "Invalid jobs, each named by index."}},
+    )
+    def submit_batch(
+        body: SubmitBatch, request: Request, response: Response, who: Writing
+    ) -> BatchOut:
+        """Each job is validated as a single submit is; when any is invalid, none is
+        submitted and every invalid one is named (``body.jobs.<index>…``). The valid
+        batch is appended in one transaction. Idempotency keys are per job."""
+        items = [
+            Submission(job.type, job.case_id, job.params, job.idempotency_key) for job in body.jobs
+        ]
+        with appending_batch(len(items)):
+            submitted = services.submissions.submit_many(
+                tenant=who.tenant, submissions=items, origin=origin_of(request, who)
+            )
+        created = [s for s in submitted if s.created]
+        for s in created:
+            submitted_counter.add(1, {"job_type": s.job.job_type})
+        if created:
+            log.info("accepted a batch of %d jobs", len(created))
+        position = max((s.position for s in submitted), default=0)
+        if position:
+            response.headers[POSITION_HEADER] = str(position)
+        return BatchOut(
+            jobs=[
+                BatchJobOut(
+                    id=s.job.id,
+                    type=s.job.job_type,
+                    case_id=s.job.case_id,
+                    status=s.job.status.value,
+                    created=s.created,
+                )
+                for s in submitted
+            ]
         )
 
     for name in services.job_types.names():

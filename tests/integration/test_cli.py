@@ -41,3 +41,18 @@ def test_submit_command_waits_for_the_outcome(running: Stack) -> None:
     with running.client() as client:
         listed = eventually(lambda: client.get("/jobs/cli-case/jobs").json()["items"], 10)
     assert listed[0]["result"] == {"echo": "hello", "attempt": 1}
+
+
+def test_submit_count_sends_many_jobs_as_batches(running: Stack) -> None:
+    result = running.cli(
+        "submit", "echo", "cli-many", "--param", "text=x", "--count", "1500", "--url", running.url
+    )
+    assert result.returncode == 0, result.stderr
+    assert "submitted 1500 echo jobs" in result.stdout
+    with running.client() as client:
+        listed = eventually(
+            lambda: client.get("/jobs/cli-many/jobs", params={"limit": 200}).json()["next_cursor"],
+            20,
+            "the batch in the view",
+        )
+    assert listed

@@ -9,7 +9,7 @@ import pytest
 from pydantic import BaseModel
 
 from application.quotas import Quota, QuotaExceeded, TenantQuotas
-from application.submissions import Submissions
+from application.submissions import BatchRefused, Submission, Submissions
 from consumers import JobContext, JobRegistry
 from domain.errors import DuplicateSubmission, InvalidParams, JobNotFound, UnknownJobType
 from domain.ledger import JobLedger
@@ -91,3 +91,34 @@ def test_a_tenant_past_its_quota_is_refused_before_anything_is_appended() -> Non
     with pytest.raises(QuotaExceeded):
         submit(submissions)
     assert ledger.recorder.max_notification_id() == 2
+
+
+def test_a_batch_is_all_or_none_and_names_every_invalid_job(submissions: Submissions) -> None:
+    items = [
+        Submission("segment", "c1", {"scan_id": "a"}),
+        Submission("nope", "c1", {}),
+        Submission("segment", "c1", {"scan_id": 1}),
+        Submission("segment", "c1", {"scan_id": "b"}, idempotency_key="k"),
+        Submission("segment", "c1", {"scan_id": "c"}, idempotency_key="k"),
+    ]
+    with pytest.raises(BatchRefused) as refused:
+        submissions.submit_many(tenant="t1", submissions=items, origin=Origin("alice"))
+    assert [n for n, _ in refused.value.errors] == [1, 2, 4]
+    assert submissions.ledger.recorder.max_notification_id() is None
+
+
+def test_a_batch_answers_keyed_jobs_that_exist_and_appends_the_rest(
+    submissions: Submissions,
+) -> None:
+    first = submit(submissions, key="k1")
+    batch = submissions.submit_many(
+        tenant="t1",
+        submissions=[
+            Submission("segment", "c1", {"scan_id": "s1"}, idempotency_key="k1"),
+            Submission("segment", "c1", {"scan_id": "s2"}),
+        ],
+        origin=Origin("alice"),
+    )
+    assert (batch[0].job.id, batch[0].created) == (first.job.id, False)
+    assert batch[1].created and batch[1].position > 0
+    assert submissions.ledger.get_job(batch[1].job.id).case_id == "c1"

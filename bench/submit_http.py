@@ -1,0 +1,117 @@
+"""Submits over HTTP: one client, 32 at once, and batches; the jobs accepted a second
+and the gateway's CPU per job.
+
+    .venv/bin/python -m bench.submit_http                   # gateway alone
+    .venv/bin/python -m bench.submit_http --stack           # with dispatcher, projector, 2x8 workers
+
+Every figure is taken with every submission in the ledger (group commit, one
+transaction a batch); quotas are off for the run."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench.stack import stack
+
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def job(n: int) -> dict[str, Any]:
+    return {"type": "noop", "case_id": f"case-{n % 100}", "params": {}}
+
+
+def singles(url: str, headers: dict[str, str], total: int, clients: int) -> float:
+    """Seconds for ``total`` POST /jobs from ``clients`` at once."""
+    each = total // clients
+    failures: list[int] = []
+
+    def client_loop() -> None:
+        with httpx.Client(base_url=url, headers=headers, timeout=30) as client:
+            for n in range(each):
+                response = client.post("/jobs", json=job(n))
+                if response.status_code != 202:
+                    failures.append(response.status_code)
+
+    threads = [threading.Thread(target=client_loop) for _ in range(clients)]
+    began = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if failures:
+        raise RuntimeError(f"{len(failures)} submits refused: {sorted(set(failures))}")
+    return time.perf_counter() - began
+
+
+def batches(url: str, headers: dict[str, str], total: int, size: int, clients: int) -> float:
+    per_client = total // size // clients
+
+    def client_loop() -> None:
+        with httpx.Client(base_url=url, headers=headers, timeout=60) as client:
+            for _ in range(per_client):
+                response = client.post("/jobs/batch", json={"jobs": [job(n) for n in range(size)]})
+                response.raise_for_status()
+
+    threads = [threading.Thread(target=client_loop) for _ in range(clients)]
+    began = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return time.perf_counter() - began
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--stack", action="store_true", help="run the other processes too")
+    parser.add_argument("-n", type=int, default=960, help="single submits per row")
+    parser.add_argument("--batched", type=int, default=20000, help="jobs in batches")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as logs, stack("bench.noop_app", Path(logs)) as s:
+        s.env["JOBLEDGER_QUOTA__SUBMITS_PER_S"] = "0"
+        s.env["JOBLEDGER_QUOTA__MAX_WAITING"] = "0"
+        gateway = s.start("gateway")
+        if args.stack:
+            s.start("dispatcher")
+            s.start("projector")
+            s.start("worker", "--processes", "2", "--concurrency", "8")
+        s.wait_ready()
+        headers = s.auth_headers()
+        singles(s.url, headers, 64, 8)  # warm up
+        print(f"{'how':<28} {'jobs':>7} {'jobs/s':>9} {'gateway CPU/job':>16}")
+        rows = [
+            ("POST /jobs, 1 client", lambda: singles(s.url, headers, args.n // 3, 1), args.n // 3),
+            ("POST /jobs, 32 clients", lambda: singles(s.url, headers, args.n, 32), args.n),
+            (
+                "POST /jobs/batch of 1000, 1",
+                lambda: batches(s.url, headers, args.batched, 1000, 1),
+                args.batched,
+            ),
+            (
+                "POST /jobs/batch of 1000, 4",
+                lambda: batches(s.url, headers, args.batched, 1000, 4),
+                args.batched,
+            ),
+        ]
+        for name, run, jobs in rows:
+            before = cpu_s(gateway.pid)
+            seconds = run()
+            used = cpu_s(gateway.pid) - before
+            print(f"{name:<28} {jobs:>7} {jobs / seconds:>9.1f} {used / jobs * 1e3:>13.2f} ms")
+
+
+if __name__ == "__main__":
+    main()
