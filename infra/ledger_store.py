@@ -5,11 +5,12 @@ os.environ directly)."""
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Iterator
 
 import psycopg
 from eventsourcing.persistence import InfrastructureFactory
-from eventsourcing.postgres import PostgresFactory, PostgresTrackingRecorder
+from eventsourcing.postgres import PostgresDatastore, PostgresFactory, PostgresTrackingRecorder
 from eventsourcing.utils import Environment
 from psycopg import sql
 
@@ -114,17 +115,27 @@ def job_reader(ledger: JobLedger) -> ReadMany:
     return EventsTable(ledger).jobs
 
 
-def _factory(pg: PostgresSettings, name: str) -> PostgresFactory:
-    """A connection pool for one of the small stores beside the ledger: it keeps a
-    single connection open and grows only under load."""
-    env = {**ledger_env(pg), "POSTGRES_POOL_SIZE": "1"}
-    factory = InfrastructureFactory.construct(Environment(name, env))
-    assert isinstance(factory, PostgresFactory)
-    return factory
+_small_stores: dict[tuple[str, str], PostgresDatastore] = {}
+_small_stores_lock = threading.Lock()
+
+
+def _datastore(pg: PostgresSettings) -> PostgresDatastore:
+    """The connection pool of the small stores beside the ledger (the view, the
+    followers' positions, the workers' heartbeats): one a process, however many of
+    them it opens, keeping a single connection open and growing only under load."""
+    key = (pg.conninfo, pg.schema_)
+    with _small_stores_lock:  # the gateway, projector and dispatcher open theirs at once
+        datastore = _small_stores.get(key)
+        if datastore is None:
+            env = {**ledger_env(pg), "POSTGRES_POOL_SIZE": "1"}
+            factory = InfrastructureFactory.construct(Environment("stores", env))
+            assert isinstance(factory, PostgresFactory)
+            datastore = _small_stores[key] = factory.datastore
+        return datastore
 
 
 def open_view(pg: PostgresSettings) -> PostgresJobView:
-    view = PostgresJobView(_factory(pg, "job_view").datastore)
+    view = PostgresJobView(_datastore(pg))
     with schema_lock(pg):
         view.create_table()
     return view
@@ -132,16 +143,14 @@ def open_view(pg: PostgresSettings) -> PostgresJobView:
 
 def open_positions(pg: PostgresSettings, name: str) -> PostgresTrackingRecorder:
     """A follower's tracked position in the ledger (e.g. the dispatcher's)."""
-    recorder = PostgresTrackingRecorder(
-        _factory(pg, name).datastore, tracking_table_name=f"{name}_tracking"
-    )
+    recorder = PostgresTrackingRecorder(_datastore(pg), tracking_table_name=f"{name}_tracking")
     with schema_lock(pg):
         recorder.create_table()
     return recorder
 
 
 def open_workers(pg: PostgresSettings, heartbeat_ttl_s: float) -> PostgresWorkerStore:
-    store = PostgresWorkerStore(_factory(pg, "workers").datastore, heartbeat_ttl_s=heartbeat_ttl_s)
+    store = PostgresWorkerStore(_datastore(pg), heartbeat_ttl_s=heartbeat_ttl_s)
     with schema_lock(pg):
         store.create_tables()
     return store

@@ -121,6 +121,32 @@ def pg(postgres: str, schema: str) -> PostgresSettings:
     return settings
 
 
+@pytest.fixture(autouse=True)
+def _stores_closed(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Every ledger and view a test opens is closed after it: their pools would
+    otherwise hold their connections for the rest of the run, and four test
+    processes share one PostgreSQL of 100 connections with the stacks they start."""
+    opened: list[Callable[[], None]] = []
+    open_ledger, open_view = ledger_store.open_ledger, ledger_store.open_view
+
+    def opening_ledger(*args: Any, **kwargs: Any) -> JobLedger:
+        ledger = open_ledger(*args, **kwargs)
+        opened.append(ledger.close)
+        return ledger
+
+    def opening_view(*args: Any, **kwargs: Any) -> Any:
+        view = open_view(*args, **kwargs)
+        opened.append(view.datastore.close)
+        return view
+
+    monkeypatch.setattr(ledger_store, "open_ledger", opening_ledger)
+    monkeypatch.setattr(ledger_store, "open_view", opening_view)
+    yield
+    for close in reversed(opened):
+        with contextlib.suppress(Exception):
+            close()
+
+
 LEDGER_ORIGIN = Origin(actor="test", correlation_id="c-1")
 
 
@@ -247,6 +273,9 @@ def stack_env(postgres: str, vhost: str, schema: str, tmp_path: Path) -> dict[st
         JOBLEDGER_AMQP__PREFIX=f"t{uuid.uuid4().hex[:8]}",
         # Six delay levels (up to 63 s) instead of sixteen: fewer quorum queues per test.
         JOBLEDGER_AMQP__DELAY_LEVELS="6",
+        # Four test processes start stacks at once against one PostgreSQL of 100
+        # connections: a smaller overflow per pool (a full pool waits; it does not fail).
+        JOBLEDGER_POSTGRES__MAX_OVERFLOW="4",
         JOBLEDGER_WORKER__HEARTBEAT_TTL_S="4",
         JOBLEDGER_WORKER__HEARTBEAT_INTERVAL_S="1",
         JOBLEDGER_GATEWAY__PORT=str(free_port()),
