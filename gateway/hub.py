@@ -54,6 +54,7 @@ class StreamHub:
         self.client_queue_size = client_queue_size
         self.heartbeat_interval_s = heartbeat_interval_s
         self.cut_off = 0  # subscriptions cut off so far
+        self.subscribed = asyncio.Event()  # set by every subscribe: wakes the follower
         self._by_job: dict[UUID, set[Subscription]] = {}
         self._by_case: dict[tuple[str, str], set[Subscription]] = {}
         self._by_tenant: dict[str, set[Subscription]] = {}
@@ -73,6 +74,7 @@ class StreamHub:
             subscription.close()
         index, key = self._slot(feed)
         index.setdefault(key, set()).add(subscription)
+        self.subscribed.set()
         return subscription
 
     def unsubscribe(self, subscription: Subscription) -> None:

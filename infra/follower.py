@@ -41,6 +41,7 @@ class LedgerFollower:
         max_backoff_s: float = 5.0,
         min_interval_s: float = 0.0,
         decode_if: Callable[[], bool] | None = None,
+        needed_again: asyncio.Event | None = None,
         topics: Collection[str] | None = None,
         skip_interval_s: float = 0.5,
     ) -> None:
@@ -49,7 +50,9 @@ class LedgerFollower:
         the others are yielded as None, with their positions. ``decode_if``, asked
         before each read, may say no events are needed at all: the follower then
         only moves to the ledger's head, yielding ``[(None, head)]`` at most every
-        ``skip_interval_s``, and reads again as soon as it says yes."""
+        ``skip_interval_s`` (and only if something was committed), and reads again
+        when it says yes: at once if ``needed_again`` is set then, else within
+        ``skip_interval_s``."""
         self.ledger = ledger
         self.conninfo = conninfo
         self.batch_size = batch_size
@@ -57,6 +60,7 @@ class LedgerFollower:
         self.max_backoff_s = max_backoff_s
         self.min_interval_s = min_interval_s
         self.decode_if = decode_if
+        self.needed_again = needed_again
         self.topics = frozenset(topics) if topics is not None else None
         self.skip_interval_s = skip_interval_s
         recorder: Any = ledger.recorder
@@ -83,18 +87,22 @@ class LedgerFollower:
     async def _follow(self, position: int) -> AsyncGenerator[Batch, None]:
         async with await psycopg.AsyncConnection.connect(self.conninfo, autocommit=True) as conn:
             await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
+            committed = True  # since the head was last read: not known yet
             while True:
                 if self.decode_if is not None and not self.decode_if():
-                    cursor = await conn.execute(self.table.head_after, (position,), prepare=True)
-                    head = (await cursor.fetchone() or (None,))[0]
-                    if self.decode_if():
-                        # A stream opened while the head was read: the events up to it
-                        # may be its own, so they are read, not passed over.
-                        continue
-                    if head is not None:
-                        position = head
-                        yield [(None, head)]
-                    await self._skipping(conn)
+                    if committed:
+                        cursor = await conn.execute(
+                            self.table.head_after, (position,), prepare=True
+                        )
+                        head = (await cursor.fetchone() or (None,))[0]
+                        if self.decode_if():
+                            # A stream opened while the head was read: the events up to
+                            # it may be its own, so they are read, not passed over.
+                            continue
+                        if head is not None:
+                            position = head
+                            yield [(None, head)]
+                    committed = await self._skipping(conn)
                     continue
                 read_at = time.monotonic()
                 cursor = await conn.execute(
@@ -108,25 +116,35 @@ class LedgerFollower:
                     if len(rows) == self.batch_size:
                         continue
                 # Wait for a NOTIFY, or poll now and then in case one was missed.
-                async for _ in conn.notifies(timeout=self.idle_poll_s, stop_after=1):
-                    pass
+                await _notified(conn, self.idle_poll_s)
                 wait_s = read_at + self.min_interval_s - time.monotonic()
                 if wait_s > 0:
                     await asyncio.sleep(wait_s)
 
-    async def _skipping(self, conn: psycopg.AsyncConnection[Any]) -> None:
-        """While no events are needed: wait out ``skip_interval_s``, unless they are
-        needed again first. NOTIFYs are not waited for (one wake-up per commit, for
-        nothing): ``decode_if`` is asked every ``min_interval_s`` (10 ms at least), and
-        the NOTIFYs that arrived meanwhile are dropped at the end."""
+    async def _skipping(self, conn: psycopg.AsyncConnection[Any]) -> bool:
+        """While no events are needed: sleep until something is committed, then wait
+        out ``skip_interval_s``, unless events are needed again first (then at once).
+        NOTIFYs are not waited for one by one (a wake-up per commit, for nothing):
+        those that arrived meanwhile are dropped. Says whether anything was
+        committed."""
         assert self.decode_if is not None
-        until = time.monotonic() + self.skip_interval_s
-        while time.monotonic() < until:
-            await asyncio.sleep(max(self.min_interval_s, 0.01))
+        if self.needed_again is None:
+            await asyncio.sleep(self.skip_interval_s)
+            return await _drained(conn)
+        needed = self.needed_again
+        needed.clear()
+        if self.decode_if():
+            return True
+        if not await _drained(conn):
+            await _notified(conn, None, wake=needed)  # a commit, or a stream opened
             if self.decode_if():
-                return
-        async for _ in conn.notifies(timeout=0):
-            pass
+                return True
+        needed.clear()
+        if not self.decode_if():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(needed.wait(), self.skip_interval_s)
+        await _drained(conn)
+        return True
 
     async def _decoded(self, rows: list[tuple[Any, ...]]) -> Batch:
         wanted = self.topics
@@ -137,3 +155,32 @@ class LedgerFollower:
 
     def _decode(self, rows: list[tuple[Any, ...]]) -> Batch:
         return self.table.decoded(rows, self.topics)
+
+
+async def _notified(
+    conn: psycopg.AsyncConnection[Any], timeout_s: float | None, wake: asyncio.Event | None = None
+) -> bool:
+    """Wait up to ``timeout_s`` (None: no limit) for a NOTIFY, or for ``wake`` to be
+    set; True if a NOTIFY came. The loop watches the socket itself: psycopg's own
+    wait wakes every 100 ms to look for a cancel, ten wake-ups a second for each
+    idle follower."""
+    if await _drained(conn):  # received during a read, or before the wait began
+        return True
+    loop = asyncio.get_running_loop()
+    readable = wake if wake is not None else asyncio.Event()
+    fd = conn.fileno()
+    loop.add_reader(fd, readable.set)
+    try:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(readable.wait(), timeout_s)
+    finally:
+        loop.remove_reader(fd)
+    return await _drained(conn)
+
+
+async def _drained(conn: psycopg.AsyncConnection[Any]) -> bool:
+    """Take the NOTIFYs that arrived; True if there were any."""
+    received = False
+    async for _ in conn.notifies(timeout=0):
+        received = True
+    return received

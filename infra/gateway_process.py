@@ -107,11 +107,26 @@ def quotas(settings: Settings, view: JobView) -> TenantQuotas:
 
 
 class _EmbeddedServer(uvicorn.Server):
-    """uvicorn without its own signal handlers: the process owns shutdown."""
+    """uvicorn without its own signal handlers (the process owns shutdown), and
+    without its ten ticks a second: the Date header is renewed every second, as
+    uvicorn does, and ``stop`` ends the wait at once."""
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self._stop = asyncio.Event()
+
+    def stop(self) -> None:
+        self.should_exit = True
+        self._stop.set()
 
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
         yield
+
+    async def main_loop(self) -> None:
+        while not await self.on_tick(0):  # tick 0: the Date header is renewed
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), 1.0)
 
 
 async def run_gateway(
@@ -137,6 +152,7 @@ async def run_gateway(
         settings.postgres.conninfo,
         min_interval_s=STREAM_READ_INTERVAL_S,
         decode_if=streams.hub.listened_to,
+        needed_again=streams.hub.subscribed,
     )
     following = asyncio.create_task(
         supervise("stream follower", partial(feed_hub, streams.hub, follower), stopping)
@@ -167,6 +183,6 @@ async def run_gateway(
         ready.set()
     await stopping.wait()
     streams.hub.close()  # open streams end, so the server can stop
-    server.should_exit = True
+    server.stop()
     await serving
     await following

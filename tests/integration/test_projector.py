@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from eventsourcing.persistence import IntegrityError, Tracking
@@ -188,3 +190,89 @@ async def test_a_stream_opened_while_the_head_is_read_is_not_passed_by(
     finally:
         await batches.aclose()
     assert [(type(e), e.originator_id) for e, _ in batch] == [(Job.Submitted, job_id)]
+
+
+class _Wakeups:
+    """Counts the event loop's wake-ups (each return from its selector)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    @contextlib.contextmanager
+    def counting(self) -> Iterator[None]:
+        selector: Any = asyncio.get_running_loop()._selector  # type: ignore[attr-defined]
+        select = selector.select
+
+        def counted(timeout: float | None = None) -> Any:
+            ready = select(timeout)
+            self.count += 1
+            return ready
+
+        selector.select = counted
+        try:
+            yield
+        finally:
+            selector.select = select
+
+
+def test_an_idle_follower_sleeps_until_a_commit(pg: PostgresSettings) -> None:
+    asyncio.run(_an_idle_follower_sleeps_until_a_commit(pg))  # a loop nothing else wakes
+
+
+async def _an_idle_follower_sleeps_until_a_commit(pg: PostgresSettings) -> None:
+    ledger = ledger_store.open_ledger(pg)
+    submit_to_ledger(ledger, 0)
+    follower = LedgerFollower(ledger, pg.conninfo, idle_poll_s=30)
+    batches = follower.batches(None)
+    wakeups = _Wakeups()
+    try:
+        await asyncio.wait_for(anext(batches), 5)
+        following = asyncio.ensure_future(anext(batches))
+        await asyncio.sleep(0.2)  # it reads, finds nothing and waits
+        with wakeups.counting():
+            await asyncio.sleep(2)  # a wake-up of its own
+        assert not following.done()
+        job_id = await asyncio.to_thread(submit_to_ledger, ledger, 1)
+        batch = await asyncio.wait_for(following, 5)
+    finally:
+        await batches.aclose()
+    assert [e.originator_id for e, _ in batch] == [job_id]
+    # Before, psycopg's wait woke the loop every 100 ms.
+    assert wakeups.count <= 3, f"{wakeups.count} wake-ups in 2 s of idling"
+
+
+def test_a_skipping_follower_is_woken_by_a_stream_and_not_by_a_clock(
+    pg: PostgresSettings,
+) -> None:
+    asyncio.run(_a_skipping_follower_is_woken_by_a_stream(pg))  # a loop nothing else wakes
+
+
+async def _a_skipping_follower_is_woken_by_a_stream(pg: PostgresSettings) -> None:
+    ledger = ledger_store.open_ledger(pg)
+    submit_to_ledger(ledger, 0)
+    needed, needed_again = False, asyncio.Event()
+    follower = LedgerFollower(
+        ledger,
+        pg.conninfo,
+        decode_if=lambda: needed,
+        needed_again=needed_again,
+        skip_interval_s=30,
+    )
+    batches = follower.batches(None)
+    wakeups = _Wakeups()
+    try:
+        assert await anext(batches) == [(None, ledger.recorder.max_notification_id())]
+        following = asyncio.ensure_future(anext(batches))
+        await asyncio.sleep(0.2)
+        with wakeups.counting():
+            await asyncio.sleep(2)
+        assert not following.done()
+        job_id = await asyncio.to_thread(submit_to_ledger, ledger, 1)
+        needed = True
+        needed_again.set()  # a stream subscribed
+        batch = await asyncio.wait_for(following, 2)  # not the 30 s of skip_interval_s
+    finally:
+        await batches.aclose()
+    assert [e.originator_id for e, _ in batch] == [job_id]
+    # Before, it asked ``decode_if`` every 10 ms.
+    assert wakeups.count <= 3, f"{wakeups.count} wake-ups in 2 s of skipping"
