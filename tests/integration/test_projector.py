@@ -9,6 +9,7 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import psycopg
 import pytest
 from eventsourcing.persistence import IntegrityError, Tracking
 
@@ -21,7 +22,7 @@ from infra.settings import PostgresSettings
 from projections.job_view import PostgresJobView
 from projections.projection import JobProjection, ViewChange
 from projections.runner import Projector
-from tests.integration.conftest import LEDGER_ORIGIN, submit_to_ledger
+from tests.integration.conftest import LEDGER_ORIGIN, _pg_conninfo, submit_to_ledger
 
 
 def _write_history(ledger: JobLedger, jobs: int) -> list[uuid.UUID]:
@@ -215,8 +216,20 @@ class _Wakeups:
             selector.select = select
 
 
-def test_an_idle_follower_sleeps_until_a_commit(pg: PostgresSettings) -> None:
-    asyncio.run(_an_idle_follower_sleeps_until_a_commit(pg))  # a loop nothing else wakes
+@pytest.fixture
+def quiet_pg() -> Iterator[PostgresSettings]:
+    """A database of its own: the ledger's NOTIFY channel is named after its table,
+    not its schema, so the other test processes' commits would wake a follower in a
+    schema of the shared database."""
+    settings = PostgresSettings(dbname=f"jl_quiet_{uuid.uuid4().hex[:10]}")
+    ledger_store.ensure_database(settings)
+    yield settings
+    with psycopg.connect(_pg_conninfo("postgres"), autocommit=True) as c:
+        c.execute(f'DROP DATABASE IF EXISTS "{settings.dbname}" WITH (FORCE)')
+
+
+def test_an_idle_follower_sleeps_until_a_commit(quiet_pg: PostgresSettings) -> None:
+    asyncio.run(_an_idle_follower_sleeps_until_a_commit(quiet_pg))  # a loop nothing else wakes
 
 
 async def _an_idle_follower_sleeps_until_a_commit(pg: PostgresSettings) -> None:
@@ -242,9 +255,9 @@ async def _an_idle_follower_sleeps_until_a_commit(pg: PostgresSettings) -> None:
 
 
 def test_a_skipping_follower_is_woken_by_a_stream_and_not_by_a_clock(
-    pg: PostgresSettings,
+    quiet_pg: PostgresSettings,
 ) -> None:
-    asyncio.run(_a_skipping_follower_is_woken_by_a_stream(pg))  # a loop nothing else wakes
+    asyncio.run(_a_skipping_follower_is_woken_by_a_stream(quiet_pg))
 
 
 async def _a_skipping_follower_is_woken_by_a_stream(pg: PostgresSettings) -> None:
