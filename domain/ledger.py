@@ -195,6 +195,23 @@ class JobLedger(Application[UUID]):
             raise JobNotFound
         return history  # type: ignore[return-value]
 
+    def job_as_of(self, job_id: UUID, at: datetime) -> Job:
+        """The job as its events up to ``at`` left it, folded from the ledger as the
+        aggregate folds them. JobNotFound if it had no event by then."""
+        history = self.job_history_until(job_id, at)
+        if not history:
+            raise JobNotFound(f"job {job_id} did not exist yet at {at.isoformat()}")
+        job: Any = None
+        for event in history:
+            job = event.mutate(job)
+        assert isinstance(job, Job)
+        return job
+
+    def job_history_until(self, job_id: UUID, at: datetime) -> Sequence[Job.Event | Job.Submitted]:
+        """The job's events up to ``at`` (by the time each was recorded), oldest first;
+        JobNotFound if the job has none at all."""
+        return [e for e in self.job_history(job_id) if e.timestamp <= at]
+
     def read_job(self, job_id: UUID) -> Job:
         """The job as the store has it now, never an older cached copy."""
         self._forget(job_id)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field
 
 from domain.job import Job
 from projections.projection import JobRow
@@ -112,6 +113,22 @@ class JobPage(BaseModel):
     next_cursor: str | None = Field(
         description="Pass as ?cursor= for the next page; null on the last page."
     )
+
+
+_RFC3339 = re.compile(r"\d{4}-\d\d-\d\d[Tt]\d\d:\d\d:\d\d(\.\d{1,9})?([Zz]|[+-]\d\d:\d\d)")
+
+
+def _rfc3339(value: object) -> object:
+    if not isinstance(value, str) or not _RFC3339.fullmatch(value):
+        raise ValueError(
+            "an RFC 3339 time with its offset, e.g. 2026-12-03T09:30:00Z "
+            "(a '+' in a query string is written %2B)"
+        )
+    return value
+
+
+# A time as RFC 3339 writes it: no bare dates, no Unix seconds, no local times.
+Rfc3339 = Annotated[AwareDatetime, BeforeValidator(_rfc3339)]
 
 
 ENVELOPE = {

@@ -32,6 +32,7 @@ from gateway.schemas import (
     InvalidRequestOut,
     JobOut,
     JobPage,
+    Rfc3339,
     SubmitBatch,
     SubmitJob,
 )
@@ -84,6 +85,19 @@ IdempotencyKey = Annotated[
         max_length=128,
         description="Submitting twice with the same key returns the first job.",
     ),
+]
+
+
+AsOf = Annotated[
+    Rfc3339 | None,
+    Query(
+        description="RFC 3339 time with its offset: the job as the ledger had it then, "
+        "folded from its events up to that time (404 if it did not exist yet)."
+    ),
+]
+Until = Annotated[
+    Rfc3339 | None,
+    Query(description="RFC 3339 time with its offset: only the events recorded by then."),
 ]
 
 
@@ -191,14 +205,24 @@ def build_router(services: Services) -> APIRouter:
     for name in services.job_types.names():
         _add_typed_submit(router, name, services.job_types.get(name).submission_model, submit)
 
-    @router.get("/{job_id}", responses=ERRORS, summary="A job's current state")
-    def get_job(job_id: UUID, who: Reading) -> JobOut:
-        return JobOut.from_job(own_job(job_id, who))
+    @router.get("/{job_id}", responses=ERRORS, summary="A job's current state, or as of a time")
+    def get_job(job_id: UUID, who: Reading, as_of: AsOf = None) -> JobOut:
+        job = own_job(job_id, who)
+        if as_of is None:
+            return JobOut.from_job(job)
+        return JobOut.from_job(services.ledger.job_as_of(job_id, as_of))
 
-    @router.get("/{job_id}/events", responses=ERRORS, summary="A job's full history, in order")
-    def job_events(job_id: UUID, who: Reading) -> list[EventOut]:
+    @router.get(
+        "/{job_id}/events", responses=ERRORS, summary="A job's history, in order (up to a time)"
+    )
+    def job_events(job_id: UUID, who: Reading, until: Until = None) -> list[EventOut]:
         own_job(job_id, who)
-        return [EventOut.from_event(e) for e in services.ledger.job_history(job_id)]
+        history = (
+            services.ledger.job_history(job_id)
+            if until is None
+            else services.ledger.job_history_until(job_id, until)
+        )
+        return [EventOut.from_event(e) for e in history]
 
     @router.get(
         "/{case_id}/jobs",

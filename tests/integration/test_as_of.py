@@ -1,0 +1,78 @@
+"""A job as of a past time, and its history up to one, over real HTTP: what the API
+answered then, folded from the ledger."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from tests.integration.conftest import Stack, submit, wait_for_status
+
+SETTLED_S = 0.3  # longer than a commit takes after its event's time is taken
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _at(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+def test_as_of_answers_what_the_api_answered_then(running: Stack) -> None:
+    with running.client() as client:
+        job = submit(client, "flaky", {"fail_attempts": 2})  # two 1 s waits
+        recorded: list[tuple[datetime, dict[str, Any], int]] = []
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            began = _now()
+            live = client.get(f"/jobs/{job['id']}").json()
+            events = len(client.get(f"/jobs/{job['id']}/events").json())
+            ended = _now()
+            time.sleep(SETTLED_S)
+            # Kept only if nothing changed across the read: then "as of" any time in
+            # it is exactly what was read.
+            if client.get(f"/jobs/{job['id']}").json() == live:
+                recorded.append((began + (ended - began) / 2, live, events))
+            if live["status"] == "succeeded":
+                break
+        statuses = {live["status"] for _, live, _ in recorded}
+        assert {"retry_scheduled", "succeeded"} <= statuses, statuses
+
+        for moment, live, events in recorded:
+            then = client.get(f"/jobs/{job['id']}", params={"as_of": _at(moment)})
+            assert then.status_code == 200, then.text
+            assert then.json() == live, moment
+            history = client.get(f"/jobs/{job['id']}/events", params={"until": _at(moment)})
+            assert len(history.json()) == events, moment
+
+
+def test_as_of_before_the_job_existed_and_bad_times(running: Stack) -> None:
+    with running.client() as client, running.client(tenant="another-tenant") as other:
+        before = _now() - timedelta(seconds=1)
+        job = submit(client, "echo", {"text": "x"})
+        done = wait_for_status(client, job["id"])
+        url = f"/jobs/{job['id']}"
+
+        earlier = client.get(url, params={"as_of": _at(before)})
+        assert earlier.status_code == 404
+        assert "did not exist yet" in earlier.json()["detail"]
+        assert client.get(f"{url}/events", params={"until": _at(before)}).json() == []
+        # Another tenant's job is not found, at any time.
+        assert other.get(url, params={"as_of": _at(_now())}).status_code == 404
+        assert other.get(f"{url}/events", params={"until": _at(_now())}).status_code == 404
+        # Later than now is now; an offset other than Z is the same instant.
+        later = _now() + timedelta(days=1)
+        assert client.get(url, params={"as_of": _at(later)}).json() == done
+        offset = later.astimezone(datetime.now().astimezone().tzinfo).isoformat()
+        assert client.get(url, params={"as_of": later.isoformat()}).json() == done, offset
+
+        for bad in ("yesterday", "2026-12-03", "1764750000", "2026-12-03T09:30:00", ""):
+            for path, name in ((url, "as_of"), (f"{url}/events", "until")):
+                response = client.get(path, params={name: bad})
+                assert response.status_code == 422, (bad, response.text)
+                assert response.json()["detail"][0]["loc"] == ["query", name], response.text
+        unencoded = client.get(f"{url}?as_of=2026-12-03T09:30:00+00:00")  # '+' is a space
+        assert unencoded.status_code == 422
+        assert "%2B" in unencoded.text
