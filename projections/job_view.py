@@ -4,6 +4,7 @@ the projection's tracking position, so each event is applied exactly once."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -191,6 +192,24 @@ class PostgresJobView(PostgresTrackingRecorder):
         more = len(rows) > limit
         rows = rows[:limit]
         return Page(rows, str(rows[-1].submitted_position) if more else None)
+
+    def case_submissions(
+        self, tenant: str, case_id: str, *, by: datetime, before: int | None, limit: int
+    ) -> list[tuple[UUID, int]]:
+        """The jobs submitted to a case by a time, newest first, as (job id, submission
+        position): facts of each ``Submitted`` event, which never change."""
+        with self.datastore.cursor() as curs:
+            curs.execute(
+                SQL(
+                    "SELECT job_id, submitted_position FROM {t} "
+                    "WHERE tenant = %(tenant)s AND case_id = %(case_id)s "
+                    "AND submitted_at <= %(by)s "
+                    "AND (%(before)s::bigint IS NULL OR submitted_position < %(before)s) "
+                    "ORDER BY submitted_position DESC LIMIT %(limit)s"
+                ).format(t=self.table),
+                {"tenant": tenant, "case_id": case_id, "by": by, "before": before, "limit": limit},
+            )
+            return [(row["job_id"], row["submitted_position"]) for row in curs.fetchall()]
 
 
 def merged(changes: Sequence[ViewChange]) -> list[ViewChange]:

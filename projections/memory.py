@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -71,6 +72,23 @@ class MemoryJobView:
         )
         page = rows[:limit]
         return Page(page, str(page[-1].submitted_position) if len(rows) > limit else None)
+
+    def case_submissions(
+        self, tenant: str, case_id: str, *, by: datetime, before: int | None, limit: int
+    ) -> list[tuple[UUID, int]]:
+        rows = sorted(
+            (
+                r
+                for r in self._rows.values()
+                if r.tenant == tenant
+                and r.case_id == case_id
+                and r.submitted_at <= by
+                and (before is None or r.submitted_position < before)
+            ),
+            key=lambda r: r.submitted_position,
+            reverse=True,
+        )
+        return [(r.job_id, r.submitted_position) for r in rows[:limit]]
 
     def max_tracking_id(self, application_name: str) -> int | None:
         return self._tracking.get(application_name)

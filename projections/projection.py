@@ -122,6 +122,12 @@ class JobView(Protocol):
         limit: int = 50,
     ) -> Page: ...
 
+    def case_submissions(
+        self, tenant: str, case_id: str, *, by: datetime, before: int | None, limit: int
+    ) -> list[tuple[UUID, int]]:
+        """The jobs submitted to a case by a time, newest first: (job id, position)."""
+        ...
+
     def max_tracking_id(self, application_name: str) -> int | None: ...
 
     def count_waiting(self, tenant: str) -> int:

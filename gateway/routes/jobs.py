@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+from datetime import datetime
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -208,9 +209,7 @@ def build_router(services: Services) -> APIRouter:
     @router.get("/{job_id}", responses=ERRORS, summary="A job's current state, or as of a time")
     def get_job(job_id: UUID, who: Reading, as_of: AsOf = None) -> JobOut:
         job = own_job(job_id, who)
-        if as_of is None:
-            return JobOut.from_job(job)
-        return JobOut.from_job(services.ledger.job_as_of(job_id, as_of))
+        return JobOut.from_job(job if as_of is None else services.ledger.job_as_of(job_id, as_of))
 
     @router.get(
         "/{job_id}/events", responses=ERRORS, summary="A job's history, in order (up to a time)"
@@ -236,7 +235,12 @@ def build_router(services: Services) -> APIRouter:
         cursor: Cursor = None,
         limit: Annotated[int, Query(ge=1, le=200)] = 50,
         x_ledger_position: Annotated[int | None, Header(ge=0, le=MAX_POSITION)] = None,
+        as_of: AsOf = None,
     ) -> JobPage:
+        if as_of is not None:  # from the ledger: the view's lag does not matter
+            return await run_in_threadpool(
+                _case_as_of, services, who.tenant, case_id, as_of, status, cursor, limit
+            )
         if x_ledger_position and x_ledger_position > view_position.position:
             head = await run_in_threadpool(services.ledger.recorder.max_notification_id) or 0
             if x_ledger_position > head:
@@ -274,6 +278,41 @@ def build_router(services: Services) -> APIRouter:
         return _written(response, committed)
 
     return router
+
+
+AS_OF_CHUNK = 200
+
+
+def _case_as_of(
+    services: Services,
+    tenant: str,
+    case_id: str,
+    at: datetime,
+    status: Status | None,
+    cursor: str | None,
+    limit: int,
+) -> JobPage:
+    """The case's jobs as they were at ``at``, newest first: the jobs submitted by then
+    (the view's index of submissions, facts that never change), each folded from its
+    own events up to then; ``status`` filters on that state."""
+    found: list[tuple[Job, int]] = []
+    before = int(cursor) if cursor else None
+    while len(found) <= limit:
+        chunk = services.view.case_submissions(
+            tenant, case_id, by=at, before=before, limit=AS_OF_CHUNK
+        )
+        for job_id, position in chunk:
+            job = services.ledger.job_as_of(job_id, at)
+            if status is None or job.status is status:
+                found.append((job, position))
+                if len(found) > limit:
+                    break
+        if len(chunk) < AS_OF_CHUNK:
+            break
+        before = chunk[-1][1]
+    page = found[:limit]
+    next_cursor = str(page[-1][1]) if len(found) > limit else None
+    return JobPage(items=[JobOut.from_job(job) for job, _ in page], next_cursor=next_cursor)
 
 
 def _add_typed_submit(router: APIRouter, name: str, model: type[BaseModel], submit: Any) -> None:

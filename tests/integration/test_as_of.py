@@ -4,10 +4,11 @@ answered then, folded from the ledger."""
 from __future__ import annotations
 
 import time
+import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from tests.integration.conftest import Stack, submit, wait_for_status
+from tests.integration.conftest import Stack, eventually, submit, wait_for_status
 
 SETTLED_S = 0.3  # longer than a commit takes after its event's time is taken
 
@@ -76,3 +77,42 @@ def test_as_of_before_the_job_existed_and_bad_times(running: Stack) -> None:
         unencoded = client.get(f"{url}?as_of=2026-12-03T09:30:00+00:00")  # '+' is a space
         assert unencoded.status_code == 422
         assert "%2B" in unencoded.text
+
+
+def test_a_case_as_of_lists_its_jobs_as_they_were(running: Stack) -> None:
+    case = f"case-{uuid.uuid4().hex[:8]}"
+    with running.client() as client:
+        before = _now() - timedelta(seconds=1)
+        first = submit(client, "echo", {"text": "a"}, case_id=case)
+        wait_for_status(client, first["id"])
+        second = submit(client, "flaky", {"fail_attempts": 2}, case_id=case)
+        ids = [second["id"], first["id"]]  # newest first
+        recorded: list[tuple[datetime, list[dict[str, Any]]]] = []
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            began = _now()
+            live = [client.get(f"/jobs/{job_id}").json() for job_id in ids]
+            ended = _now()
+            time.sleep(SETTLED_S)
+            if [client.get(f"/jobs/{job_id}").json() for job_id in ids] == live:
+                recorded.append((began + (ended - began) / 2, live))
+            if live[0]["status"] == "succeeded":
+                break
+        assert "retry_scheduled" in {jobs[0]["status"] for _, jobs in recorded}
+
+        url = f"/jobs/{case}/jobs"
+        for moment, live in recorded:
+            then = client.get(url, params={"as_of": _at(moment)})
+            assert then.status_code == 200, then.text
+            assert then.json() == {"items": live, "next_cursor": None}, moment
+            retrying = client.get(url, params={"as_of": _at(moment), "status": "retry_scheduled"})
+            assert retrying.json()["items"] == [j for j in live if j["status"] == "retry_scheduled"]
+        # Pages as of a time, one job a page; none before the first job.
+        last = _at(recorded[-1][0])
+        page = client.get(url, params={"as_of": last, "limit": 1}).json()
+        rest = client.get(url, params={"as_of": last, "cursor": page["next_cursor"]}).json()
+        assert [j["id"] for j in page["items"] + rest["items"]] == ids
+        assert rest["next_cursor"] is None
+        assert client.get(url, params={"as_of": _at(before)}).json()["items"] == []
+        # The live listing (the view) agrees with the ledger once it has caught up.
+        eventually(lambda: client.get(url).json()["items"] == recorded[-1][1], 10, "the view")
