@@ -9,6 +9,7 @@
     jobledger token              print a token minted with the HS256 key (--tenant, --subject,
                                  --scope, --ttl-s); refused in production with the dev key
     jobledger watch JOB_ID       a job's live progress, from its SSE stream
+    jobledger history JOB_ID     a job's history: times, actors, attempts, traces (--as-of)
     jobledger verify             check the ledger's histories and the job view (exit 1 if not)
 
 The first Ctrl-C (or SIGTERM) stops taking work and lets running jobs finish; a
@@ -57,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "token":
             print(_token(args, settings))
             return 0
-        if args.command in ("submit", "watch"):
+        if args.command in ("submit", "watch", "history"):
             return _client_command(args, settings)
         if args.command == "verify":
             return _verify(settings)
@@ -151,6 +152,10 @@ def _client_command(args: argparse.Namespace, settings: Settings) -> int:
             )
         )
     token = auth.client_token(settings) or ""
+    if args.command == "history":
+        from infra.history import history  # noqa: PLC0415
+
+        return history(args.url, args.job_id, bearer(token), as_of=args.as_of, out=sys.stdout)
     return asyncio.run(watch(args.url, args.job_id, bearer(token)))
 
 
@@ -359,6 +364,13 @@ def _parser() -> argparse.ArgumentParser:
     watcher.add_argument("--dev", action="store_true", help=dev_help)
     watcher.add_argument("job_id")
     watcher.add_argument("--url", default="http://127.0.0.1:8000")
+    past = commands.add_parser(
+        "history", help="a job's history: times, actors, attempts, traces (JOBLEDGER_TOKEN)"
+    )
+    past.add_argument("--dev", action="store_true", help=dev_help)
+    past.add_argument("job_id")
+    past.add_argument("--as-of", help="RFC 3339 time: the job as it stood then")
+    past.add_argument("--url", default="http://127.0.0.1:8000")
     return parser
 
 

@@ -116,3 +116,36 @@ def test_a_case_as_of_lists_its_jobs_as_they_were(running: Stack) -> None:
         assert client.get(url, params={"as_of": _at(before)}).json()["items"] == []
         # The live listing (the view) agrees with the ledger once it has caught up.
         eventually(lambda: client.get(url).json()["items"] == recorded[-1][1], 10, "the view")
+
+
+def test_the_history_command_shows_every_event_with_its_actor_and_trace(running: Stack) -> None:
+    with running.client() as client:
+        job = submit(client, "flaky", {"fail_attempts": 1})
+        wait_for_status(client, job["id"])
+        events = client.get(f"/jobs/{job['id']}/events").json()
+    result = running.cli("history", job["id"], "--url", running.url)
+    assert result.returncode == 0, result.stderr
+    header, columns, *lines = result.stdout.splitlines()
+    assert header.startswith(f"job {job['id']}  flaky  case case-1  succeeded  attempt 2/3")
+    assert columns.split()[:4] == ["#", "at", "(UTC)", "after"]
+    assert [line.split()[4] for line in lines] == [e["type"] for e in events]
+    failed = next(line for line in lines if "AttemptFailed" in line)
+    assert "attempt 1 fails on purpose" in failed
+    for line, event in zip(lines, events, strict=True):
+        traceparent = event["traceparent"]
+        trace_id = traceparent.split("-")[1] if traceparent else "-"
+        assert line.split()[6:8] == [event["actor"], trace_id], line
+    assert all("+" in line.split()[3] for line in lines[1:])  # the time since the last
+
+    # As of its submission: the one event, and the job then.
+    first = events[0]["at"]
+    then = running.cli("history", job["id"], "--url", running.url, "--as-of", first)
+    assert then.returncode == 0, then.stderr
+    assert "queued as of" in then.stdout.splitlines()[0]
+    assert len(then.stdout.splitlines()) == 3
+
+    refused = running.cli("history", job["id"], "--url", running.url, "--as-of", "yesterday")
+    assert refused.returncode == 1
+    assert refused.stderr.startswith("422: ")
+    unknown = running.cli("history", str(uuid.uuid4()), "--url", running.url)
+    assert (unknown.returncode, unknown.stderr.split(":")[0]) == (1, "404")
