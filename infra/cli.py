@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import faulthandler
 import json
 import logging
 import os
@@ -47,6 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     from infra import logs  # noqa: PLC0415
 
     logs.configure(args.log_level, json_lines=settings.observability.json_logs)
+    # `kill -USR2 <pid>`: every thread's stack on stderr, for a process that will not stop.
+    faulthandler.register(signal.SIGUSR2, all_threads=True)
     try:
         if args.command == "worker" and settings.worker.processes > 1:
             from infra.supervisor import supervise_workers  # noqa: PLC0415

@@ -248,7 +248,14 @@ class Stack:
 
     def stop(self, process: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> int:
         process.send_signal(sig)
-        return process.wait(timeout=60)
+        try:
+            return process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.send_signal(signal.SIGUSR2)  # its threads' stacks, into its log
+            time.sleep(2)
+            process.kill()
+            log = self.logs[self.processes.index(process)]
+            pytest.fail(f"{process.args} did not stop within 60 s:\n{log.read_text()[-20000:]}")
 
     def stop_all(self) -> None:
         for process in self.processes:
