@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request
 
-from gateway.caller import ADMIN, READ, WRITE, Caller
+from gateway.caller import ADMIN, AUDIT, READ, WRITE, Caller
 from gateway.guarded import GUARD_ATTRIBUTE
 from gateway.schemas import ErrorOut
 from gateway.services import Services
@@ -57,3 +57,4 @@ def _require(scope: str) -> Callable[[Request], Caller]:
 Reading = Annotated[Caller, Depends(_require(READ))]
 Writing = Annotated[Caller, Depends(_require(WRITE))]
 Operating = Annotated[Caller, Depends(_require(ADMIN))]
+Auditing = Annotated[Caller, Depends(_require(AUDIT))]

@@ -17,7 +17,8 @@ TRACEPARENT = re.compile(r"^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")
 READ = "jobs:read"
 WRITE = "jobs:write"
 ADMIN = "jobs:admin"
-SCOPES = (READ, WRITE, ADMIN)
+AUDIT = "jobs:audit"  # every event of the tenant, params included
+SCOPES = (READ, WRITE, ADMIN, AUDIT)
 
 
 @dataclass(frozen=True)

@@ -55,6 +55,28 @@ class DeadLettersUnavailable(Exception):
     """The DLQ cannot be read right now."""
 
 
+class AuditLog(Protocol):
+    """A tenant's events, in ledger order, for auditors."""
+
+    def head(self) -> int:
+        """The ledger's last position."""
+        ...
+
+    def events(
+        self,
+        tenant: str,
+        *,
+        after: int,
+        until: int,
+        case_id: str | None,
+        job_type: str | None,
+        limit: int,
+    ) -> list[tuple[Any, int]]:
+        """The tenant's events in (after, until], oldest first, as (event, position),
+        of the jobs of ``case_id`` and ``job_type`` where given; at most ``limit``."""
+        ...
+
+
 class DeadLetters(Protocol):
     """Reads the DLQ without taking messages out of it."""
 
@@ -75,3 +97,4 @@ class Services:
     max_header_bytes: int = 8192
     body_timeout_s: float = 30.0
     streams: Streams | None = None
+    audit: AuditLog | None = None

@@ -10,6 +10,7 @@
                                  --scope, --ttl-s); refused in production with the dev key
     jobledger watch JOB_ID       a job's live progress, from its SSE stream
     jobledger history JOB_ID     a job's history: times, actors, attempts, traces (--as-of)
+    jobledger audit export       the tenant's events as NDJSON (--since, --until, --case, ...)
     jobledger verify             check the ledger's histories and the job view (exit 1 if not)
 
 The first Ctrl-C (or SIGTERM) stops taking work and lets running jobs finish; a
@@ -61,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "token":
             print(_token(args, settings))
             return 0
-        if args.command in ("submit", "watch", "history"):
+        if args.command in ("submit", "watch", "history", "audit"):
             return _client_command(args, settings)
         if args.command == "verify":
             return _verify(settings)
@@ -155,6 +156,19 @@ def _client_command(args: argparse.Namespace, settings: Settings) -> int:
             )
         )
     token = auth.client_token(settings) or ""
+    if args.command == "audit":
+        from infra.audit_export import export  # noqa: PLC0415
+
+        named = {
+            "since": args.since,
+            "until": args.until,
+            "case_id": args.case,
+            "job_type": args.job_type,
+            "actor": args.actor,
+            "after": args.after,
+        }
+        params = {k: str(v) for k, v in named.items() if v is not None}
+        return export(args.url, bearer(token), params, sys.stdout.buffer)
     if args.command == "history":
         from infra.history import history  # noqa: PLC0415
 
@@ -359,7 +373,7 @@ def _parser() -> argparse.ArgumentParser:
     token.add_argument(
         "--scope",
         action="append",
-        choices=["jobs:read", "jobs:write", "jobs:admin"],
+        choices=["jobs:read", "jobs:write", "jobs:admin", "jobs:audit"],
         help="repeat for each scope",
     )
     token.add_argument("--ttl-s", type=float, default=3600, help="seconds until it expires")
@@ -367,6 +381,12 @@ def _parser() -> argparse.ArgumentParser:
     watcher.add_argument("--dev", action="store_true", help=dev_help)
     watcher.add_argument("job_id")
     watcher.add_argument("--url", default="http://127.0.0.1:8000")
+    _add_audit_commands(commands, dev_help)
+    return parser
+
+
+def _add_audit_commands(commands: Any, dev_help: str) -> None:
+    """``history`` and ``audit export``: HTTP clients, as ``watch`` is."""
     past = commands.add_parser(
         "history", help="a job's history: times, actors, attempts, traces (JOBLEDGER_TOKEN)"
     )
@@ -374,7 +394,18 @@ def _parser() -> argparse.ArgumentParser:
     past.add_argument("job_id")
     past.add_argument("--as-of", help="RFC 3339 time: the job as it stood then")
     past.add_argument("--url", default="http://127.0.0.1:8000")
-    return parser
+    audit = commands.add_parser(
+        "audit", help="export the token's tenant's events as NDJSON (jobs:audit scope)"
+    )
+    audit.add_argument("action", choices=["export"])
+    audit.add_argument("--dev", action="store_true", help=dev_help)
+    audit.add_argument("--since", help="RFC 3339: events recorded at or after")
+    audit.add_argument("--until", help="RFC 3339: events recorded at or before")
+    audit.add_argument("--case", help="only this case's jobs")
+    audit.add_argument("--job-type", help="only jobs of this type")
+    audit.add_argument("--actor", help="only events of this actor")
+    audit.add_argument("--after", type=int, help="resume after this ledger position")
+    audit.add_argument("--url", default="http://127.0.0.1:8000")
 
 
 if __name__ == "__main__":

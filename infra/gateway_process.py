@@ -28,7 +28,7 @@ from infra.dead_letters import ManagementDeadLetters
 from infra.follower import LedgerFollower
 from infra.health import probes
 from infra.settings import Settings
-from infra.streams import feed_hub, open_streams
+from infra.streams import PostgresAuditLog, feed_hub, open_streams
 from projections.projection import JobView
 
 log = logging.getLogger("jobledger")
@@ -56,6 +56,7 @@ def build_gateway(settings: Settings, ledger: JobLedger, streams: Streams | None
         max_header_bytes=settings.input.max_header_bytes,
         body_timeout_s=settings.gateway.body_timeout_s,
         streams=streams,
+        audit=PostgresAuditLog(ledger, view),
     )
     workers = ledger_store.open_workers(settings.postgres, settings.worker.heartbeat_ttl_s)
 

@@ -57,6 +57,36 @@ class PostgresLedgerHistory:
         return Page(events=_taken(feed, events), scanned_to=scanned_to, more=True)
 
 
+class PostgresAuditLog:
+    """A tenant's events for auditors, in ledger order, a page at a time."""
+
+    def __init__(self, ledger: JobLedger, view: PostgresJobView) -> None:
+        self.table = EventsTable(ledger, view.table)
+
+    def head(self) -> int:
+        return self.table.head()
+
+    def events(
+        self,
+        tenant: str,
+        *,
+        after: int,
+        until: int,
+        case_id: str | None,
+        job_type: str | None,
+        limit: int,
+    ) -> list[tuple[Any, int]]:
+        params = {
+            "tenant": tenant,
+            "after": after,
+            "until": until,
+            "case_id": case_id,
+            "job_type": job_type,
+            "limit": limit,
+        }
+        return self.table.read(self.table.of_tenant_in_order, params)
+
+
 def _taken(feed: Feed, events: list[Any]) -> list[Any]:
     return [
         (event, at)
