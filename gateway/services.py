@@ -62,7 +62,7 @@ class AuditLog(Protocol):
         """The ledger's last position."""
         ...
 
-    def events(
+    def page(
         self,
         tenant: str,
         *,
@@ -70,10 +70,11 @@ class AuditLog(Protocol):
         until: int,
         case_id: str | None,
         job_type: str | None,
-        limit: int,
-    ) -> list[tuple[Any, int]]:
-        """The tenant's events in (after, until], oldest first, as (event, position),
-        of the jobs of ``case_id`` and ``job_type`` where given; at most ``limit``."""
+        scan: int,
+    ) -> tuple[list[tuple[Any, int]], int]:
+        """The next ``scan`` events of the ledger in (after, until], and of those the
+        tenant's (of ``case_id`` and ``job_type`` where given) as (event, position),
+        oldest first; with the last position scanned."""
         ...
 
 

@@ -62,16 +62,10 @@ class EventsTable:
             "AND notification_id <= %(until)s) AS e "
             "ORDER BY e.notification_id LIMIT %(limit)s"
         )
-        # A tenant's events in ledger order (an audit export): the ledger's own order
-        # index, each event's job looked up in the view for its tenant, case and type.
-        self.of_tenant_in_order = statement(
-            "SELECT e.notification_id, e.originator_id, e.originator_version, e.topic, e.state "
-            "FROM {table} AS e JOIN {view} AS v ON v.job_id = e.originator_id "
-            "WHERE e.notification_id > %(after)s AND e.notification_id <= %(until)s "
-            "AND v.tenant = %(tenant)s "
-            "AND (%(case_id)s::text IS NULL OR v.case_id = %(case_id)s) "
-            "AND (%(job_type)s::text IS NULL OR v.job_type = %(job_type)s) "
-            "ORDER BY e.notification_id LIMIT %(limit)s"
+        # Every event after a position and up to another, in ledger order.
+        self.after_until = statement(
+            "SELECT {columns} FROM {table} WHERE notification_id > %s "
+            "AND notification_id <= %s ORDER BY notification_id LIMIT %s"
         )
         # Many jobs' events, each job's oldest first.
         self.of_jobs = statement(

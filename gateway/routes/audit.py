@@ -1,8 +1,8 @@
 """/audit/events: a tenant's events for auditors, streamed as NDJSON in ledger order
 (``jobs:audit``). Each line is one event with its position, job, case, type, time,
 actor, attempt, correlation id, trace context and data, params included: the audit
-scope is the one that may see them. The export reads a page at a time up to the
-ledger's head when the request began, so a year of events never sits in memory; a
+scope is the one that may see them. The export reads the ledger a page at a time, by
+position, up to its head when the request began, so a year of events never sits in memory; a
 client resumes with ``after`` = the position of the last line it kept."""
 
 from __future__ import annotations
@@ -107,17 +107,14 @@ async def _pages(
 ) -> AsyncIterator[tuple[Any, int]]:
     position = after
     while position < head:
-        page = await run_in_threadpool(
-            audit.events,
+        kept, position = await run_in_threadpool(
+            audit.page,
             tenant,
             after=position,
             until=head,
             case_id=case_id,
             job_type=job_type,
-            limit=PAGE,
+            scan=PAGE,
         )
-        for event, at in page:
+        for event, at in kept:
             yield event, at
-        if len(page) < PAGE:
-            return
-        position = page[-1][1]
