@@ -13,6 +13,8 @@ import asyncio
 import contextlib
 import importlib
 import logging
+import os
+import sys
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import TypeVar
@@ -42,8 +44,13 @@ STORE_DOWN = (StoreUnavailable, psycopg.OperationalError, OperationalError, Inte
 
 
 def load_registry(app: str) -> JobRegistry:
-    """The JobRegistry named by ``module`` or ``module:attribute``."""
+    """The JobRegistry named by ``module`` or ``module:attribute``. A module in the
+    working directory is found, as ``celery -A`` finds one: the installed ``jobledger``
+    command does not have the directory on its path, as ``python -m`` does. It is
+    appended, so a file there never shadows what jobledger itself imports."""
     module_name, _, attribute = app.partition(":")
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.append(os.getcwd())  # process jobs' spawned children inherit it
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
