@@ -23,7 +23,9 @@ async def run_all(settings: Settings, stopping: asyncio.Event, ready: asyncio.Ev
         asyncio.create_task(run_gateway(settings, stopping, gateway_ready, ledger), name="gateway"),
         asyncio.create_task(run_dispatcher(settings, stopping, ledger), name="dispatcher"),
         asyncio.create_task(run_projector(settings, stopping, ledger), name="projector"),
-        asyncio.create_task(run_worker(settings, stopping, worker_ready), name="worker"),
+        asyncio.create_task(
+            run_worker(settings, stopping, worker_ready, every_pool=True), name="worker"
+        ),
     ]
     started: asyncio.Future[object] = asyncio.ensure_future(
         asyncio.gather(gateway_ready.wait(), worker_ready.wait())

@@ -69,7 +69,14 @@ def names_of(settings: Settings) -> Names:
 
 
 def pools_of(settings: Settings, registry: JobRegistry) -> list[str]:
-    return sorted({settings.worker.pool} | {registry.get(n).pool for n in registry.names()})
+    """Every pool there is: the worker's own and each job type's."""
+    return sorted(set(served_pools(settings)) | {registry.get(n).pool for n in registry.names()})
+
+
+def served_pools(settings: Settings) -> list[str]:
+    """The pools a ``jobledger worker`` consumes: ``--pool a,b`` names several."""
+    pools = [p.strip() for p in settings.worker.pool.split(",") if p.strip()]
+    return list(dict.fromkeys(pools)) or ["default"]
 
 
 def retry_policy(settings: Settings) -> RetryPolicy:

@@ -336,7 +336,11 @@ def _parser() -> argparse.ArgumentParser:
         if name in ("run", "gateway"):
             sub.add_argument("--port", type=int, help="gateway port (JOBLEDGER_GATEWAY__PORT)")
         if name in ("run", "worker"):
-            sub.add_argument("--pool", help="worker pool, i.e. queue (JOBLEDGER_WORKER__POOL)")
+            sub.add_argument(
+                "--pool",
+                help="worker pools to consume, a,b for several (JOBLEDGER_WORKER__POOL; "
+                "run: every pool the app registers unless named)",
+            )
             sub.add_argument("--concurrency", type=int, help="jobs run at once per worker")
             sub.add_argument("--prefetch", type=int, help="messages held unacked per worker")
         if name == "worker":

@@ -9,27 +9,41 @@ import secrets
 import socket
 from functools import partial
 
+from aio_pika.abc import AbstractRobustConnection
+
 from application.attempts import Attempts
 from consumers.messages import Messages
+from consumers.registry import JobRegistry
 from consumers.worker import Worker, WorkerOptions
+from domain.ledger import JobLedger
 from infra import ledger_store
 from infra.bootstrap import (
     broker,
     load_registry,
     names_of,
     open_ledger,
+    pools_of,
     retry_policy,
+    served_pools,
     wait_for_broker,
     when_store_is_up,
 )
 from infra.settings import Settings
+from infra.workers_store import PostgresWorkerStore
 
 
 async def run_worker(
-    settings: Settings, stopping: asyncio.Event, ready: asyncio.Event | None = None
+    settings: Settings,
+    stopping: asyncio.Event,
+    ready: asyncio.Event | None = None,
+    *,
+    every_pool: bool = False,
 ) -> None:
     """A worker has a ledger of its own, without fast-forward: it alone writes the
-    jobs it holds, so their cached copies are used without a read (domain/ledger.py)."""
+    jobs it holds, so their cached copies are used without a read (domain/ledger.py).
+    It consumes each pool it serves (``--pool a,b``; with ``every_pool``, as in
+    ``jobledger run``, every pool the app registers unless a pool was named) with a
+    worker of its own: its own id, channel, heartbeat and ``concurrency``."""
     registry = load_registry(settings.app)
     options = settings.worker
     ledger = await open_ledger(settings, stopping, fastforward=False)
@@ -41,13 +55,37 @@ async def run_worker(
     )
     if ledger is None or workers is None:
         return
-    names = names_of(settings)
     await wait_for_broker(settings, stopping)
     if stopping.is_set():
         return
+    named = "pool" in options.model_fields_set
+    pools = pools_of(settings, registry) if every_pool and not named else served_pools(settings)
+    async with broker(settings, registry) as connection:
+        consumers = [
+            await _pool_worker(settings, registry, ledger, workers, connection, pool)
+            for pool in pools
+        ]
+        if ready is not None:
+            ready.set()
+        try:
+            await asyncio.gather(*(worker.run(stopping) for worker in consumers))
+        finally:
+            await asyncio.to_thread(ledger.close)
+
+
+async def _pool_worker(
+    settings: Settings,
+    registry: JobRegistry,
+    ledger: JobLedger,
+    workers: PostgresWorkerStore,
+    connection: AbstractRobustConnection,
+    pool: str,
+) -> Worker:
+    options = settings.worker
+    names = names_of(settings)
     # Unique to this process's life: a container restarted keeps its hostname and,
     # often, its pid, and a new process must never take the old one's attempts for its own.
-    worker_id = f"{socket.gethostname()}:{os.getpid()}:{options.pool}:{secrets.token_hex(3)}"
+    worker_id = f"{socket.gethostname()}:{os.getpid()}:{pool}:{secrets.token_hex(3)}"
     attempts = Attempts(
         ledger=ledger,
         job_kinds=registry,
@@ -55,35 +93,28 @@ async def run_worker(
         limiter=workers,
         retry_policy=retry_policy(settings),
         worker_id=worker_id,
-        pool=options.pool,
+        pool=pool,
         # A holder must look dead for longer than a heartbeat interval before its
         # attempt is recorded lost (its beats may only have paused).
         dead_for_s=options.heartbeat_interval_s + 1.0,
     )
-    async with broker(settings, registry) as connection:
-        channel = await connection.channel(publisher_confirms=True)
-        await channel.set_qos(prefetch_count=max(options.prefetch, options.concurrency))
-        worker = Worker(
-            attempts=attempts,
-            channel=channel,
-            messages=Messages(
-                names=names,
-                work=await channel.get_exchange(names.work_exchange),
-                dead=await channel.get_exchange(names.dead_exchange),
-                delay=await channel.get_exchange(names.delay_entry),
-                control=await channel.get_exchange(names.control_exchange),
-            ),
-            options=WorkerOptions(
-                pool=options.pool,
-                concurrency=options.concurrency,
-                progress_interval_s=options.progress_interval_s,
-                shutdown_timeout_s=options.shutdown_timeout_s,
-                heartbeat_interval_s=options.heartbeat_interval_s,
-            ),
-        )
-        if ready is not None:
-            ready.set()
-        try:
-            await worker.run(stopping)
-        finally:
-            await asyncio.to_thread(ledger.close)
+    channel = await connection.channel(publisher_confirms=True)
+    await channel.set_qos(prefetch_count=max(options.prefetch, options.concurrency))
+    return Worker(
+        attempts=attempts,
+        channel=channel,
+        messages=Messages(
+            names=names,
+            work=await channel.get_exchange(names.work_exchange),
+            dead=await channel.get_exchange(names.dead_exchange),
+            delay=await channel.get_exchange(names.delay_entry),
+            control=await channel.get_exchange(names.control_exchange),
+        ),
+        options=WorkerOptions(
+            pool=pool,
+            concurrency=options.concurrency,
+            progress_interval_s=options.progress_interval_s,
+            shutdown_timeout_s=options.shutdown_timeout_s,
+            heartbeat_interval_s=options.heartbeat_interval_s,
+        ),
+    )

@@ -203,3 +203,9 @@ async def dirty(ctx: JobContext, params: DirtyParams) -> dict[str, object]:
     if params.fail:
         raise RuntimeError("broke at byte \x00 of \udfff")
     return {"text": "a\x00b", "nested": {"k\x00": ["\ud83d", 1.5]}}
+
+
+@registry.job("side_echo", pool="side")
+async def side_echo(ctx: JobContext, params: EchoParams) -> dict[str, object]:
+    """A job type of another pool: `jobledger run` must serve it too."""
+    return {"echo": params.text, "pool": "side"}

@@ -1,0 +1,39 @@
+"""Pools: `jobledger run` serves every pool the app registers, and one worker process
+consumes several with `--pool a,b`."""
+
+from __future__ import annotations
+
+from tests.integration.conftest import (
+    Stack,
+    consumer_count,
+    eventually,
+    submit,
+    wait_for_status,
+)
+
+
+def test_run_serves_every_pool_the_app_registers(running: Stack) -> None:
+    with running.client() as client:
+        side = submit(client, "side_echo", {"text": "over there"})
+        done = wait_for_status(client, side["id"], timeout_s=20)
+    assert done["status"] == "succeeded"
+    assert done["result"] == {"echo": "over there", "pool": "side"}
+
+
+def test_a_worker_consumes_every_pool_it_is_given(stack: Stack) -> None:
+    stack.start("run", JOBLEDGER_WORKER__POOL="elsewhere")  # a pool named: only that one
+    stack.wait_ready()
+    assert consumer_count(stack, "side") == 0
+    stack.start("worker", "--pool", "default, side")
+    eventually(
+        lambda: consumer_count(stack) >= 1 and consumer_count(stack, "side") >= 1,
+        60,
+        "a consumer on both pools",
+    )
+    with stack.client() as client:
+        jobs = [submit(client, "echo", {"text": "a"}), submit(client, "side_echo", {"text": "b"})]
+        finished = [wait_for_status(client, job["id"]) for job in jobs]
+        workers = client.get("/workers").json()
+    assert [job["status"] for job in finished] == ["succeeded", "succeeded"]
+    pools = {w["pool"] for w in workers if w["pool"] in ("default", "side")}
+    assert pools == {"default", "side"}  # one worker each, in one process
