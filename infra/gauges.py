@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Iterable
 
 from aio_pika.abc import AbstractRobustConnection
@@ -17,11 +18,16 @@ meter = metrics.get_meter("jobledger.infra")
 
 
 class QueueDepths:
-    """The last sampled message count of each queue, as observable gauges."""
+    """The last sampled message count of each queue, as observable gauges; and a
+    warning for a work queue that holds jobs with no consumer for ``unserved_after_s``
+    (a pool no worker serves: its jobs would wait for good, unseen)."""
 
-    def __init__(self, dead_queue: str) -> None:
+    def __init__(self, dead_queue: str, unserved_after_s: float = 60.0) -> None:
         self.dead_queue = dead_queue
+        self.unserved_after_s = unserved_after_s
         self.depths: dict[str, int] = {}
+        self.unserved_since: dict[str, float] = {}  # queue: when it was first seen so
+        self.warned: set[str] = set()
         meter.create_observable_gauge(
             "jobledger.queue.depth",
             [self._work],
@@ -55,9 +61,31 @@ class QueueDepths:
                     for name in [*queues, self.dead_queue]:
                         queue = await channel.declare_queue(name, passive=True)
                         self.depths[name] = queue.declaration_result.message_count or 0
+                        if name != self.dead_queue:
+                            self._served(name, queue.declaration_result.consumer_count or 0)
             except Exception as exc:  # noqa: BLE001 - a sample is skipped, not fatal
                 log.debug("queue depth sample failed: %r", exc)
             await asyncio.sleep(interval_s)
+
+    def _served(self, queue: str, consumers: int) -> None:
+        if consumers or not self.depths[queue]:
+            self.unserved_since.pop(queue, None)
+            self.warned.discard(queue)
+            return
+        since = self.unserved_since.setdefault(queue, time.monotonic())
+        waited = time.monotonic() - since
+        if waited >= self.unserved_after_s and queue not in self.warned:
+            self.warned.add(queue)
+            pool = queue.rsplit(".", 1)[-1]
+            log.warning(
+                "queue %s holds %d jobs and has had no consumer for %.0f s: no worker "
+                "serves pool %r (start one with `jobledger worker --pool %s`)",
+                queue,
+                self.depths[queue],
+                waited,
+                pool,
+                pool,
+            )
 
 
 def observe_projector_lag(lag: Callable[[], int | None]) -> None:

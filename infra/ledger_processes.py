@@ -44,7 +44,7 @@ async def run_dispatcher(
         return
     registry = load_registry(settings.app)
     names = names_of(settings)
-    depths = QueueDepths(names.dead_queue)
+    depths = QueueDepths(names.dead_queue, settings.observability.unserved_pool_warning_s)
     work_queues = [names.work_queue(pool) for pool in pools_of(settings, registry)]
 
     async def dispatch() -> None:

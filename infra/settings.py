@@ -129,6 +129,8 @@ class ObservabilitySettings(BaseModel):
     ops_port: int | None = Field(default=None, ge=0, le=65535)
     # How often the dispatcher samples the depth of the work queues and the DLQ.
     queue_depth_interval_s: float = Field(default=5.0, gt=0)
+    # A work queue holding jobs with no consumer this long is logged as a warning.
+    unserved_pool_warning_s: float = Field(default=60.0, ge=0)
 
 
 # The well-known development key. Tokens signed with it prove nothing: it is used only

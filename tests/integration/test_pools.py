@@ -37,3 +37,28 @@ def test_a_worker_consumes_every_pool_it_is_given(stack: Stack) -> None:
     assert [job["status"] for job in finished] == ["succeeded", "succeeded"]
     pools = {w["pool"] for w in workers if w["pool"] in ("default", "side")}
     assert pools == {"default", "side"}  # one worker each, in one process
+
+
+def test_jobs_waiting_in_a_pool_no_worker_serves_are_logged(stack: Stack) -> None:
+    stack.start(
+        "run",
+        JOBLEDGER_WORKER__POOL="elsewhere",
+        JOBLEDGER_OBSERVABILITY__QUEUE_DEPTH_INTERVAL_S="0.2",
+        JOBLEDGER_OBSERVABILITY__UNSERVED_POOL_WARNING_S="1",
+    )
+    stack.wait_ready()
+    log = stack.logs[0]
+    with stack.client() as client:
+        job = submit(client, "echo", {"text": "waiting"})
+        warning = eventually(
+            lambda: next(
+                (line for line in log.read_text().splitlines() if "no consumer" in line), None
+            ),
+            30,
+            "the warning",
+        )
+        assert "WARNING" in warning and "no worker serves pool 'default'" in warning
+        assert "jobledger worker --pool default" in warning
+        stack.start("worker")
+        assert wait_for_status(client, job["id"])["status"] == "succeeded"
+    assert log.read_text().count("no consumer") == 1  # once, not every sample
