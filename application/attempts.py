@@ -345,6 +345,7 @@ class Attempts:
                     retry_delay_s=delay_s,
                     origin=origin,
                     attempt=n,
+                    traceback=outcome.traceback or "",
                 )
             else:
                 written = await self._write(

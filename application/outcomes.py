@@ -3,6 +3,7 @@ that: used for handlers on the loop, in a thread and in a child process alike.""
 
 from __future__ import annotations
 
+import traceback
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +27,7 @@ class Retry(Exception):
 
 
 MAX_ERROR_CHARS = 2000
+MAX_TRACEBACK_CHARS = 16384  # the end of it: the raising frames and the error
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,7 @@ class Outcome:
     retry_delay_s: float | None = None
     cancelled: bool = False
     interrupted: bool = False
+    traceback: str | None = None  # where the handler raised, formatted
 
     @property
     def name(self) -> str:
@@ -61,7 +64,25 @@ def classify(
     asked for; raised on its own, it is a failure like any other."""
     if isinstance(exc, JobCancelled) and cancel_requested:
         return Outcome(cancelled=True)
+    formatted = formatted_traceback(exc)
     if isinstance(exc, Retry):
-        return Outcome(error=f"Retry: {exc}", retryable=True, retry_delay_s=exc.delay_s)
+        return Outcome(
+            error=f"Retry: {exc}", retryable=True, retry_delay_s=exc.delay_s, traceback=formatted
+        )
     retryable = isinstance(exc, retry_on) and not isinstance(exc, (PermanentError, JobCancelled))
-    return Outcome(error=f"{type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS], retryable=retryable)
+    return Outcome(
+        error=f"{type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS],
+        retryable=retryable,
+        traceback=formatted,
+    )
+
+
+def formatted_traceback(exc: BaseException) -> str | None:
+    """The exception's traceback as Python prints it, its last ``MAX_TRACEBACK_CHARS``;
+    None for an exception never raised (no frames)."""
+    if exc.__traceback__ is None:
+        return None
+    text = "".join(traceback.format_exception(exc))
+    if len(text) > MAX_TRACEBACK_CHARS:
+        text = "…" + text[-(MAX_TRACEBACK_CHARS - 1) :]
+    return text

@@ -41,6 +41,7 @@ async def execute(
     threads: ThreadPoolExecutor,
     running: dict[UUID, Execution],
     progress_interval_s: float,
+    log_tracebacks: bool = True,
 ) -> Outcome:
     """Run the attempt's handler in a span of its own, listed in ``running`` meanwhile;
     its progress goes to ``report``, coalesced, and a cancel that answers it stops it."""
@@ -75,7 +76,17 @@ async def execute(
         await reporter.close()
     labels = {"job_type": job.job_type, "outcome": outcome.name}
     metrics.duration.record(time.monotonic() - began, labels)
-    log.info("%s attempt %d: %s", job.job_type, job.attempt, outcome.name)
+    if outcome.traceback and log_tracebacks:
+        log.error(
+            "%s attempt %d: %s (%s)\n%s",
+            job.job_type,
+            job.attempt,
+            outcome.name,
+            outcome.error,
+            outcome.traceback.rstrip(),
+        )
+    else:
+        log.info("%s attempt %d: %s", job.job_type, job.attempt, outcome.name)
     return outcome
 
 

@@ -39,6 +39,7 @@ class WorkerOptions:
     progress_interval_s: float = 0.1
     shutdown_timeout_s: float = 30.0
     heartbeat_interval_s: float = 2.0
+    log_tracebacks: bool = True
 
 
 class Worker:
@@ -199,6 +200,7 @@ class Worker:
             threads=self.threads,
             running=self.running,
             progress_interval_s=self.options.progress_interval_s,
+            log_tracebacks=self.options.log_tracebacks,
         )
 
     async def _on_cancel(self, job_id: UUID) -> None:

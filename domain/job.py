@@ -107,6 +107,13 @@ class Job(Aggregate):
         error: str
         retryable: bool
         retry_at: datetime | None
+        traceback: str  # where the handler raised ("" when it did not raise)
+
+        class_version = 2
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state["traceback"] = ""  # recorded before tracebacks were kept
 
         def apply(self, job: Job) -> None:
             job.error, job.retry_at, job.status = self.error, self.retry_at, status_after(self)
@@ -237,6 +244,7 @@ class Job(Aggregate):
         retryable: bool,
         origin: Origin,
         attempt: int | None = None,
+        traceback: str = "",
     ) -> None:
         """Record a failed attempt. With ``retry_at`` the job waits for its next
         attempt; without it, or with no attempts left, the job has failed."""
@@ -245,7 +253,12 @@ class Job(Aggregate):
         if self.attempt >= self.attempts_allowed or self.cancel_requested:
             retry_at = None
         self._record(
-            self.AttemptFailed, origin, error=error, retryable=retryable, retry_at=retry_at
+            self.AttemptFailed,
+            origin,
+            error=error,
+            retryable=retryable,
+            retry_at=retry_at,
+            traceback=storable.text(traceback),
         )
         if retry_at is None and self.cancel_requested:
             self._record(self.Cancelled, origin)  # the cancel wins over another attempt

@@ -143,6 +143,7 @@ class JobLedger(Application[UUID]):
         retry_delay_s: float | None,
         origin: Origin,
         attempt: int | None = None,
+        traceback: str = "",
     ) -> Committed:
         """Record a failed attempt; with a delay and attempts left, schedule the next."""
 
@@ -151,7 +152,12 @@ class JobLedger(Application[UUID]):
             if retryable and retry_delay_s is not None:
                 retry_at = datetime.now(UTC) + timedelta(seconds=retry_delay_s)
             job.fail_attempt(
-                error, retry_at=retry_at, retryable=retryable, origin=origin, attempt=attempt
+                error,
+                retry_at=retry_at,
+                retryable=retryable,
+                origin=origin,
+                attempt=attempt,
+                traceback=traceback,
             )
 
         return self._change(job_id, fail)

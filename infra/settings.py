@@ -90,6 +90,9 @@ class WorkerSettings(BaseModel):
     concurrency: int = 4
     prefetch: int = 8
     progress_interval_s: float = 0.1
+    # A failed attempt's traceback, logged at ERROR with the job's ids (it is kept in
+    # the ledger either way): off where error texts may hold patient data.
+    log_tracebacks: bool = True
     processes: int = 1
     shutdown_timeout_s: float = 30.0
     heartbeat_interval_s: float = 2.0

@@ -116,5 +116,6 @@ async def _pool_worker(
             progress_interval_s=options.progress_interval_s,
             shutdown_timeout_s=options.shutdown_timeout_s,
             heartbeat_interval_s=options.heartbeat_interval_s,
+            log_tracebacks=options.log_tracebacks,
         ),
     )
