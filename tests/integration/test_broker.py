@@ -54,8 +54,10 @@ def test_a_delay_is_kept_to_a_second_and_a_long_one_does_not_hold_back_a_short_o
 ) -> None:
     # 30 s is queued first; the 1 s and 3 s ones must not wait behind it.
     arrived = asyncio.run(asyncio.wait_for(_arrivals(stack, [30, 3, 1], until={1, 3}), 90))
-    assert 1.0 <= arrived[1] <= 2.0
-    assert 3.0 <= arrived[3] <= 4.0
+    # The broker's expiry timer may fire a few milliseconds before our clock says the
+    # TTL is up (0.996 s was seen in CI): "to a second" allows 50 ms early.
+    assert 0.95 <= arrived[1] <= 2.0
+    assert 2.95 <= arrived[3] <= 4.0
     assert 30 not in arrived
 
 
