@@ -4,6 +4,7 @@ and the one follower per process that feeds the hub."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 from domain.ledger import JobLedger
@@ -125,7 +126,8 @@ async def feed_hub(hub: StreamHub, follower: LedgerFollower) -> None:
     keep-alives, forever."""
     beating = asyncio.create_task(hub.heartbeats(), name="stream keep-alives")
     try:
-        async for batch in follower.batches(hub.position):
-            hub.publish(batch)
+        async with contextlib.aclosing(follower.batches(hub.position)) as batches:
+            async for batch in batches:
+                hub.publish(batch)
     finally:
         beating.cancel()
