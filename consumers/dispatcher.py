@@ -13,7 +13,7 @@ import contextlib
 import json
 import logging
 from collections import deque
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
 from uuid import UUID
@@ -33,7 +33,7 @@ log = logging.getLogger("jobledger.dispatcher")
 
 
 class EventSource(Protocol):
-    def batches(self, after: int | None) -> AsyncGenerator[Sequence[tuple[Any, int]], None]: ...
+    def batches(self, after: int | None) -> AsyncIterator[Sequence[tuple[Any, int]]]: ...
 
 
 class Positions(Protocol):
@@ -98,17 +98,16 @@ class Dispatcher:
             self._unrecorded.clear()
 
     async def _dispatch(self, after: int | None) -> None:
-        async with contextlib.aclosing(self.source.batches(after)) as batches:
-            async for batch in batches:
-                now = datetime.now(UTC)
-                messages = [
-                    m for event, _ in batch if event is not None for m in messages_for(event, now)
-                ]
-                publishes = [asyncio.create_task(self._publish(m)) for m in messages]
-                for publish in publishes:
-                    self._publishes.add(publish)
-                    publish.add_done_callback(self._publishes.discard)
-                self._unrecorded.append((batch[-1][1], asyncio.gather(*publishes)))
+        async for batch in self.source.batches(after):
+            now = datetime.now(UTC)
+            messages = [
+                m for event, _ in batch if event is not None for m in messages_for(event, now)
+            ]
+            publishes = [asyncio.create_task(self._publish(m)) for m in messages]
+            for publish in publishes:
+                self._publishes.add(publish)
+                publish.add_done_callback(self._publishes.discard)
+            self._unrecorded.append((batch[-1][1], asyncio.gather(*publishes)))
             self._read_more.set()
             self.published += sum(isinstance(m, Send) for m in messages)
             while True:

@@ -4,7 +4,6 @@ and the one follower per process that feeds the hub."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from typing import Any
 
 from domain.ledger import JobLedger
@@ -126,8 +125,7 @@ async def feed_hub(hub: StreamHub, follower: LedgerFollower) -> None:
     keep-alives, forever."""
     beating = asyncio.create_task(hub.heartbeats(), name="stream keep-alives")
     try:
-        async with contextlib.aclosing(follower.batches(hub.position)) as batches:
-            async for batch in batches:
-                hub.publish(batch)
+        async for batch in follower.batches(hub.position):
+            hub.publish(batch)
     finally:
         beating.cancel()
