@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Collection, Sequence
+from collections.abc import AsyncGenerator, Callable, Collection, Sequence
 from typing import Any
 
 import psycopg
@@ -67,7 +67,7 @@ class LedgerFollower:
         self.channel: str = recorder.channel_name
         self.table = EventsTable(ledger)
 
-    async def batches(self, after: int | None) -> AsyncIterator[Batch]:
+    async def batches(self, after: int | None) -> AsyncGenerator[Batch, None]:
         """Every event after ``after``, forever; never skips (unless ``decode_if`` says
         none is needed), never repeats."""
         position = after or 0

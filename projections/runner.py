@@ -6,8 +6,9 @@ empty view, it rebuilds the view from the first event."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from typing import Any, Protocol
 
 from eventsourcing.persistence import (
@@ -24,7 +25,7 @@ log = logging.getLogger("jobledger.projector")
 
 
 class EventSource(Protocol):
-    def batches(self, after: int | None) -> AsyncIterator[Sequence[tuple[Any, int]]]: ...
+    def batches(self, after: int | None) -> AsyncGenerator[Sequence[tuple[Any, int]], None]: ...
 
 
 class Projector:
@@ -41,14 +42,17 @@ class Projector:
         self.unprojectable = len(await asyncio.to_thread(self.view.unprojectable))
         self.position = after or 0
         log.info("projecting from ledger position %s", self.position)
-        async for batch in self.source.batches(after):
-            if not await self._apply(self._changes(batch), self._tracking(batch)):
-                # The view refused something in the batch: one event at a time, and
-                # what it still refuses is recorded as unprojectable, never retried.
-                for one in batch:
-                    if not await self._apply(self._changes([one]), self._tracking([one])):
-                        await self._skip(*one)
-            self.position = batch[-1][1]
+        # Closed when the run is (a cancel lands between batches, not in the source):
+        # the source's connection closes then, not whenever it is collected.
+        async with contextlib.aclosing(self.source.batches(after)) as batches:
+            async for batch in batches:
+                if not await self._apply(self._changes(batch), self._tracking(batch)):
+                    # The view refused something in the batch: one event at a time, and
+                    # what it still refuses is recorded as unprojectable, never retried.
+                    for one in batch:
+                        if not await self._apply(self._changes([one]), self._tracking([one])):
+                            await self._skip(*one)
+                self.position = batch[-1][1]
 
     def _changes(self, batch: Sequence[tuple[Any, int]]) -> list[ViewChange]:
         return [c for event, position in batch for c in self.projection.changes(event, position)]
