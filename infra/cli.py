@@ -62,10 +62,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "token":
             print(_token(args, settings))
             return 0
+        if args.command == "audit" and args.action == "head":
+            return _audit_head(settings)
         if args.command in ("submit", "watch", "history", "audit"):
             return _client_command(args, settings)
         if args.command == "verify":
-            return _verify(settings)
+            return _verify(settings, args.head)
         from infra import telemetry  # noqa: PLC0415
 
         installed = telemetry.configure(settings.otel, args.command)
@@ -80,20 +82,49 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
-def _verify(settings: Settings) -> int:
+def _verify(settings: Settings, head: str | None) -> int:
     from infra import ledger_store  # noqa: PLC0415
+    from infra.ledger_chain import Head  # noqa: PLC0415
     from infra.verify import verify  # noqa: PLC0415
 
+    try:
+        expected = Head.parse(head) if head else None
+    except ValueError as exc:
+        print(f"jobledger verify: {exc}", file=sys.stderr)
+        return 2
     ledger_store.ensure_database(settings.postgres)
     ledger = ledger_store.open_ledger(settings.postgres, settings.ledger)
     try:
         report = verify(
-            ledger, ledger_store.open_view(settings.postgres), settings.postgres.conninfo
+            ledger,
+            ledger_store.open_view(settings.postgres),
+            settings.postgres.conninfo,
+            head=expected,
         )
     finally:
         ledger.close()
     report.print(sys.stdout)
     return 0 if report.passed else 1
+
+
+def _audit_head(settings: Settings) -> int:
+    """The ledger's head (POSITION:HASH) on stdout: keep it elsewhere, and give it to
+    ``jobledger verify --head`` later to show that nothing up to it changed."""
+    import psycopg  # noqa: PLC0415
+
+    from infra import ledger_chain, ledger_store  # noqa: PLC0415
+
+    ledger_store.ensure_database(settings.postgres)
+    ledger = ledger_store.open_ledger(settings.postgres, settings.ledger)
+    try:
+        table = ledger_store.events_table_name(ledger)
+        with psycopg.connect(settings.postgres.conninfo) as conn:
+            head = ledger_chain.read_head(conn, settings.postgres.schema_, table, None)
+    finally:
+        ledger.close()
+    print(head)
+    print(f"{head.events} chained events up to position {head.position}", file=sys.stderr)
+    return 0
 
 
 def _run_to_the_end(serving: Coroutine[Any, Any, int]) -> int:
@@ -354,10 +385,15 @@ def _parser() -> argparse.ArgumentParser:
             )
             sub.add_argument("--demo", action="store_true", help="submit a job and show it run")
             sub.add_argument("--exit-after-demo", action="store_true", help="then stop")
-    commands.add_parser(
+    checker = commands.add_parser(
         "verify",
         help="check the ledger: every history a path of the state machine, each attempt "
-        "ended once, the job view equal to a replay; exit 1 if not",
+        "ended once, every event's hash intact, the job view equal to a replay; exit 1 if not",
+    )
+    checker.add_argument(
+        "--head",
+        metavar="POSITION:HASH",
+        help="a head printed by `jobledger audit head`: the ledger up to it must fold to it",
     )
     dev_help = "development: the well-known development key (JOBLEDGER_AUTH__ENVIRONMENT)"
     submit = commands.add_parser("submit", help="submit a job over HTTP")
@@ -399,9 +435,11 @@ def _add_audit_commands(commands: Any, dev_help: str) -> None:
     past.add_argument("--as-of", help="RFC 3339 time: the job as it stood then")
     past.add_argument("--url", default="http://127.0.0.1:8000")
     audit = commands.add_parser(
-        "audit", help="export the token's tenant's events as NDJSON (jobs:audit scope)"
+        "audit",
+        help="export: the token's tenant's events as NDJSON over HTTP (jobs:audit scope); "
+        "head: the ledger's head hash, read from PostgreSQL, to keep elsewhere",
     )
-    audit.add_argument("action", choices=["export"])
+    audit.add_argument("action", choices=["export", "head"])
     audit.add_argument("--dev", action="store_true", help=dev_help)
     audit.add_argument("--since", help="RFC 3339: events recorded at or after")
     audit.add_argument("--until", help="RFC 3339: events recorded at or before")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 import psycopg
 from eventsourcing.persistence import InfrastructureFactory
@@ -16,6 +17,7 @@ from psycopg import sql
 
 from domain.group_commit import ReadMany
 from domain.ledger import JobLedger
+from infra import ledger_chain
 from infra.errors import StoreUnavailable
 from infra.events_table import EventsTable
 from infra.settings import LedgerSettings, PostgresSettings
@@ -105,9 +107,16 @@ def open_ledger(
     }
     with schema_lock(pg):
         ledger = JobLedger(env=env)
+        with psycopg.connect(pg.conninfo, autocommit=True) as conn:
+            ledger_chain.install(conn, pg.schema_, events_table_name(ledger))
     if not fastforward:
         ledger.read_together(job_reader(ledger))
     return ledger
+
+
+def events_table_name(ledger: JobLedger) -> str:
+    recorder: Any = ledger.recorder
+    return str(recorder.events_table_name)
 
 
 def job_reader(ledger: JobLedger) -> ReadMany:
