@@ -26,6 +26,8 @@ PAGE = """<!doctype html>
   progress { width: 100%; height: 1.5em; }
   #events { font-family: ui-monospace, monospace; font-size: 12px; }
   .error { color: #b00020; }
+  #traceback { font-size: 12px; background: #f6f6f6; padding: .5em; overflow-x: auto; }
+  #traceback:empty { display: none; }
 </style>
 </head>
 <body data-state="connecting">
@@ -34,6 +36,7 @@ PAGE = """<!doctype html>
 <progress id="bar" max="100" value="0"></progress>
 <p><span id="percent">0</span>% <span id="message"></span></p>
 <p id="error" class="error"></p>
+<pre id="traceback"></pre>
 <ol id="events"></ol>
 <script>
 (function () {
@@ -66,6 +69,9 @@ PAGE = """<!doctype html>
       text("percent", 100);
     }
     if (e.data.error) { text("error", e.data.error); }
+    // Where the last failed attempt's handler raised (kept on AttemptFailed).
+    if (e.type === "AttemptFailed") { text("traceback", e.data.traceback || ""); }
+    if (e.type === "Started") { text("traceback", ""); text("error", ""); }
     // A history may hold an earlier end (failed, then retried): the job has ended
     // when the last event is terminal. The server then closes the stream, and the
     // EventSource's reconnect gets 204, which stops it.

@@ -61,3 +61,14 @@ def test_the_status_page_shows_a_running_jobs_progress_through_eventsource(
     types = re.findall(r'data-type="(\w+)"', dom)
     assert types[0] == "Submitted" and types[-1] == "Succeeded", types
     assert types.count("ProgressReported") >= 5, types
+
+
+def test_the_status_page_shows_where_a_failed_job_raised(running: Stack, tmp_path: Path) -> None:
+    with running.client() as client:
+        job = submit(client, "fail", {"message": "the scan is unreadable"})
+    dom = dump_dom(f"{running.url}/ui/jobs/{job['id']}?access_token={running.token()}", tmp_path)
+    assert 'data-state="failed"' in dom, dom
+    shown = re.search(r'<pre id="traceback">(.*?)</pre>', dom, re.S)
+    assert shown is not None, dom
+    assert "Traceback (most recent call last)" in shown.group(1), dom
+    assert "PermanentError: the scan is unreadable" in shown.group(1), dom
