@@ -53,6 +53,13 @@ class TenantQuotas:
     def quota(self, tenant: str) -> Quota:
         return self.per_tenant.get(tenant, self.default)
 
+    def counts_first(self, tenant: str) -> bool:
+        """Would ``admit`` read the view (blocking) before it answers?"""
+        if not self.quota(tenant).max_waiting:
+            return False
+        counted = self._counts.get(tenant)
+        return counted is None or self.clock() - counted[1] >= self.count_every_s
+
     def admit(self, tenant: str, jobs: int = 1) -> None:
         """Take ``jobs`` from the tenant's quota, or raise QuotaExceeded."""
         quota = self.quota(tenant)

@@ -3,6 +3,8 @@ key names the same job every time, within its tenant), append it to the ledger."
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import uuid
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -98,29 +100,95 @@ class Submissions:
         again under the same id (its idempotency key),
         the job there is the answer, if it is this tenant's and of this type and case;
         another tenant's is JobNotFound, another type's or case's DuplicateSubmission."""
-        normalised = self.job_types.validate(job_type, params)
-        kind = self.job_types.get(job_type)
+        job = self._admitted(job_id, tenant, case_id, job_type, params, origin)
+        try:
+            committed = self.ledger.append_submitted(job)
+        except DuplicateSubmission:
+            return self._answer_taken(job)
+        return Submitted(committed.job, committed.position, created=True)
+
+    async def submit_async(
+        self,
+        *,
+        job_id: UUID,
+        tenant: str,
+        case_id: str,
+        job_type: str,
+        params: dict[str, Any],
+        origin: Origin,
+    ) -> Submitted:
+        """``submit`` for a caller on an event loop: validated and handed to the
+        ledger's writer on the loop, awaited while the batch is written; only what
+        must block (a quota's count of waiting jobs, once a second; the job an
+        idempotency key names) goes to a thread."""
+        if not self.ledger.appends_in_background or (
+            self.quotas is not None and self.quotas.counts_first(tenant)
+        ):
+            return await asyncio.to_thread(
+                functools.partial(
+                    self.submit,
+                    job_id=job_id,
+                    tenant=tenant,
+                    case_id=case_id,
+                    job_type=job_type,
+                    params=params,
+                    origin=origin,
+                )
+            )
+        job = self._admitted(job_id, tenant, case_id, job_type, params, origin)
+        try:
+            committed = await asyncio.wrap_future(self.ledger.append_submitted_later(job))
+        except DuplicateSubmission:
+            return await asyncio.to_thread(self._answer_taken, job)
+        return Submitted(committed.job, committed.position, created=True)
+
+    def _admitted(
+        self,
+        job_id: UUID,
+        tenant: str,
+        case_id: str,
+        job_type: str,
+        params: dict[str, Any],
+        origin: Origin,
+    ) -> Job:
+        """The job, validated and within the tenant's quota, not yet appended."""
+        job = self._new_job(job_id, tenant, case_id, job_type, params, origin)
         if self.quotas is not None:
             self.quotas.admit(tenant)  # raises QuotaExceeded
-        try:
-            committed = self.ledger.submit_job(
-                job_id=job_id,
-                tenant=tenant,
-                case_id=case_id,
-                job_type=job_type,
-                params=normalised,
-                pool=kind.pool,
-                max_attempts=kind.max_attempts or self.default_max_attempts,
-                origin=origin,
-            )
-        except DuplicateSubmission:
-            job = self.ledger.get_job(job_id)
-            if job.tenant != tenant:
-                raise JobNotFound from None
-            if (job.job_type, job.case_id) != (job_type, case_id):
-                raise
-            return Submitted(job, 0, created=False)
-        return Submitted(committed.job, committed.position, created=True)
+        return job
+
+    def _new_job(
+        self,
+        job_id: UUID,
+        tenant: str,
+        case_id: str,
+        job_type: str,
+        params: dict[str, Any],
+        origin: Origin,
+    ) -> Job:
+        """The job as submitted, its params validated (UnknownJobType, InvalidParams)."""
+        normalised = self.job_types.validate(job_type, params)
+        kind = self.job_types.get(job_type)
+        return Job.submit(
+            job_id=job_id,
+            tenant=tenant,
+            case_id=case_id,
+            job_type=job_type,
+            params=normalised,
+            pool=kind.pool,
+            max_attempts=kind.max_attempts or self.default_max_attempts,
+            origin=origin,
+        )
+
+    def _answer_taken(self, submitted: Job) -> Submitted:
+        """The answer to a submit whose id was taken: the job there, if it is the same
+        tenant's, type and case."""
+        job = self.ledger.get_job(submitted.id)
+        if job.tenant != submitted.tenant:
+            raise JobNotFound from None
+        if (job.job_type, job.case_id) != (submitted.job_type, submitted.case_id):
+            raise DuplicateSubmission
+        return Submitted(job, 0, created=False)
 
     def submit_many(
         self, *, tenant: str, submissions: list[Submission], origin: Origin
@@ -173,18 +241,8 @@ class Submissions:
         return [answers[n] for n in range(len(submissions))]
 
     def _job(self, tenant: str, item: Submission, origin: Origin) -> Job:
-        normalised = self.job_types.validate(item.job_type, item.params)
-        kind = self.job_types.get(item.job_type)
-        return Job.submit(
-            job_id=self.job_id(tenant, item.idempotency_key),
-            tenant=tenant,
-            case_id=item.case_id,
-            job_type=item.job_type,
-            params=normalised,
-            pool=kind.pool,
-            max_attempts=kind.max_attempts or self.default_max_attempts,
-            origin=origin,
-        )
+        job_id = self.job_id(tenant, item.idempotency_key)
+        return self._new_job(job_id, tenant, item.case_id, item.job_type, item.params, origin)
 
     def _existing(
         self, tenant: str, submissions: list[Submission], jobs: dict[int, Job]

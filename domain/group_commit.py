@@ -12,6 +12,9 @@ A worker reads every job it starts. ``GroupRead`` gathers those reads the same w
 and answers them from one query; with no wait, a lone read goes at once, and reads
 only share a query when they arrive while the previous one runs.
 
+A caller on an event loop hands its save over without blocking (``save_later``) and
+awaits the future.
+
 Only the first caller of a batch wakes the serving thread: it then sleeps out the
 wait and takes whatever has arrived, so the callers in between hand over their
 work without a thread switch each.
@@ -70,9 +73,12 @@ class _Gathering(Generic[Item, Result]):
         self.served = 0
 
     def _call(self, job_id: UUID, item: Item) -> Result:
+        return self._hand_over(job_id, item).result()
+
+    def _hand_over(self, job_id: UUID, item: Item) -> Future[Result]:
         pending: _Pending[Item, Result] = _Pending(job_id, item)
         self._queue.put(pending)
-        return pending.done.result()
+        return pending.done
 
     def close(self) -> None:
         self._queue.put(None)
@@ -119,10 +125,17 @@ class GroupCommit(_Gathering[Sequence[Any], int]):
     def save(self, aggregate: Any) -> int:
         """Save the aggregate's pending events with others'; return the ledger position
         of its last event (0 if it had none). Raises what its own save raised."""
+        return self.save_later(aggregate).result()
+
+    def save_later(self, aggregate: Any) -> Future[int]:
+        """``save`` without waiting: the future gives what ``save`` would (for a caller
+        on an event loop, which must not block while the batch is written)."""
         events = aggregate.collect_events()
         if not events:
-            return 0
-        return self._call(aggregate.id, events)
+            done: Future[int] = Future()
+            done.set_result(0)
+            return done
+        return self._hand_over(aggregate.id, events)
 
     def _serve(self, batch: list[_Pending[Sequence[Any], int]]) -> None:
         if len(batch) > 1:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -83,10 +84,45 @@ class JobLedger(Application[UUID]):
             max_attempts=max_attempts,
             origin=origin,
         )
+        return self.append_submitted(job)
+
+    def append_submitted(self, job: Job) -> Committed:
+        """Append a job just submitted (``Job.submit``); DuplicateSubmission if its id
+        is taken."""
         try:
             return self._commit(job)
         except IntegrityError:
             raise DuplicateSubmission from None
+
+    @property
+    def appends_in_background(self) -> bool:
+        """Does ``append_submitted_later`` return before the write (group commit on)?"""
+        return self.writer is not None
+
+    def append_submitted_later(self, job: Job) -> Future[Committed]:
+        """``append_submitted`` without waiting for the write, when group commit is on
+        (``appends_in_background``); otherwise the write is done before it returns."""
+        if self.writer is None:
+            done: Future[Committed] = Future()
+            try:
+                done.set_result(self.append_submitted(job))
+            except DuplicateSubmission as exc:
+                done.set_exception(exc)
+            return done
+        committed: Future[Committed] = Future()
+
+        def written(position: Future[int]) -> None:
+            exc = position.exception()
+            if isinstance(exc, IntegrityError):
+                committed.set_exception(DuplicateSubmission())
+            elif exc is not None:
+                committed.set_exception(exc)
+            else:
+                self._cached(job)
+                committed.set_result(Committed(job, position.result()))
+
+        self.writer.save_later(job).add_done_callback(written)
+        return committed
 
     def submit_jobs(self, jobs: Sequence[Job]) -> list[Committed]:
         """Append many submitted jobs (``Job.submit``) in one transaction: all or none.
@@ -261,10 +297,14 @@ class JobLedger(Application[UUID]):
             recordings = self.save(job)
             return Committed(job, recordings[-1].notification.id if recordings else 0)
         position = self.writer.save(job)
+        self._cached(job)
+        return Committed(job, position)
+
+    def _cached(self, job: Job) -> None:
+        """Without fast-forward, the copy just written is the one to use next."""
         cache = self.repository.cache
         if cache is not None and not self.repository.fastforward:
             cache.put(job.id, job)
-        return Committed(job, position)
 
     def _read_into_cache(self, job_id: UUID) -> None:
         cache = self.repository.cache

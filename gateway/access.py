@@ -8,7 +8,7 @@ cannot identify. Query parameters the route does not declare are then refused
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request
@@ -33,7 +33,7 @@ DENIED: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _require(scope: str) -> Callable[[Request], Caller]:
+def _require(scope: str) -> Callable[[Request], Coroutine[Any, Any, Caller]]:
     def caller(request: Request) -> Caller:
         cached: Caller | None = getattr(request.state, "caller", None)
         if cached is not None and scope in cached.scopes:
@@ -50,8 +50,13 @@ def _require(scope: str) -> Callable[[Request], Caller]:
         request.state.caller = who
         return who
 
-    setattr(caller, GUARD_ATTRIBUTE, scope)
-    return caller
+    async def dependency(request: Request) -> Caller:
+        """On the event loop: checking a token is CPU alone, and a sync dependency
+        would cost every request a hop to a worker thread and back."""
+        return caller(request)
+
+    setattr(dependency, GUARD_ATTRIBUTE, caller)
+    return dependency
 
 
 Reading = Annotated[Caller, Depends(_require(READ))]

@@ -87,8 +87,8 @@ def _is_json(request: Request) -> bool:
 def _guard_of(dependant: Dependant) -> Guard | None:
     """The guard (access.py's scope check) among the route's dependencies, if any."""
     for sub in dependant.dependencies:
-        if hasattr(sub.call, GUARD_ATTRIBUTE):
-            guard: Guard = sub.call  # type: ignore[assignment]
+        guard: Guard | None = getattr(sub.call, GUARD_ATTRIBUTE, None)
+        if guard is not None:
             return guard
         found = _guard_of(sub)
         if found is not None:

@@ -112,7 +112,7 @@ def build_router(services: Services) -> APIRouter:
             raise JobNotFound
         return job
 
-    def submit(
+    async def submit(
         request: Request,
         response: Response,
         who: Caller,
@@ -122,9 +122,11 @@ def build_router(services: Services) -> APIRouter:
         params: dict[str, Any],
         idempotency_key: str | None,
     ) -> JobOut:
+        # On the event loop: the job is validated here and awaited while the ledger's
+        # writer appends it with the others' (no worker thread a request).
         job_id = services.submissions.job_id(who.tenant, idempotency_key)
         with appending("Submitted", job_id, job_type):
-            submitted = services.submissions.submit(
+            submitted = await services.submissions.submit_async(
                 job_id=job_id,
                 tenant=who.tenant,
                 case_id=case_id,
@@ -146,14 +148,14 @@ def build_router(services: Services) -> APIRouter:
         summary="Submit a job of any registered type",
         responses=SUBMIT_ERRORS,
     )
-    def submit_any(
+    async def submit_any(
         body: SubmitJob,
         request: Request,
         response: Response,
         who: Writing,
         idempotency_key: IdempotencyKey = None,
     ) -> JobOut:
-        return submit(
+        return await submit(
             request,
             response,
             who,
@@ -318,7 +320,7 @@ def _case_as_of(
 def _add_typed_submit(router: APIRouter, name: str, model: type[BaseModel], submit: Any) -> None:
     """POST /jobs/{case_id}/<name>, whose body is the job type's own params model."""
 
-    def endpoint(
+    async def endpoint(
         case_id: str,
         params: BaseModel,
         request: Request,
@@ -326,7 +328,7 @@ def _add_typed_submit(router: APIRouter, name: str, model: type[BaseModel], subm
         who: Caller,
         idempotency_key: str | None = None,
     ) -> JobOut:
-        return submit(  # type: ignore[no-any-return]
+        return await submit(  # type: ignore[no-any-return]
             request,
             response,
             who,
