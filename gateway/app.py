@@ -24,6 +24,17 @@ def create_app(
         title="jobledger",
         summary="Background jobs on patient cases, every transition in a ledger.",
         version="0.1.0",
+        # Our own instrumentation (infra/telemetry.py) makes the gateway's spans and
+        # metrics, sanitised; FastAPI's native telemetry would add a second set, and
+        # log validation failures and exceptions with their messages, which can
+        # quote a request's input.
+        telemetry={
+            "tracing": False,
+            "metrics": False,
+            "logs": False,
+            "operation_spans": False,
+            "auto_configure": False,
+        },
     )
     app.state.services = services
     errors.install(app)

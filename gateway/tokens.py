@@ -49,13 +49,37 @@ class TokenPolicy:
 
 
 class TokenVerifier:
-    def __init__(self, policy: TokenPolicy) -> None:
+    """Verifies tokens, and remembers the ones it verified (at most ``remembered``)
+    until they expire: a client sends the same token with every request, and its
+    signature need not be checked again for each of them."""
+
+    def __init__(self, policy: TokenPolicy, *, remembered: int = 4096) -> None:
         if not policy.keys:
             raise ValueError("a token policy needs at least one key")
         self.policy = policy
+        self.remembered = remembered
+        self._verified: dict[str, tuple[Caller, float, float]] = {}  # token -> caller, window
 
     def verify(self, token: str) -> Caller:
         """The caller a token names, or InvalidToken."""
+        known = self._verified.get(token)
+        if known is not None:
+            caller, not_before, expires = known
+            if not_before <= time.time() < expires:
+                return caller
+            self._verified.pop(token, None)  # expired: verified again, and refused
+        caller, claims = self._verify(token)
+        if len(self._verified) >= self.remembered:
+            self._verified.clear()
+        leeway = self.policy.leeway_s
+        self._verified[token] = (
+            caller,
+            float(claims.get("nbf", 0)) - leeway,
+            float(claims["exp"]) + leeway,
+        )
+        return caller
+
+    def _verify(self, token: str) -> tuple[Caller, dict[str, Any]]:
         p = self.policy
         if len(token) > MAX_TOKEN:
             raise InvalidToken(f"token longer than {MAX_TOKEN} characters")
@@ -85,7 +109,7 @@ class TokenVerifier:
             # printable ASCII message, bounded, reaches the answer and its challenge.
             raise InvalidToken(_printable(str(exc)) or type(exc).__name__) from None
         self._check_times(claims)
-        return self._caller(claims)
+        return self._caller(claims), claims
 
     def _check_times(self, claims: dict[str, Any]) -> None:
         """``exp``, ``iat`` and ``nbf`` are numbers (PyJWT takes "123" too), and the

@@ -255,3 +255,33 @@ def test_minted_tokens_verify_and_expire() -> None:
     assert hs256().verify(minted) == Caller("bob", "acme", frozenset({READ}))
     expired = mint(SECRET, tenant="acme", subject="bob", scopes=[READ], ttl_s=-60)
     assert refusal(hs256(), expired) == "token expired"
+
+
+def test_a_remembered_token_is_refused_once_it_expires() -> None:
+    verifier = hs256()
+    short = token(exp=int(time.time()) + 1)
+    assert verifier.verify(short).tenant == "acme"
+    assert verifier.verify(short).tenant == "acme"  # remembered
+    time.sleep(max(0.0, jwt.decode(short, SECRET, "HS256")["exp"] - time.time()) + 0.05)
+    with pytest.raises(InvalidToken, match="token expired"):
+        verifier.verify(short)
+
+
+def test_a_token_not_yet_valid_is_not_remembered_and_a_forged_twin_is_refused() -> None:
+    verifier = hs256()
+    early = token(nbf=int(time.time()) + 60)
+    for _ in range(2):
+        with pytest.raises(InvalidToken, match="not yet valid"):
+            verifier.verify(early)
+    good = token()
+    verifier.verify(good)
+    header, payload, _ = good.split(".")
+    with pytest.raises(InvalidToken, match="signature"):
+        verifier.verify(f"{header}.{payload}.{base64.urlsafe_b64encode(b'x' * 32).decode()}")
+
+
+def test_remembering_is_bounded() -> None:
+    verifier = TokenVerifier(TokenPolicy(algorithm="HS256", keys={"": SECRET}), remembered=3)
+    for n in range(10):
+        verifier.verify(token(sub=f"user-{n}"))
+        assert len(verifier._verified) <= 3
