@@ -5,7 +5,7 @@ answers with ``client._core``."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping
 from datetime import datetime
 from types import TracebackType
 from typing import Any
@@ -103,7 +103,7 @@ class AsyncClient:
             raise Unreachable(f"{call.method} {call.path}: {exc}") from exc
         return self._core.checked(response)
 
-    async def _follow(self, follower: _core.Follower) -> AsyncIterator[StreamEvent]:
+    async def _follow(self, follower: _core.Follower) -> AsyncGenerator[StreamEvent, None]:
         while True:
             pause: float | None
             try:
@@ -149,7 +149,9 @@ class AsyncJobHandle:
     async def events(self) -> list[HistoryEvent]:
         return await self._client.events(self.id)
 
-    def progress(self, *, after: int | None = None) -> AsyncIterator[StreamEvent]:
+    def progress(self, *, after: int | None = None) -> AsyncGenerator[StreamEvent, None]:
+        """As ``JobHandle.progress``; ``contextlib.aclosing(...)`` closes the
+        connection at once when the loop is left early."""
         return self._client._follow(_core.Follower(self._client._core, self.id, after=after))
 
     async def wait(self, timeout: float | None = None) -> Job:

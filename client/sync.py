@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Generator, Iterable, Iterator, Mapping
 from datetime import datetime
 from types import TracebackType
 from typing import Any
@@ -112,7 +112,7 @@ class Client:
             raise Unreachable(f"{call.method} {call.path}: {exc}") from exc
         return self._core.checked(response)
 
-    def _follow(self, follower: _core.Follower) -> Iterator[StreamEvent]:
+    def _follow(self, follower: _core.Follower) -> Generator[StreamEvent, None, None]:
         while True:
             pause: float | None
             try:
@@ -161,12 +161,14 @@ class JobHandle:
     def events(self) -> list[HistoryEvent]:
         return self._client.events(self.id)
 
-    def progress(self, *, after: int | None = None) -> Iterator[StreamEvent]:
+    def progress(self, *, after: int | None = None) -> Generator[StreamEvent, None, None]:
         """The job's events as they happen, from the first (or after the ledger
         position ``after``) until it ends: ``ProgressEvent``, ``StatusEvent``,
         ``ErrorEvent`` and, last when it succeeds, ``ResultEvent``. A dropped
         connection is resumed where it broke off (``Last-Event-ID``): no event is
-        yielded twice and none is skipped."""
+        yielded twice and none is skipped. Leaving the loop early keeps the
+        connection until the iterator is collected; ``contextlib.closing(...)``
+        closes it at once."""
         return self._client._follow(_core.Follower(self._client._core, self.id, after=after))
 
     def wait(self, timeout: float | None = None) -> Job:
