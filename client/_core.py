@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -262,6 +262,7 @@ class Follower:
         after: int | None = None,
         timeout: float | None = None,
         max_failures: int = 20,
+        on_reconnect: Callable[[Exception | None, float], None] | None = None,
     ) -> None:
         self.core = core
         self.job_id = job_id
@@ -269,6 +270,7 @@ class Follower:
         self.timeout = timeout
         self.deadline = deadline(timeout)
         self.max_failures = max_failures
+        self.on_reconnect = on_reconnect
         self.failures = 0
         self.ended = False  # the last event delivered was terminal
         self._parser = SseParser()
@@ -329,7 +331,10 @@ class Follower:
             ) from exc
         pause = min(0.25 * 2.0 ** (self.failures - 1), 5.0)
         remaining = self._remaining()
-        return pause if remaining is None else min(pause, remaining)
+        pause = pause if remaining is None else min(pause, remaining)
+        if self.on_reconnect is not None:
+            self.on_reconnect(exc, pause)
+        return pause
 
     def _remaining(self) -> float | None:
         """Seconds left before the deadline; past it, ``WaitTimeout``."""

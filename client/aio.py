@@ -5,7 +5,7 @@ answers with ``client._core``."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Mapping
 from datetime import datetime
 from types import TracebackType
 from typing import Any
@@ -149,10 +149,18 @@ class AsyncJobHandle:
     async def events(self) -> list[HistoryEvent]:
         return await self._client.events(self.id)
 
-    def progress(self, *, after: int | None = None) -> AsyncGenerator[StreamEvent, None]:
+    def progress(
+        self,
+        *,
+        after: int | None = None,
+        on_reconnect: Callable[[Exception | None, float], None] | None = None,
+    ) -> AsyncGenerator[StreamEvent, None]:
         """As ``JobHandle.progress``; ``contextlib.aclosing(...)`` closes the
         connection at once when the loop is left early."""
-        return self._client._follow(_core.Follower(self._client._core, self.id, after=after))
+        follower = _core.Follower(
+            self._client._core, self.id, after=after, on_reconnect=on_reconnect
+        )
+        return self._client._follow(follower)
 
     async def wait(self, timeout: float | None = None) -> Job:
         job = await self.get()

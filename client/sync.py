@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Generator, Iterable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from datetime import datetime
 from types import TracebackType
 from typing import Any
@@ -161,15 +161,25 @@ class JobHandle:
     def events(self) -> list[HistoryEvent]:
         return self._client.events(self.id)
 
-    def progress(self, *, after: int | None = None) -> Generator[StreamEvent, None, None]:
+    def progress(
+        self,
+        *,
+        after: int | None = None,
+        on_reconnect: Callable[[Exception | None, float], None] | None = None,
+    ) -> Generator[StreamEvent, None, None]:
         """The job's events as they happen, from the first (or after the ledger
         position ``after``) until it ends: ``ProgressEvent``, ``StatusEvent``,
         ``ErrorEvent`` and, last when it succeeds, ``ResultEvent``. A dropped
         connection is resumed where it broke off (``Last-Event-ID``): no event is
-        yielded twice and none is skipped. Leaving the loop early keeps the
-        connection until the iterator is collected; ``contextlib.closing(...)``
-        closes it at once."""
-        return self._client._follow(_core.Follower(self._client._core, self.id, after=after))
+        yielded twice and none is skipped. ``on_reconnect(error, pause)`` is called
+        before each pause (the error is None when the gateway ended the stream early
+        or answered 502-504); after 20 failures in a row, ``Unreachable``. Leaving
+        the loop early keeps the connection until the iterator is collected;
+        ``contextlib.closing(...)`` closes it at once."""
+        follower = _core.Follower(
+            self._client._core, self.id, after=after, on_reconnect=on_reconnect
+        )
+        return self._client._follow(follower)
 
     def wait(self, timeout: float | None = None) -> Job:
         """Block until the job has finished (following its stream, not polling) and

@@ -45,7 +45,7 @@ async def watch(url: str, job_id: str, token: str | None, *, out: TextIO = sys.s
         handle = jobs.handle(job_id)
         last: StreamEvent | None = None
         try:
-            async for event in handle.progress():
+            async for event in handle.progress(on_reconnect=_resuming):
                 display.show(event)
                 last = event
             if last is None or not last.terminal:  # nothing after Last-Event-ID
@@ -57,6 +57,11 @@ async def watch(url: str, job_id: str, token: str | None, *, out: TextIO = sys.s
             print(f"watch: the gateway is unreachable ({exc})", file=sys.stderr)
             return 3
     return _outcome(last.job_id, last.status, last.data.get("result"), out)
+
+
+def _resuming(error: Exception | None, pause: float) -> None:
+    why = f" ({error})" if error is not None else ""
+    print(f"watch: stream interrupted{why}; resuming in {pause:g} s", file=sys.stderr)
 
 
 def _finished(job: Job, out: TextIO) -> int:

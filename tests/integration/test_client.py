@@ -204,23 +204,10 @@ async def test_the_async_client_mirrors_the_blocking_one(running: Stack) -> None
             await jobs.get(str(uuid.uuid4()))
 
 
-def count_broken_streams(monkeypatch: pytest.MonkeyPatch) -> list[Exception | None]:
-    """Every connection the follower saw break (it then resumes by Last-Event-ID)."""
-    broken: list[Exception | None] = []
-    original = client._core.Follower.broken
-
-    def spy(self: client._core.Follower, exc: Exception | None) -> float:
-        broken.append(exc)
-        return original(self, exc)
-
-    monkeypatch.setattr(client._core.Follower, "broken", spy)
-    return broken
-
-
 def test_progress_resumes_after_the_connection_is_cut_with_no_gap_and_no_duplicate(
-    running: Stack, monkeypatch: pytest.MonkeyPatch
+    running: Stack,
 ) -> None:
-    broken = count_broken_streams(monkeypatch)
+    broken: list[tuple[Exception | None, float]] = []
     port = int(running.env["JOBLEDGER_GATEWAY__PORT"])
     with (
         TcpProxy("127.0.0.1", port) as proxy,
@@ -228,12 +215,12 @@ def test_progress_resumes_after_the_connection_is_cut_with_no_gap_and_no_duplica
     ):
         nap = jobs.submit("nap", "client-cut", {"seconds": 2.0})
         seen: list[StreamEvent] = []
-        for event in nap.progress():
+        for event in nap.progress(on_reconnect=lambda *why: broken.append(why)):
             seen.append(event)
             if isinstance(event, ProgressEvent) and event.percent == 20:
                 proxy.cut_all()  # reset mid-job: the client reconnects
         history = [e.type for e in nap.events()]
-    assert len(broken) == 1, broken
+    assert [pause for _, pause in broken] == [0.25], broken  # one cut, one reconnect
     cut_at = next(i for i, e in enumerate(seen) if isinstance(e, ProgressEvent))
     assert len(seen) > cut_at + 5, "the job was over before the cut"
     assert_whole_history(seen, history)
@@ -241,21 +228,21 @@ def test_progress_resumes_after_the_connection_is_cut_with_no_gap_and_no_duplica
 
 
 async def test_async_progress_resumes_after_the_connection_is_cut(
-    running: Stack, monkeypatch: pytest.MonkeyPatch
+    running: Stack,
 ) -> None:
-    broken = count_broken_streams(monkeypatch)
+    broken: list[tuple[Exception | None, float]] = []
     port = int(running.env["JOBLEDGER_GATEWAY__PORT"])
     with TcpProxy("127.0.0.1", port) as proxy:
         async with AsyncClient(f"http://127.0.0.1:{proxy.port}", running.token()) as jobs:
             nap = await jobs.submit("nap", "client-cut", {"seconds": 1.5})
             seen: list[StreamEvent] = []
             cuts = 0
-            async for event in nap.progress():
+            async for event in nap.progress(on_reconnect=lambda *why: broken.append(why)):
                 seen.append(event)
                 if isinstance(event, ProgressEvent) and event.percent in (20, 60):
                     proxy.cut_all()
                     cuts += 1
             history = [e.type for e in await nap.events()]
-    assert cuts == len(broken) == 2
+    assert cuts == 2 and [pause for _, pause in broken] == [0.25, 0.25], broken
     assert_whole_history(seen, history)
     assert isinstance(seen[-1], ResultEvent)
