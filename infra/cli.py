@@ -188,7 +188,7 @@ def _client_command(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "history":
         from infra.history import history  # noqa: PLC0415
 
-        return history(args.url, args.job_id, bearer(token), as_of=args.as_of, out=sys.stdout)
+        return history(args.url, args.job_id, token, as_of=args.as_of, out=sys.stdout)
     return asyncio.run(watch(args.url, args.job_id, token))
 
 
