@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
+from urllib.parse import quote
 
 import httpx
 
@@ -108,11 +109,11 @@ class Core:
 
     def get(self, job_id: str, as_of: datetime | str | None = None) -> Call:
         params = {"as_of": rfc3339(as_of)} if as_of is not None else {}
-        return Call("GET", f"/jobs/{job_id}", params=params)
+        return Call("GET", f"/jobs/{_seg(job_id)}", params=params)
 
     def events(self, job_id: str, until: datetime | str | None = None) -> Call:
         params = {"until": rfc3339(until)} if until is not None else {}
-        return Call("GET", f"/jobs/{job_id}/events", params=params)
+        return Call("GET", f"/jobs/{_seg(job_id)}/events", params=params)
 
     def jobs(self, case_id: str, status: str | None, cursor: str | None, page_size: int) -> Call:
         params = {"limit": str(page_size)}
@@ -121,13 +122,13 @@ class Core:
         if cursor is not None:
             params["cursor"] = cursor
         headers = {POSITION_HEADER: str(self.position)} if self.position else {}
-        return Call("GET", f"/jobs/{case_id}/jobs", params=params, headers=headers)
+        return Call("GET", f"/jobs/{_seg(case_id)}/jobs", params=params, headers=headers)
 
     def cancel(self, job_id: str) -> Call:
-        return Call("POST", f"/jobs/{job_id}/cancel")
+        return Call("POST", f"/jobs/{_seg(job_id)}/cancel")
 
     def retry(self, job_id: str) -> Call:
-        return Call("POST", f"/jobs/{job_id}/retry")
+        return Call("POST", f"/jobs/{_seg(job_id)}/retry")
 
     def stream_timeout(self, read_s: float | None) -> httpx.Timeout:
         return httpx.Timeout(self.timeout, read=read_s)
@@ -220,6 +221,11 @@ def _seconds(value: str | None) -> float | None:
         return None
 
 
+def _seg(value: str) -> str:
+    """A path segment, escaped: an id never reaches another route."""
+    return quote(str(value), safe="")
+
+
 def spec_of(job: JobSpec | Mapping[str, Any]) -> JobSpec:
     if isinstance(job, JobSpec):
         return job
@@ -281,7 +287,7 @@ class Follower:
         if self.last_id is not None:
             headers["Last-Event-ID"] = str(self.last_id)
         self._parser = SseParser()
-        call = Call("GET", f"/jobs/{self.job_id}/progress", headers=headers)
+        call = Call("GET", f"/jobs/{_seg(self.job_id)}/progress", headers=headers)
         return self.core.request(call, self.core.stream_timeout(self._remaining()))
 
     def opened(self, response: httpx.Response) -> Literal["read", "done", "again"]:
