@@ -5,7 +5,8 @@
     jobledger dispatcher         the ledger-to-broker dispatcher alone
     jobledger projector          the job-view projector alone
     jobledger worker             a worker (--app, --pool, --concurrency, --prefetch, --processes)
-    jobledger submit TYPE CASE   submit a job over HTTP (--param k=v, --watch)
+    jobledger submit TYPE CASE   submit a job over HTTP (--param k=v, --watch, --count N,
+                                 --from FILE of NDJSON jobs)
     jobledger token              print a token minted with the HS256 key (--tenant, --subject,
                                  --scope, --ttl-s); refused in production with the dev key
     jobledger watch JOB_ID       a job's live progress, from its SSE stream
@@ -80,6 +81,37 @@ def main(argv: list[str] | None = None) -> int:
     except InfraError as exc:
         print(f"jobledger: {exc}", file=sys.stderr)
         return 2
+
+
+def _submit(args: argparse.Namespace, token: str | None) -> int:
+    """One job (``--watch`` follows it), ``--count`` alike, or NDJSON ``--from``."""
+    from infra import demo  # noqa: PLC0415
+
+    if args.jobs_from is not None:
+        if args.type is not None or args.param or args.count > 1:
+            raise SystemExit("submit: --from takes the jobs from its lines, not from arguments")
+        if args.jobs_from == "-":
+            return asyncio.run(demo.submit_ndjson(args.url, sys.stdin, token))
+        with open(args.jobs_from, encoding="utf-8") as lines:
+            return asyncio.run(demo.submit_ndjson(args.url, lines, token))
+    if args.type is None or args.case_id is None:
+        raise SystemExit("submit: TYPE and CASE_ID, or --from FILE")
+    params = dict(_param(p) for p in args.param)
+    if args.count > 1:
+        return asyncio.run(
+            demo.submit_alike(args.url, args.type, args.case_id, params, args.count, token)
+        )
+    return asyncio.run(
+        demo.submit_and_watch(
+            args.url,
+            args.type,
+            args.case_id,
+            params,
+            watch=args.watch,
+            token=token,
+            idempotency_key=args.idempotency_key,
+        )
+    )
 
 
 def _verify(settings: Settings, head: str | None) -> int:
@@ -166,26 +198,10 @@ def _exit_without_stuck_threads(code: int) -> None:
 
 def _client_command(args: argparse.Namespace, settings: Settings) -> int:
     from infra import auth  # noqa: PLC0415
-    from infra.demo import submit_and_watch, submit_many  # noqa: PLC0415
     from infra.watch import bearer, watch  # noqa: PLC0415
 
     if args.command == "submit":
-        params = dict(_param(p) for p in args.param)
-        if args.count > 1:
-            headers = bearer(auth.client_token(settings) or "")
-            return asyncio.run(
-                submit_many(args.url, args.type, args.case_id, params, args.count, headers)
-            )
-        return asyncio.run(
-            submit_and_watch(
-                args.url,
-                args.type,
-                args.case_id,
-                params,
-                watch=args.watch,
-                headers=bearer(auth.client_token(settings) or ""),
-            )
-        )
+        return _submit(args, auth.client_token(settings))
     token = auth.client_token(settings) or ""
     if args.command == "audit":
         from infra.audit_export import export  # noqa: PLC0415
@@ -203,8 +219,8 @@ def _client_command(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "history":
         from infra.history import history  # noqa: PLC0415
 
-        return history(args.url, args.job_id, bearer(token), as_of=args.as_of, out=sys.stdout)
-    return asyncio.run(watch(args.url, args.job_id, bearer(token)))
+        return history(args.url, args.job_id, token, as_of=args.as_of, out=sys.stdout)
+    return asyncio.run(watch(args.url, args.job_id, token))
 
 
 async def _serve(args: argparse.Namespace, settings: Settings) -> int:
@@ -239,7 +255,6 @@ async def _run(
     if args.command == "run" and args.demo:
         from infra import auth  # noqa: PLC0415
         from infra.demo import demo  # noqa: PLC0415
-        from infra.watch import bearer  # noqa: PLC0415
 
         running = asyncio.create_task(process(settings, stopping, ready))
         await asyncio.wait(
@@ -249,7 +264,7 @@ async def _run(
             await running
             return 1
         url = f"http://{settings.gateway.host}:{settings.gateway.port}"
-        showing = asyncio.create_task(demo(url, bearer(auth.client_token(settings) or "")))
+        showing = asyncio.create_task(demo(url, auth.client_token(settings)))
         stop = asyncio.create_task(stopping.wait())
         # A stop while the demo still watches ends the demo too, or its stream would
         # keep reconnecting to the gateway that is shutting down.
@@ -396,15 +411,25 @@ def _parser() -> argparse.ArgumentParser:
         help="a head printed by `jobledger audit head`: the ledger up to it must fold to it",
     )
     dev_help = "development: the well-known development key (JOBLEDGER_AUTH__ENVIRONMENT)"
-    submit = commands.add_parser("submit", help="submit a job over HTTP")
+    submit = commands.add_parser(
+        "submit", help="submit jobs with the Python client (JOBLEDGER_TOKEN)"
+    )
     submit.add_argument("--dev", action="store_true", help=dev_help)
-    submit.add_argument("type")
-    submit.add_argument("case_id")
+    submit.add_argument("type", nargs="?")
+    submit.add_argument("case_id", nargs="?")
     submit.add_argument("--param", action="append", default=[], help="key=value (JSON value)")
     submit.add_argument("--url", default="http://127.0.0.1:8000")
     submit.add_argument("--watch", action="store_true", help="follow it until it ends")
+    submit.add_argument("--idempotency-key", help="a key used before returns the earlier job")
     submit.add_argument(
         "--count", type=int, default=1, help="submit this many alike (POST /jobs/batch)"
+    )
+    submit.add_argument(
+        "--from",
+        dest="jobs_from",
+        metavar="FILE",
+        help='NDJSON jobs, one {"type", "case_id", "params", "idempotency_key"} a line '
+        "('-': standard input), submitted through POST /jobs/batch",
     )
     token = commands.add_parser("token", help="print a bearer token minted with the HS256 key")
     token.add_argument("--dev", action="store_true", help=dev_help)

@@ -1,42 +1,21 @@
-"""A small HTTP client: submit a job and show its progress live (from its SSE stream)."""
+"""``jobledger submit`` and the demo: submit jobs with the Python client and show a
+job's progress live (from its SSE stream)."""
 
 from __future__ import annotations
 
+import json
 import sys
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, TextIO
 
-import httpx
-
+from client import ApiError, AsyncClient, JobSpec, Rejected, Unreachable
 from infra.watch import watch as watch_job
 
 
-async def demo(url: str, headers: dict[str, str] | None = None) -> int:
+async def demo(url: str, token: str | None = None) -> int:
     print(f"\njobledger is up: {url}/docs  (Ctrl-C to stop)\n", flush=True)
     params = {"scan_id": "scan-0001", "teeth": [11, 12, 21], "stage_s": 0.3}
-    return await submit_and_watch(url, "segment", "demo-case", params, watch=True, headers=headers)
-
-
-async def submit_many(
-    url: str,
-    job_type: str,
-    case_id: str,
-    params: dict[str, Any],
-    count: int,
-    headers: dict[str, str] | None = None,
-) -> int:
-    """``count`` jobs, through POST /jobs/batch, 1,000 to a request."""
-    submitted = 0
-    async with httpx.AsyncClient(base_url=url, headers=headers or {}, timeout=60) as client:
-        while submitted < count:
-            size = min(1000, count - submitted)
-            job = {"type": job_type, "case_id": case_id, "params": params}
-            response = await client.post("/jobs/batch", json={"jobs": [job] * size})
-            if response.status_code != 202:
-                print(f"submit refused: {response.status_code} {response.text}", file=sys.stderr)
-                return 1
-            submitted += size
-    print(f"submitted {submitted} {job_type} jobs on case {case_id}", flush=True)
-    return 0
+    return await submit_and_watch(url, "segment", "demo-case", params, watch=True, token=token)
 
 
 async def submit_and_watch(
@@ -46,18 +25,84 @@ async def submit_and_watch(
     params: dict[str, Any],
     *,
     watch: bool,
-    headers: dict[str, str] | None = None,
+    token: str | None = None,
+    idempotency_key: str | None = None,
 ) -> int:
-    headers = headers or {}
-    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=10) as client:
-        response = await client.post(
-            "/jobs", json={"type": job_type, "case_id": case_id, "params": params}
-        )
-    if response.status_code != 202:
-        print(f"submit refused: {response.status_code} {response.text}", file=sys.stderr)
-        return 1
-    job = response.json()
-    print(f"submitted {job_type} job {job['id']} on case {case_id}: {job['status']}", flush=True)
+    async with AsyncClient(url, token) as jobs:
+        try:
+            handle = await jobs.submit(job_type, case_id, params, idempotency_key=idempotency_key)
+        except (ApiError, Unreachable) as exc:
+            return _refused(exc)
+    job = handle.submitted.job if handle.submitted else None
+    status = job.status if job else "?"
+    print(f"submitted {job_type} job {handle.id} on case {case_id}: {status}", flush=True)
     if not watch:
         return 0
-    return await watch_job(url, job["id"], headers)
+    return await watch_job(url, handle.id, token)
+
+
+async def submit_alike(
+    url: str,
+    job_type: str,
+    case_id: str,
+    params: dict[str, Any],
+    count: int,
+    token: str | None = None,
+) -> int:
+    """``count`` jobs alike, through POST /jobs/batch, 1,000 to a request."""
+    async with AsyncClient(url, token, timeout=60) as jobs:
+        try:
+            await jobs.submit_many(JobSpec(job_type, case_id, params) for _ in range(count))
+        except (ApiError, Unreachable) as exc:
+            return _refused(exc)
+    print(f"submitted {count} {job_type} jobs on case {case_id}", flush=True)
+    return 0
+
+
+async def submit_ndjson(url: str, lines: Iterable[str], token: str | None = None) -> int:
+    """Jobs read as NDJSON, one ``{"type", "case_id", "params", "idempotency_key"}``
+    a line, through POST /jobs/batch; a line per job (id, type, case, status), then
+    how many."""
+    try:
+        specs = [_spec(n, line) for n, line in enumerate(lines, 1) if line.strip()]
+    except ValueError as exc:
+        print(f"submit: {exc}", file=sys.stderr)
+        return 1
+    async with AsyncClient(url, token, timeout=60) as jobs:
+        try:
+            handles = await jobs.submit_many(specs)
+        except (ApiError, Unreachable) as exc:
+            return _refused(exc)
+    known = 0
+    for handle in handles:
+        s = handle.submitted
+        assert s is not None
+        known += not s.created
+        print(f"{s.id}  {s.type}  {s.case_id}  {s.status}" + ("" if s.created else "  (known)"))
+    print(f"submitted {len(handles)} jobs ({known} known by their idempotency keys)", flush=True)
+    return 0
+
+
+def _spec(number: int, line: str) -> JobSpec:
+    try:
+        job = json.loads(line)
+        return JobSpec(
+            type=job["type"],
+            case_id=job["case_id"],
+            params=job.get("params") or {},
+            idempotency_key=job.get("idempotency_key"),
+        )
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ValueError(
+            f'line {number} is not a job {{"type", "case_id", "params"}}: {exc}'
+        ) from None
+
+
+def _refused(exc: Exception, err: TextIO = sys.stderr) -> int:
+    if isinstance(exc, Rejected):
+        print(f"submit refused: {exc.status} {exc.reason}", file=err)
+    elif isinstance(exc, ApiError):
+        print(f"submit refused: {exc}", file=err)
+    else:
+        print(f"submit: {exc}", file=err)
+    return 1

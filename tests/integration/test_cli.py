@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+from pathlib import Path
 
 from tests.integration.conftest import Stack, eventually, submit, wait_for_status
 
@@ -56,3 +57,29 @@ def test_submit_count_sends_many_jobs_as_batches(running: Stack) -> None:
             "the batch in the view",
         )
     assert listed
+
+
+def test_submit_from_ndjson_sends_one_batch_and_names_each_job(
+    running: Stack, tmp_path: Path
+) -> None:
+    jobs = tmp_path / "jobs.ndjson"
+    jobs.write_text(
+        '{"type": "echo", "case_id": "cli-nd", "params": {"text": "a"}, "idempotency_key": "a"}\n'
+        "\n"
+        '{"type": "echo", "case_id": "cli-nd", "params": {"text": "b"}}\n'
+    )
+    first = running.cli("submit", "--from", str(jobs), "--url", running.url)
+    assert first.returncode == 0, first.stderr
+    lines = first.stdout.splitlines()
+    assert lines[-1] == "submitted 2 jobs (0 known by their idempotency keys)"
+    ids = [line.split()[0] for line in lines[:-1]]
+    assert [line.split()[1:4] for line in lines[:-1]] == [["echo", "cli-nd", "queued"]] * 2
+    again = running.cli("submit", "--from", str(jobs), "--url", running.url)
+    assert again.returncode == 0, again.stderr
+    known = again.stdout.splitlines()[0]
+    assert known.startswith(f"{ids[0]}  echo  cli-nd  ") and known.endswith("  (known)")
+    assert "(1 known" in again.stdout.splitlines()[-1]
+    jobs.write_text('{"type": "echo", "case_id": "cli-nd", "params": {"nope": 1}}\n')
+    refused = running.cli("submit", "--from", str(jobs), "--url", running.url)
+    assert refused.returncode == 1
+    assert "submit refused: 422 body.jobs.0.params" in refused.stderr

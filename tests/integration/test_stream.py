@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 
-from infra.watch import SseEvent, SseParser
+from client.sse import SseEvent, SseParser
 from tests.integration.conftest import (
     Stack,
     eventually,
