@@ -16,7 +16,6 @@ jobledger publishes with confirms; the peers do not by default (see RESULTS.md t
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import json
 import os
@@ -29,9 +28,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import httpx
 import psycopg
 
+from bench import http_load
 from bench.stack import ROOT, Stack, stack
 from domain.job import Job
 from domain.origin import Origin
@@ -146,26 +145,18 @@ class Sampler(threading.Thread):
         }
 
 
-async def submit_http(url: str, n: int, concurrency: int, headers: dict[str, str]) -> float:
-    next_job = iter(range(n))
-    async with httpx.AsyncClient(
-        base_url=url,
-        timeout=60,
-        limits=httpx.Limits(max_connections=concurrency),
-        headers=headers,
-    ) as client:
+def submit_http(url: str, n: int, concurrency: int, headers: dict[str, str]) -> float:
+    """``n`` POST /jobs from ``concurrency`` keep-alive connections (bench/http_load.py)."""
 
-        async def client_loop() -> None:
-            for i in next_job:
-                r = await client.post(
-                    "/jobs", json={"type": "noop", "case_id": f"bench-{i % 50}", "params": {"n": i}}
-                )
-                if r.status_code != 202:
-                    raise RuntimeError(f"submit refused: {r.status_code} {r.text}")
+    def body(i: int) -> bytes:
+        return json.dumps(
+            {"type": "noop", "case_id": f"bench-{i % 50}", "params": {"n": i}}
+        ).encode()
 
-        started = time.monotonic()
-        await asyncio.gather(*(client_loop() for _ in range(concurrency)))
-        return time.monotonic() - started
+    seconds, statuses, _ = http_load.post(url, "/jobs", body, headers, n, concurrency)
+    if set(statuses) != {202}:
+        raise RuntimeError(f"submits refused: {dict(statuses)}")
+    return seconds
 
 
 def submit_direct(pg: PostgresSettings, n: int, batch: int = 500, rate: float = 0) -> float:
@@ -245,9 +236,7 @@ def run_jobledger(args: argparse.Namespace) -> dict[str, Any]:
         machine = MachineCpu()
         t0 = time.monotonic()
         if args.submit == "http":
-            submit_s = asyncio.run(
-                submit_http(s.url, args.jobs, args.http_concurrency, s.auth_headers())
-            )
+            submit_s = submit_http(s.url, args.jobs, args.http_concurrency, s.auth_headers())
         else:
             submit_s = submit_direct(pg, args.jobs, rate=args.rate)
         with psycopg.connect(pg.conninfo, autocommit=True) as conn:
