@@ -51,6 +51,7 @@ class PostgresJobView(PostgresTrackingRecorder):
     ) -> None:
         super().__init__(datastore, tracking_table_name=tracking_table_name, **kwargs)
         self.table = Identifier(datastore.schema, view_table_name)
+        self.names = (datastore.schema, view_table_name)
         self.skipped = Identifier(datastore.schema, f"{view_table_name}_unprojectable")
         self._statements: dict[tuple[bool, tuple[str, ...]], bytes] = {}
         self.sql_create_statements.extend(
@@ -171,23 +172,16 @@ class PostgresJobView(PostgresTrackingRecorder):
         limit: int = 50,
     ) -> Page:
         """Newest first; the cursor is the last row's submission position."""
+        from projections import view_queries  # noqa: PLC0415 - see its docstring
+
         before = int(cursor) if cursor else None
+        statement = view_queries.case_page(
+            *self.names, status=status is not None, before=before is not None
+        )
+        params = {"tenant": tenant, "case_id": case_id, "limit": limit + 1}
+        params.update({"status": status, "before": before})
         with self.datastore.cursor() as curs:
-            curs.execute(
-                SQL(
-                    "SELECT * FROM {t} WHERE tenant = %(tenant)s AND case_id = %(case_id)s "
-                    "AND (%(status)s::text IS NULL OR status = %(status)s) "
-                    "AND (%(before)s::bigint IS NULL OR submitted_position < %(before)s) "
-                    "ORDER BY submitted_position DESC LIMIT %(limit)s"
-                ).format(t=self.table),
-                {
-                    "tenant": tenant,
-                    "case_id": case_id,
-                    "status": status,
-                    "before": before,
-                    "limit": limit + 1,
-                },
-            )
+            curs.execute(statement.encode(), params)
             rows = [JobRow(**row) for row in curs.fetchall()]
         more = len(rows) > limit
         rows = rows[:limit]
@@ -198,17 +192,12 @@ class PostgresJobView(PostgresTrackingRecorder):
     ) -> list[tuple[UUID, int]]:
         """The jobs submitted to a case by a time, newest first, as (job id, submission
         position): facts of each ``Submitted`` event, which never change."""
+        from projections import view_queries  # noqa: PLC0415 - see its docstring
+
+        statement = view_queries.case_submissions(*self.names, before=before is not None)
+        params = {"tenant": tenant, "case_id": case_id, "by": by, "before": before}
         with self.datastore.cursor() as curs:
-            curs.execute(
-                SQL(
-                    "SELECT job_id, submitted_position FROM {t} "
-                    "WHERE tenant = %(tenant)s AND case_id = %(case_id)s "
-                    "AND submitted_at <= %(by)s "
-                    "AND (%(before)s::bigint IS NULL OR submitted_position < %(before)s) "
-                    "ORDER BY submitted_position DESC LIMIT %(limit)s"
-                ).format(t=self.table),
-                {"tenant": tenant, "case_id": case_id, "by": by, "before": before, "limit": limit},
-            )
+            curs.execute(statement.encode(), {**params, "limit": limit})
             return [(row["job_id"], row["submitted_position"]) for row in curs.fetchall()]
 
 
