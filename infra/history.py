@@ -1,6 +1,7 @@
 """``jobledger history JOB_ID``: a job's history in the terminal, as an auditor reads
 it: every event with its time, the time since the one before, the attempt, the actor,
-the correlation and trace ids, and what the event says (errors, results, progress).
+the correlation and trace ids, and what the event says (errors, results, progress;
+a failed attempt's traceback in full, under its line).
 Read over HTTP with the Python client (``GET /jobs/{id}`` and its ``/events``), so
 the token's tenant and scopes apply; ``--as-of`` shows it as it stood then."""
 
@@ -48,11 +49,15 @@ def render(job: Job, events: list[HistoryEvent], *, as_of: str | None) -> list[s
         at = event.at
         after = "-" if previous is None else f"+{(at - previous).total_seconds():.3f}s"
         previous = at
+        data = dict(event.data)
+        raised = data.pop("traceback", "") or ""
         lines.append(
             f"{event.version:>3}  {at.strftime('%Y-%m-%d %H:%M:%S.%f')[:-3]}  {after:>9}  "
             f"{event.type:<19}  {event.attempt:>3}  {event.actor:<24}  "
-            f"{_trace_id(event.traceparent):<32}  {_detail(event.data)}"
+            f"{_trace_id(event.traceparent):<32}  {_detail(data)}"
         )
+        # Where the attempt's handler raised, whole, under its line.
+        lines.extend(f"       | {line}" for line in raised.rstrip("\n").splitlines())
     return lines
 
 

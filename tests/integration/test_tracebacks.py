@@ -26,6 +26,15 @@ def test_the_traceback_is_on_the_event_and_in_the_log(stack: Stack) -> None:
     assert "in flaky" in traceback
     assert traceback.rstrip().endswith("RuntimeError: attempt 1 fails on purpose")
 
+    shown = stack.cli("history", job_id, "--url", stack.url)
+    assert shown.returncode == 0, shown.stderr
+    lines = shown.stdout.splitlines()
+    at = next(n for n, line in enumerate(lines) if " AttemptFailed " in line)
+    assert '"traceback"' not in lines[at]  # not squeezed into the event's line...
+    under = [line.removeprefix("       | ") for line in lines[at + 1 :] if line.startswith("  ")]
+    assert under[0] == "Traceback (most recent call last):"  # ...but whole, under it
+    assert "RuntimeError: attempt 1 fails on purpose" in under
+
     log = stack.logs[0].read_text()
     record = re.search(r"ERROR \S+ flaky attempt 1: failed .*?(?=\n\d{4}-\d\d-\d\d |\Z)", log, re.S)
     assert record is not None, log[-3000:]
