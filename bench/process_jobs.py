@@ -1,7 +1,7 @@
 """How long a no-op ``run_in="process"`` job takes from ``Started`` to ``Succeeded`` (the
 ledger's own timestamps, both written by the worker), next to a no-op on the loop; and
-the job process's address space and resident memory when its handler starts, and which
-of the worker's libraries it had imported.
+the job process's address space and resident memory when its handler starts, which
+of the worker's libraries it had imported, and the memory of the worker's zygote.
 
     .venv/bin/python -m bench.process_jobs -n 50
 
@@ -50,12 +50,23 @@ def summary(name: str, seconds: list[float]) -> str:
     )
 
 
+def zygote_memory(worker_pid: int) -> str:
+    """The resident and proportional (shared pages split) memory of the worker's zygote."""
+    children = Path(f"/proc/{worker_pid}/task/{worker_pid}/children").read_text().split()
+    for pid in children:
+        if b"consumers.zygote" in Path(f"/proc/{pid}/cmdline").read_bytes():
+            rollup = Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()
+            kb = {line.split(":")[0]: int(line.split()[1]) for line in rollup[1:]}
+            return f"zygote {pid}: resident {kb['Rss'] / 1024:.1f} MB, proportional {kb['Pss'] / 1024:.1f} MB"
+    return "no zygote (each attempt spawns an interpreter)"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("-n", type=int, default=50, help="jobs of each type")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as logdir, stack("bench.process_app", Path(logdir)) as s:
-        s.start("run")
+        worker = s.start("run")
         s.wait_ready()
         with httpx.Client(base_url=s.url, timeout=30, headers=s.auth_headers()) as client:
             for job_type in ("noop_loop", "noop_process"):
@@ -72,6 +83,7 @@ def main() -> None:
                 f"{sorted({name for f in facts for name in f['framework']}) or 'none'}",
                 flush=True,
             )
+            print(zygote_memory(worker.pid), flush=True)
 
 
 if __name__ == "__main__":
