@@ -37,7 +37,7 @@ BOOT = (
     "import sys; sys.path[:] = sys.argv[3:]; "
     "from consumers.zygote import serve; serve(int(sys.argv[1]), sys.argv[2].split(','))"
 )
-MAX_MESSAGE = 4096
+MAX_MESSAGE = 65536
 # How long a child may take to be reaped once its connection has closed.
 EXIT_WAIT_S = 5.0
 
@@ -85,8 +85,10 @@ class ProcessStarter:
         try:
             pid, exited = await zygote.fork(theirs)
             conn.send(job)
-        except BaseException:
+        except BaseException as exc:
             conn.close()  # the child, if there is one, reads EOF and exits
+            if isinstance(exc, Exception) and not isinstance(exc, NotStarted):
+                raise NotStarted(f"could not send the job to its process: {exc!r}") from exc
             raise
         finally:
             theirs.close()
@@ -106,8 +108,10 @@ class Zygote:
         self.control, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         with theirs:
             fd = theirs.fileno()
+            # The worker's interpreter flags (-O, -B, -X …) too, as multiprocessing passes them.
+            flags: list[str] = subprocess._args_from_interpreter_flags()  # type: ignore[attr-defined]
             self.process = subprocess.Popen(  # noqa: S603 - this interpreter, our own module
-                [sys.executable, "-c", BOOT, str(fd), ",".join(modules), *sys.path],
+                [sys.executable, *flags, "-c", BOOT, str(fd), ",".join(modules), *sys.path],
                 pass_fds=[fd],
                 stdin=subprocess.DEVNULL,
             )
@@ -156,7 +160,11 @@ class Zygote:
         if not data:
             self._gone()
             return
-        message = pickle.loads(data)  # noqa: S301 - from the zygote this process started
+        try:
+            message = pickle.loads(data)  # noqa: S301 - from the zygote this process started
+        except Exception:
+            log.exception("unreadable message from the zygote %d", self.process.pid)
+            return
         match message:
             case ("ready", failed):
                 for module, error in failed.items():

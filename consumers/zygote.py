@@ -41,6 +41,7 @@ from consumers import child
 
 PR_SET_PDEATHSIG = 1
 MAX_MESSAGE = 4096
+MAX_ERROR = 500  # of each module's import error: the "ready" message stays small
 
 
 def serve(fd: int, modules: list[str]) -> None:
@@ -53,7 +54,7 @@ def serve(fd: int, modules: list[str]) -> None:
         try:
             importlib.import_module(name)
         except BaseException as exc:  # noqa: BLE001 - its jobs fail with it; the rest run
-            failed[name] = f"{type(exc).__name__}: {exc}"
+            failed[name] = f"{type(exc).__name__}: {exc}"[:MAX_ERROR]
     gc.freeze()  # what is imported stays shared with the children: no refcount copies
     _send(control, ("ready", failed))
     Zygote(control).serve()
