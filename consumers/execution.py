@@ -193,7 +193,9 @@ class Execution:
         try:
             child = await self.processes.start(job)
         except NotStarted as exc:
-            return Outcome(error=f"the job's process could not start: {exc}", retryable=True)
+            return self._ended(
+                outcome=Outcome(error=f"the job's process could not start: {exc}", retryable=True)
+            )
         loop = asyncio.get_running_loop()
         self._stop = lambda: _terminate_then_kill(loop, child)
         if self.stop_reason is not None:  # stopped while it was starting
