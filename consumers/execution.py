@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal
 from uuid import UUID
 
+from opentelemetry import trace
 from opentelemetry.trace import StatusCode
 from pydantic import BaseModel
 
@@ -20,7 +21,13 @@ from application.attempts import Run
 from application.outcomes import JobCancelled, Outcome, PermanentError, classify
 from consumers import telemetry as metrics
 from consumers.context import JobContext
-from consumers.process_run import ChildJob, ChildProcess, describe_exit
+from consumers.process_run import (
+    ChildJob,
+    ChildProcess,
+    NotStarted,
+    ProcessStarter,
+    describe_exit,
+)
 from consumers.progress import ProgressReporter
 from consumers.registry import JobType
 
@@ -39,6 +46,7 @@ async def execute(
     report: Callable[[int, str], Awaitable[bool]],
     *,
     threads: ThreadPoolExecutor,
+    processes: ProcessStarter,
     running: dict[UUID, Execution],
     progress_interval_s: float,
     log_tracebacks: bool = True,
@@ -59,7 +67,7 @@ async def execute(
         logger=log.getChild(job.job_type),
         report=report_any_thread,
     )
-    execution = Execution(kind, context, run.params, threads, report_any_thread)
+    execution = Execution(kind, context, run.params, threads, processes, report_any_thread)
     reporter.on_cancel = lambda: execution.stop("cancel")
     running[job.id] = execution
     began = time.monotonic()
@@ -97,12 +105,14 @@ class Execution:
         ctx: JobContext,
         params: BaseModel,
         threads: ThreadPoolExecutor,
+        processes: ProcessStarter,
         report: Callable[[int, str], None],
     ) -> None:
         self.job_type = job_type
         self.ctx = ctx
         self.params = params
         self.threads = threads
+        self.processes = processes
         self.report = report
         self.stop_reason: StopReason | None = None
         self._stop: Callable[[], None] = ctx.cancel
@@ -167,23 +177,29 @@ class Execution:
 
     async def _in_process(self) -> Outcome:
         kind, limits, ctx = self.job_type, self.job_type.limits, self.ctx
-        child = ChildProcess(
-            ChildJob(
-                module=kind.handler.__module__,
-                qualname=kind.handler.__qualname__,
-                params=self.params.model_dump(mode="json"),
-                job_id=ctx.job_id,
-                job_type=ctx.job_type,
-                attempt=ctx.attempt,
-                tenant=ctx.tenant,
-                case_id=ctx.case_id,
-                correlation_id=ctx.correlation_id,
-                memory_limit_mb=limits.memory_limit_mb,
-                retry_on=kind.retry_on,
-            )
+        job = ChildJob(
+            module=kind.handler.__module__,
+            qualname=kind.handler.__qualname__,
+            params=self.params.model_dump(mode="json"),
+            job_id=ctx.job_id,
+            job_type=ctx.job_type,
+            attempt=ctx.attempt,
+            tenant=ctx.tenant,
+            case_id=ctx.case_id,
+            correlation_id=ctx.correlation_id,
+            memory_limit_mb=limits.memory_limit_mb,
+            retry_on=kind.retry_on,
         )
+        try:
+            child = await self.processes.start(job)
+        except NotStarted as exc:
+            return self._ended(
+                outcome=Outcome(error=f"the job's process could not start: {exc}", retryable=True)
+            )
         loop = asyncio.get_running_loop()
         self._stop = lambda: _terminate_then_kill(loop, child)
+        if self.stop_reason is not None:  # stopped while it was starting
+            self._stop()
         killer = (
             loop.call_later(limits.hard_time_limit_s, self._hard_stop, child)
             if limits.hard_time_limit_s
@@ -205,6 +221,8 @@ class Execution:
         while True:
             message = await child.messages.get()
             match message:
+                case ("started", pid, address_space):
+                    _started(self.ctx, pid, address_space)
                 case ("progress", percent, text):
                     self.report(percent, text)
                 case ("result", result):
@@ -244,6 +262,17 @@ class Execution:
             except PermanentError as error:
                 exc = error
         return classify(exc, self.job_type.retry_on, cancel_requested=self.stop_reason == "cancel")
+
+
+def _started(ctx: JobContext, pid: int, address_space: int) -> None:
+    """The child is about to call the handler: say which process it is, and how large."""
+    megabytes = round(address_space / 2**20, 1)
+    span = trace.get_current_span()
+    span.set_attribute("jobledger.process.pid", pid)
+    span.set_attribute("jobledger.process.address_space_mb", megabytes)
+    log.debug(
+        "%s attempt %d runs in process %d (%.1f MB)", ctx.job_type, ctx.attempt, pid, megabytes
+    )
 
 
 def _cancel(task: asyncio.Future[Any]) -> None:

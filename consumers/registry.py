@@ -45,7 +45,8 @@ class Limits:
     the handler is cancelled (an async task is cancelled, a thread sees
     ``ctx.cancelled``, a process gets SIGTERM). ``hard_time_limit_s`` and
     ``memory_limit_mb`` apply to process-run handlers: the process is killed, or
-    its address space capped. ``per_second`` and ``max_running`` hold across every
+    its address space capped at what it is when the handler starts plus
+    ``memory_limit_mb``. ``per_second`` and ``max_running`` hold across every
     worker of the pool; a limited job waits without spending an attempt."""
 
     time_limit_s: float | None = None

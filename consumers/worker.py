@@ -25,6 +25,7 @@ from application.outcomes import Outcome
 from consumers import telemetry as metrics
 from consumers.execution import Execution, execute
 from consumers.messages import Messages
+from consumers.process_run import ProcessStarter
 from domain.correlation import about
 
 log = logging.getLogger("jobledger.worker")
@@ -50,8 +51,10 @@ class Worker:
         channel: AbstractChannel,
         messages: Messages,
         options: WorkerOptions,
+        processes: ProcessStarter,
     ) -> None:
         self.attempts = attempts
+        self.processes = processes
         self.channel = channel
         self.messages = messages
         self.options = options
@@ -198,6 +201,7 @@ class Worker:
             run,
             lambda percent, message: self.attempts.report(run, percent, message),
             threads=self.threads,
+            processes=self.processes,
             running=self.running,
             progress_interval_s=self.options.progress_interval_s,
             log_tracebacks=self.options.log_tracebacks,

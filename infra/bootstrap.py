@@ -50,7 +50,7 @@ def load_registry(app: str) -> JobRegistry:
     appended, so a file there never shadows what jobledger itself imports."""
     module_name, _, attribute = app.partition(":")
     if "" not in sys.path and os.getcwd() not in sys.path:
-        sys.path.append(os.getcwd())  # process jobs' spawned children inherit it
+        sys.path.append(os.getcwd())  # the zygote of process jobs is given it too
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:

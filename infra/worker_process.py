@@ -13,6 +13,7 @@ from aio_pika.abc import AbstractRobustConnection
 
 from application.attempts import Attempts
 from consumers.messages import Messages
+from consumers.process_run import ProcessStarter, job_modules
 from consumers.registry import JobRegistry
 from consumers.worker import Worker, WorkerOptions
 from domain.ledger import JobLedger
@@ -43,7 +44,9 @@ async def run_worker(
     jobs it holds, so their cached copies are used without a read (domain/ledger.py).
     It consumes each pool it serves (``--pool a,b``; with ``every_pool``, as in
     ``jobledger run``, every pool the app registers unless a pool was named) with a
-    worker of its own: its own id, channel, heartbeat and ``concurrency``."""
+    worker of its own: its own id, channel, heartbeat and ``concurrency``. The pools
+    share one zygote, which forks their process-run attempts: started here, when the
+    app has such job types, so that its imports are done before the first job."""
     registry = load_registry(settings.app)
     options = settings.worker
     ledger = await open_ledger(settings, stopping, fastforward=False)
@@ -60,17 +63,23 @@ async def run_worker(
         return
     named = "pool" in options.model_fields_set
     pools = pools_of(settings, registry) if every_pool and not named else served_pools(settings)
-    async with broker(settings, registry) as connection:
-        consumers = [
-            await _pool_worker(settings, registry, ledger, workers, connection, pool)
-            for pool in pools
-        ]
-        if ready is not None:
-            ready.set()
-        try:
-            await asyncio.gather(*(worker.run(stopping) for worker in consumers))
-        finally:
-            await asyncio.to_thread(ledger.close)
+    processes = ProcessStarter(job_modules(registry))
+    if processes.modules:
+        processes.open()
+    try:
+        async with broker(settings, registry) as connection:
+            consumers = [
+                await _pool_worker(settings, registry, ledger, workers, connection, pool, processes)
+                for pool in pools
+            ]
+            if ready is not None:
+                ready.set()
+            try:
+                await asyncio.gather(*(worker.run(stopping) for worker in consumers))
+            finally:
+                await asyncio.to_thread(ledger.close)
+    finally:
+        await processes.close()
 
 
 async def _pool_worker(
@@ -80,6 +89,7 @@ async def _pool_worker(
     workers: PostgresWorkerStore,
     connection: AbstractRobustConnection,
     pool: str,
+    processes: ProcessStarter,
 ) -> Worker:
     options = settings.worker
     names = names_of(settings)
@@ -118,4 +128,5 @@ async def _pool_worker(
             heartbeat_interval_s=options.heartbeat_interval_s,
             log_tracebacks=options.log_tracebacks,
         ),
+        processes=processes,
     )

@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sys
 import time
 from dataclasses import replace
+from pathlib import Path
 
 from pydantic import BaseModel, Field
 
@@ -14,6 +16,9 @@ from consumers import JobContext, JobRegistry, Limits, PermanentError, Retry
 from domain.retry import RetryPolicy
 
 registry = JobRegistry()
+
+# The process that imported this module: for a process-run job, the zygote that forks it.
+IMPORTED_IN = os.getpid()
 
 
 class EchoParams(BaseModel):
@@ -151,6 +156,39 @@ class HogParams(BaseModel):
 def hog(ctx: JobContext, params: HogParams) -> dict[str, object]:
     block = bytearray(params.megabytes * 1024 * 1024)
     return {"allocated": len(block)}
+
+
+@registry.job("whoami", run_in="process")
+def whoami(ctx: JobContext, params: NoParams) -> dict[str, object]:
+    """Which process runs it, which imported its module, and which of the worker's
+    libraries it has."""
+    worker_libraries = (
+        "aio_pika",
+        "aiormq",
+        "fastapi",
+        "opentelemetry",
+        "eventsourcing",
+        "psycopg",
+    )
+    return {
+        "pid": os.getpid(),
+        "parent": os.getppid(),
+        "imported_in": IMPORTED_IN,
+        "worker_libraries": [name for name in worker_libraries if name in sys.modules],
+    }
+
+
+class LingerParams(BaseModel):
+    pid_dir: str
+    seconds: float = Field(ge=0, le=120)
+
+
+@registry.job("linger", run_in="process", retry=replace(FAST_RETRY, max_attempts=2))
+def linger(ctx: JobContext, params: LingerParams) -> dict[str, object]:
+    """Writes its pid to ``<pid_dir>/<attempt>``, then sleeps."""
+    (Path(params.pid_dir) / str(ctx.attempt)).write_text(str(os.getpid()))
+    time.sleep(params.seconds)
+    return {"slept": params.seconds}
 
 
 @registry.job("metered", limits=Limits(per_second=2))
