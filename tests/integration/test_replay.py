@@ -13,12 +13,15 @@ import uuid
 from typing import Any
 
 import psycopg
+import pytest
+from eventsourcing.persistence import Tracking
 from psycopg.rows import dict_row
 
 from domain.ledger import JobLedger
 from infra import ledger_store
+from infra.replay import Replay
 from infra.settings import LedgerSettings, PostgresSettings
-from projections.projection import JobRow, differences
+from projections.projection import JobProjection, JobRow, differences
 from tests.integration.conftest import (
     LEDGER_ORIGIN,
     PG,
@@ -87,6 +90,17 @@ def _tracked(stack: Stack, table: str) -> int:
         except psycopg.errors.UndefinedTable:
             return 0
     return int(row[0]) if row and row[0] is not None else 0
+
+
+def _locked(stack: Stack, table: str) -> bool:
+    schema = stack.env["JOBLEDGER_POSTGRES__SCHEMA"]
+    with psycopg.connect(_pg_conninfo(PG["dbname"]), autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_locks WHERE relation = %s::regclass "
+            "AND mode = 'AccessExclusiveLock' AND granted",
+            (f"{schema}.{table}",),
+        ).fetchone()
+    return bool(row and row[0])
 
 
 def _rows(stack: Stack, table: str) -> dict[uuid.UUID, JobRow]:
@@ -246,7 +260,74 @@ def test_swap_while_the_system_runs_keeps_the_gateway_answering_and_the_projecto
         eventually(listed, 30, "the projector to project a job submitted after the swap")
         during = len(client.get("/jobs/case-2/jobs", params={"limit": 200}).json()["items"])
         assert during == min(len(submitted), 200)
+    # The rebuild took over at the live view's own position: the projector never met
+    # a position already applied, nor an event the new view refused.
+    log = running.logs[0].read_text()
+    assert "already applied" not in log and "unprojectable" not in log, log[-3000:]
     verified = running.cli("verify")
     assert verified.returncode == 0, verified.stdout + verified.stderr
     again = running.cli("replay", "--verify")
     assert again.returncode == 0, again.stdout + again.stderr
+
+
+def test_a_projector_write_and_a_read_blocked_by_the_swap_land_on_the_rebuilt_view(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the swap relies on, with the projector's own statements: a transaction
+    that waits for the swap's lock, on a statement prepared before it, writes the
+    table that bears the name once the swap commits, and a read waiting alike reads it."""
+    ledger, ids, _ = _ledger_with_a_live_view(stack, 10)
+    stack.stop(stack.processes[0])
+    pg = _settings(stack)
+    live = ledger_store.open_view(pg)
+    replay = Replay(pg, ledger, live, ledger_store.open_rebuild(pg), quiet=True)
+    projection = JobProjection()
+
+    def project(position: int) -> None:
+        ((event, at),) = replay.events.read(replay.events.after_until, (position - 1, position, 1))
+        live.apply(list(projection.changes(event, at)), Tracking(ledger.name, at))
+
+    job_id = ids[4]  # still queued
+    first = ledger.start_job(job_id, 1, "w2", LEDGER_ORIGIN).position
+    project(first)  # prepares the projector's statements on its connection
+    for _ in range(6):  # and the gateway's read (psycopg prepares from the 5th)
+        assert live.get(job_id) is not None
+    second = ledger.report_progress(job_id, 62, "during the swap", LEDGER_ORIGIN).position
+    blocked: dict[str, Any] = {}
+    build = replay.build
+
+    def build_under_the_lock(until: int, *, progress: bool = True) -> int:
+        reached = build(until, progress=progress)
+        if _locked(stack, "job_view"):  # the swap's own catch-up, under its lock
+            # A mark only the rebuilt row bears, until the write replaces it.
+            with psycopg.connect(_pg_conninfo(PG["dbname"]), autocommit=True) as conn:
+                conn.execute(
+                    f"UPDATE {pg.schema_}.job_view_rebuild SET progress_message = 'rebuilt' "
+                    "WHERE job_id = %s",
+                    (job_id,),
+                )
+            writer = threading.Thread(target=project, args=(second,))
+            reader = threading.Thread(target=lambda: blocked.update(read=live.get(job_id)))
+            writer.start()
+            reader.start()
+            time.sleep(0.5)
+            blocked["waiting"] = writer.is_alive() and reader.is_alive()
+            blocked["threads"] = (writer, reader)
+        return reached
+
+    monkeypatch.setattr(replay, "build", build_under_the_lock)
+    old, at = replay.swap()
+    for thread in blocked["threads"]:
+        thread.join(10)
+
+    assert at == first
+    assert blocked["waiting"]  # both waited for the swap
+    assert blocked["read"].progress_message in ("rebuilt", "during the swap")
+    assert _tracked(stack, "job_view_tracking") == second
+    assert _tracked(stack, f"{old}_tracking") == first
+    rows, former = _rows(stack, "job_view"), _rows(stack, old)
+    assert (rows[job_id].progress, rows[job_id].position) == (62, second)
+    assert (former[job_id].status, former[job_id].position) == ("running", first)
+    assert former[job_id].progress == 0
+    _assert_equals_the_ledger(rows, ledger, ids)
+    ledger.close()
