@@ -147,7 +147,8 @@ def _replay(args: argparse.Namespace, settings: Settings) -> int:
                 if args.swap:
                     old, at = replay.swap()
                     print(
-                        f"replay: swapped in at ledger position {at:,}; "
+                        f"replay: swapped in at ledger position {at:,} (the live view was "
+                        f"locked for {replay.locked_s * 1000:,.0f} ms); "
                         f"the former view is {old} (with {old}_tracking and "
                         f"{old}_unprojectable): drop them when done with them"
                     )

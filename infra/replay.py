@@ -57,8 +57,10 @@ SHOWN = 20  # differing jobs listed
 LIVE_CATCH_UP_S = 60.0
 # Events the rebuild may still lack when the swap takes its lock: caught up under it.
 SWAP_GAP = 2_000
-SWAP_LOCK_TIMEOUT = "5s"
-SWAP_LOCK_ATTEMPTS = 5
+# A lock request waiting in the queue holds up the gateway's reads behind it: it waits
+# at most this long (behind a long read, say), and is made again a few times.
+SWAP_LOCK_TIMEOUT = "1s"
+SWAP_LOCK_ATTEMPTS = 10
 
 
 class ReplayError(Exception):
@@ -217,6 +219,7 @@ class Replay:
         self.events = EventsTable(ledger)
         self.name = ledger.name
         self.applied = 0  # events rebuilt by this run
+        self.locked_s = 0.0  # how long the swap held the live view locked
         self.stopped = False
 
     # Positions
@@ -380,6 +383,7 @@ class Replay:
                     sql.SQL(", ").join(sql.Identifier(schema, live + t) for t in tables)
                 )
             )
+            locked = time.perf_counter()
             row = conn.execute(
                 sql.SQL("SELECT notification_id FROM {} WHERE application_name = %s").format(
                     sql.Identifier(schema, live + "_tracking")
@@ -403,6 +407,7 @@ class Replay:
                 _rename(conn, schema, live + suffix, old + suffix, live, old)
             for suffix in tables:
                 _rename(conn, schema, rebuild + suffix, live + suffix, rebuild, live)
+        self.locked_s = time.perf_counter() - locked
         return position
 
     def _check_columns(self) -> None:
