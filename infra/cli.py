@@ -132,9 +132,13 @@ def _replay(args: argparse.Namespace, settings: Settings) -> int:
                 )
                 seconds = time.perf_counter() - began
                 rate = replay.applied / seconds if seconds > 0 else 0.0
+                done = (
+                    f"{replay.applied:,} events rebuilt in {seconds:.1f} s ({rate:,.0f} events/s)"
+                    if replay.applied
+                    else "nothing to rebuild"
+                )
                 print(
-                    f"replay: {replay.applied:,} events rebuilt in {seconds:.1f} s "
-                    f"({rate:,.0f} events/s); {replay.rebuild.view_table_name} is at ledger "
+                    f"replay: {done}; {replay.rebuild.view_table_name} is at ledger "
                     f"position {position:,}"
                 )
                 if replay.stopped:
