@@ -17,6 +17,7 @@ import pytest
 from eventsourcing.persistence import Tracking
 from psycopg.rows import dict_row
 
+from domain.job import Job
 from domain.ledger import JobLedger
 from infra import ledger_store
 from infra.replay import Replay
@@ -330,4 +331,60 @@ def test_a_projector_write_and_a_read_blocked_by_the_swap_land_on_the_rebuilt_vi
     assert (former[job_id].status, former[job_id].position) == ("running", first)
     assert former[job_id].progress == 0
     _assert_equals_the_ledger(rows, ledger, ids)
+    ledger.close()
+
+
+def test_the_rebuild_sets_aside_the_events_the_live_view_set_aside(stack: Stack) -> None:
+    """An event written before values were made storable (a NUL the view refuses):
+    the rebuild, written in bulk, falls back to one event at a time as the live
+    projector does and sets aside the same event, and nothing else."""
+    pg = _settings(stack)
+    ledger_store.ensure_database(pg)
+    ledger = ledger_store.open_ledger(pg, LedgerSettings(group_commit=False))
+    ids = _write_history(ledger, 12)
+    job = Job.submit(
+        job_id=uuid.uuid4(),
+        tenant="t1",
+        case_id="poison",
+        job_type="echo",
+        params={},
+        pool="default",
+        max_attempts=1,
+        origin=LEDGER_ORIGIN,
+    )
+    job.start(1, "w", LEDGER_ORIGIN)
+    job.trigger_event(  # around the command, which would have made it storable
+        Job.ProgressReported,
+        tenant="t1",
+        case_id="poison",
+        job_type="echo",
+        pool="default",
+        attempt=1,
+        actor="w",
+        correlation_id="c",
+        traceparent="",
+        percent=5,
+        message="NUL \x00 here",
+    )
+    ledger.save(job)
+    poisoned = int(ledger.recorder.max_notification_id() or 0)
+    ids += _write_history(ledger, 12)
+    head = int(ledger.recorder.max_notification_id() or 0)
+    stack.start("projector")
+    eventually(lambda: _tracked(stack, "job_view_tracking") == head, 30, "the live view")
+
+    verified = stack.cli("replay", "--verify", "--batch", "25")
+
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    schema = pg.schema_
+    with psycopg.connect(_pg_conninfo(PG["dbname"])) as conn:
+        for table in ("job_view_unprojectable", "job_view_rebuild_unprojectable"):
+            rows = conn.execute(
+                f"SELECT position, job_id, event, reason FROM {schema}.{table}"
+            ).fetchall()
+            assert rows == [(poisoned, job.id, "ProgressReported", "DataError")], table
+    rebuilt = _rows(stack, "job_view_rebuild")
+    assert rebuilt[job.id].progress_message == ""  # the event before it, applied
+    del rebuilt[job.id]
+    _assert_equals_the_ledger(rebuilt, ledger, ids)
     ledger.close()
