@@ -13,6 +13,8 @@
     jobledger history JOB_ID     a job's history: times, actors, attempts, traces (--as-of)
     jobledger audit export       the tenant's events as NDJSON (--since, --until, --case, ...)
     jobledger verify             check the ledger's histories and the job view (exit 1 if not)
+    jobledger replay             rebuild the job view from the ledger beside the live one
+                                 (--verify: compare, exit 1 if they differ; --swap: swap it in)
 
 The first Ctrl-C (or SIGTERM) stops taking work and lets running jobs finish; a
 second one exits at once (unacked messages return to their queue).
@@ -69,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
             return _client_command(args, settings)
         if args.command == "verify":
             return _verify(settings, args.head)
+        if args.command == "replay":
+            return _replay(args, settings)
         from infra import telemetry  # noqa: PLC0415
 
         installed = telemetry.configure(settings.otel, args.command)
@@ -157,6 +161,78 @@ def _audit_head(settings: Settings) -> int:
     print(head)
     print(f"{head.events} chained events up to position {head.position}", file=sys.stderr)
     return 0
+
+
+def _replay(args: argparse.Namespace, settings: Settings) -> int:
+    import time  # noqa: PLC0415
+
+    from infra import ledger_store  # noqa: PLC0415
+    from infra.replay import Replay, ReplayError, only_replay, quiet_projector_logs  # noqa: PLC0415
+    from infra.settings import LedgerSettings  # noqa: PLC0415
+
+    pg = settings.postgres
+    ledger_store.ensure_database(pg)
+    quiet_projector_logs()
+    ledger = ledger_store.open_ledger(pg, LedgerSettings(group_commit=False))
+    live = ledger_store.open_view(pg)
+    try:
+        with only_replay(pg):
+            replay = Replay(
+                pg,
+                ledger,
+                live,
+                ledger_store.open_rebuild(pg, restart=args.restart),
+                batch=args.batch,
+                quiet=args.quiet,
+                stop_after=args.stop_after,
+            )
+            try:
+                began = time.perf_counter()
+                position = (
+                    replay.build_to_live()
+                    if args.verify or args.swap
+                    else (replay.build(replay.events.head()))
+                )
+                seconds = time.perf_counter() - began
+                rate = replay.applied / seconds if seconds > 0 else 0.0
+                done = (
+                    f"{replay.applied:,} events rebuilt in {seconds:.1f} s ({rate:,.0f} events/s)"
+                    if replay.applied
+                    else "nothing to rebuild"
+                )
+                print(
+                    f"replay: {done}; {replay.rebuild.view_table_name} is at ledger "
+                    f"position {position:,}"
+                )
+                if replay.stopped:
+                    print("replay: stopped early (--stop-after); run it again to resume")
+                    return 3
+                if args.verify:
+                    found = replay.verify()
+                    found.print(sys.stdout)
+                    return 1 if found.count else 0
+                if args.swap:
+                    old, at = replay.swap()
+                    print(
+                        f"replay: swapped in at ledger position {at:,} (the live view was "
+                        f"locked for {replay.locked_s * 1000:,.0f} ms); "
+                        f"the former view is {old} (with {old}_tracking and "
+                        f"{old}_unprojectable): drop them when done with them"
+                    )
+                return 0
+            except KeyboardInterrupt:
+                print(
+                    f"replay: interrupted at ledger position {replay.rebuilt_position():,}; "
+                    "run it again to resume (--restart: from the first event)",
+                    file=sys.stderr,
+                )
+                return 130
+    except ReplayError as exc:
+        print(f"replay: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        ledger.close()
+        live.datastore.close()
 
 
 def _run_to_the_end(serving: Coroutine[Any, Any, int]) -> int:
@@ -410,6 +486,22 @@ def _parser() -> argparse.ArgumentParser:
         metavar="POSITION:HASH",
         help="a head printed by `jobledger audit head`: the ledger up to it must fold to it",
     )
+    replay = commands.add_parser(
+        "replay",
+        help="rebuild the job view from the first event beside the live one (resumable); "
+        "--verify compares them (exit 1 if they differ), --swap swaps the rebuild in",
+    )
+    action = replay.add_mutually_exclusive_group()
+    action.add_argument(
+        "--verify", action="store_true", help="compare with the live view; exit 1 if they differ"
+    )
+    action.add_argument(
+        "--swap", action="store_true", help="swap the rebuild in for the live view, atomically"
+    )
+    replay.add_argument("--restart", action="store_true", help="start over from the first event")
+    replay.add_argument("--batch", type=int, default=20_000, help="events a transaction")
+    replay.add_argument("--quiet", action="store_true", help="no progress bar")
+    replay.add_argument("--stop-after", type=int, help=argparse.SUPPRESS)
     dev_help = "development: the well-known development key (JOBLEDGER_AUTH__ENVIRONMENT)"
     submit = commands.add_parser(
         "submit", help="submit jobs with the Python client (JOBLEDGER_TOKEN)"

@@ -22,6 +22,7 @@ from infra.errors import StoreUnavailable
 from infra.events_table import EventsTable
 from infra.settings import LedgerSettings, PostgresSettings
 from infra.workers_store import PostgresWorkerStore
+from projections.bulk_view import BulkJobView
 from projections.job_view import PostgresJobView
 
 
@@ -146,6 +147,17 @@ def _datastore(pg: PostgresSettings) -> PostgresDatastore:
 def open_view(pg: PostgresSettings) -> PostgresJobView:
     view = PostgresJobView(_datastore(pg))
     with schema_lock(pg):
+        view.create_table()
+    return view
+
+
+def open_rebuild(pg: PostgresSettings, *, restart: bool = False) -> BulkJobView:
+    """The job view's rebuild beside the live one (``jobledger replay``); with
+    ``restart``, emptied first."""
+    view = BulkJobView(_datastore(pg))
+    with schema_lock(pg):
+        if restart:
+            view.drop_tables()
         view.create_table()
     return view
 
