@@ -68,8 +68,9 @@ class Head:
 
 
 def install(conn: psycopg.Connection[Any], schema: str, table: str) -> None:
-    """Add the chain to the events table, once. Each step is skipped when done, so a
-    process that starts later takes no lock on the table."""
+    """Add the chain to the events table. The columns and the trigger are added once
+    (a process that starts later takes no lock on the table); the trigger's function
+    is replaced at each start."""
     names = {
         "schema": sql.Identifier(schema),
         "table": sql.Identifier(schema, table),
@@ -81,6 +82,26 @@ def install(conn: psycopg.Connection[Any], schema: str, table: str) -> None:
     def run(text: str) -> None:
         conn.execute(sql.SQL(text).format(**names))
 
+    # Replaced at every start (under the caller's schema lock; it takes no lock on the
+    # table), so a changed body reaches every database. A job's first event has no
+    # predecessor to look up.
+    run(
+        "CREATE OR REPLACE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql AS $$ "
+        "DECLARE prev bytea; topic bytea := convert_to(NEW.topic, 'UTF8'); "
+        "BEGIN "
+        "  IF NEW.originator_version > 1 THEN "
+        "    SELECT p.hash INTO prev FROM {table} p "
+        "    WHERE p.originator_id = NEW.originator_id "
+        "    AND p.originator_version = NEW.originator_version - 1; "
+        "  END IF; "
+        "  NEW.prev_hash := coalesce(prev, "
+        "    '\\x0000000000000000000000000000000000000000000000000000000000000000'::bytea); "
+        "  NEW.hash := sha256(NEW.prev_hash || uuid_send(NEW.originator_id) "
+        "    || int8send(NEW.originator_version) || int8send(NEW.notification_id) "
+        "    || int4send(octet_length(topic)) || topic || NEW.state); "
+        "  RETURN NEW; "
+        "END $$"
+    )
     installed = conn.execute(
         "SELECT 1 FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid "
         "JOIN pg_namespace n ON n.oid = c.relnamespace "
@@ -97,20 +118,6 @@ def install(conn: psycopg.Connection[Any], schema: str, table: str) -> None:
         run(
             "INSERT INTO {chain} SELECT coalesce(max(notification_id), 0) FROM {table} "
             "WHERE NOT EXISTS (SELECT FROM {chain})"
-        )
-        run(
-            "CREATE OR REPLACE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql AS $$ "
-            "BEGIN "
-            "  NEW.prev_hash := coalesce((SELECT p.hash FROM {table} p "
-            "    WHERE p.originator_id = NEW.originator_id "
-            "    AND p.originator_version = NEW.originator_version - 1), "
-            "    '\\x0000000000000000000000000000000000000000000000000000000000000000'::bytea); "
-            "  NEW.hash := sha256(NEW.prev_hash || uuid_send(NEW.originator_id) "
-            "    || int8send(NEW.originator_version) || int8send(NEW.notification_id) "
-            "    || int4send(octet_length(convert_to(NEW.topic, 'UTF8'))) "
-            "    || convert_to(NEW.topic, 'UTF8') || NEW.state); "
-            "  RETURN NEW; "
-            "END $$"
         )
         run(
             "CREATE OR REPLACE TRIGGER {trigger} BEFORE INSERT ON {table} "
