@@ -24,12 +24,13 @@ belong to that caller's trace and log context; a lone caller's, to its own."""
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field
 from queue import Empty, SimpleQueue
 from typing import Any, Generic, TypeVar
@@ -52,6 +53,15 @@ class _Pending(Generic[Item, Result]):
     item: Item
     done: Future[Result] = field(default_factory=Future)
     context: contextvars.Context = field(default_factory=contextvars.copy_context)
+
+    def settle(self, result: Result | None = None, error: BaseException | None = None) -> None:
+        """Give the caller its result or error; a caller that gave up (cancelled the
+        future: a request whose client left) is skipped, and its work stands."""
+        with contextlib.suppress(InvalidStateError):
+            if error is not None:
+                self.done.set_exception(error)
+            else:
+                self.done.set_result(result)  # type: ignore[arg-type]
 
 
 class _Gathering(Generic[Item, Result]):
@@ -146,15 +156,15 @@ class GroupCommit(_Gathering[Sequence[Any], int]):
             else:
                 positions = _last_positions(recordings)
                 for p in batch:
-                    p.done.set_result(positions.get(p.job_id, 0))
+                    p.settle(positions.get(p.job_id, 0))
                 return
         for p in batch:
             try:
                 positions = _last_positions(self._save(*p.item))
             except Exception as exc:  # noqa: BLE001 - the caller's own error
-                p.done.set_exception(exc)
+                p.settle(error=exc)
             else:
-                p.done.set_result(positions.get(p.job_id, 0))
+                p.settle(positions.get(p.job_id, 0))
 
 
 class GroupRead(_Gathering[None, Sequence[Any]]):
@@ -176,13 +186,13 @@ class GroupRead(_Gathering[None, Sequence[Any]]):
                 log.debug("read of %d jobs failed (%r); reading one by one", len(batch), exc)
             else:
                 for p in batch:
-                    p.done.set_result(found.get(p.job_id, ()))
+                    p.settle(found.get(p.job_id, ()))
                 return
         for p in batch:
             try:
-                p.done.set_result(self._read([p.job_id]).get(p.job_id, ()))
+                p.settle(self._read([p.job_id]).get(p.job_id, ()))
             except Exception as exc:  # noqa: BLE001 - the caller's own error
-                p.done.set_exception(exc)
+                p.settle(error=exc)
 
 
 def _unique(job_ids: Iterable[UUID]) -> list[UUID]:

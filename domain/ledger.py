@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -113,13 +113,16 @@ class JobLedger(Application[UUID]):
 
         def written(position: Future[int]) -> None:
             exc = position.exception()
-            if isinstance(exc, IntegrityError):
-                committed.set_exception(DuplicateSubmission())
-            elif exc is not None:
-                committed.set_exception(exc)
-            else:
+            if exc is None:
                 self._cached(job)
-                committed.set_result(Committed(job, position.result()))
+            # A caller that gave up (cancelled) is not answered; the job stands.
+            with contextlib.suppress(InvalidStateError):
+                if isinstance(exc, IntegrityError):
+                    committed.set_exception(DuplicateSubmission())
+                elif exc is not None:
+                    committed.set_exception(exc)
+                else:
+                    committed.set_result(Committed(job, position.result()))
 
         self.writer.save_later(job).add_done_callback(written)
         return committed

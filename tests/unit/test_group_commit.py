@@ -13,6 +13,7 @@ from eventsourcing.persistence import IntegrityError
 
 from domain.errors import StaleDelivery
 from domain.group_commit import GroupRead
+from domain.job import Job
 from domain.ledger import JobLedger
 from domain.origin import Origin
 
@@ -143,3 +144,34 @@ def test_a_job_that_cannot_be_read_fails_only_its_own_caller() -> None:
     assert any(len(q) > 1 for q in queries)  # they were read together first
     assert isinstance(results[bad], ValueError)
     assert all(results[j] == [f"event of {j}"] for j in good)
+
+
+def _submitted() -> Job:
+    return Job.submit(
+        job_id=uuid4(),
+        tenant="t",
+        case_id="c",
+        job_type="echo",
+        params={},
+        pool="default",
+        max_attempts=1,
+        origin=ORIGIN,
+    )
+
+
+def test_a_caller_that_gives_up_on_its_save_leaves_the_writer_serving_the_others() -> None:
+    """An awaiting request may be cancelled (its client gone, a shutdown) while its job
+    is in the batch being written: the job is appended all the same, and the writer
+    goes on serving everyone else."""
+    app = ledger(GROUP_COMMIT_MAX_WAIT_S="0.05")
+    assert app.writer is not None
+    abandoned_job, abandoned_save = _submitted(), _submitted()
+    abandoned = app.append_submitted_later(abandoned_job)
+    raw = app.writer.save_later(abandoned_save)  # the writer's own future, given up on too
+    assert abandoned.cancel() and raw.cancel()
+    later = submit(app)  # would hang if the writer had died on the cancelled futures
+
+    assert app.get_job(later).status == "queued"
+    assert app.get_job(abandoned_job.id).status == "queued"
+    assert app.get_job(abandoned_save.id).status == "queued"
+    app.close()
