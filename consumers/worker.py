@@ -31,6 +31,7 @@ from domain.correlation import about
 log = logging.getLogger("jobledger.worker")
 # How long stopped attempts may take to record how they ended before the worker exits.
 RECORD_GRACE_S = 10.0
+BROKER_GRACE_S = 3.0  # for a broker call made while stopping
 
 
 @dataclass(frozen=True)
@@ -79,9 +80,12 @@ class Worker:
             try:
                 await stopping.wait()
             finally:
+                # Each waits for its channel, which waits for the broker: bounded, so a
+                # worker whose broker is gone still stops (its messages go back anyway).
                 with contextlib.suppress(Exception):
-                    await queue.cancel(tag)
-                    await stop_listening()
+                    await asyncio.wait_for(queue.cancel(tag), BROKER_GRACE_S)
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(stop_listening(), BROKER_GRACE_S)
                 await self._drain()
                 heart.cancel()
                 with contextlib.suppress(Exception):

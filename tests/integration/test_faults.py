@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import shutil
 import signal
+import subprocess
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -124,6 +125,22 @@ def test_a_connection_dropped_right_after_a_start_leaves_the_attempt_to_its_work
     assert history.count("Started") == 1, history
     assert "AttemptFailed" not in history
     assert first.poll() is None  # the first worker lived through it
+
+
+def test_a_worker_stops_while_its_broker_is_unreachable(stack: Stack) -> None:
+    """SIGTERM while every reconnect is refused: with no job to finish and no message it
+    could settle anyway, the worker stops; it must not wait for the broker to return."""
+    with TcpProxy("127.0.0.1", 5672) as amqp:
+        url = stack.env["JOBLEDGER_AMQP__URL"].replace(":5672/", f":{amqp.port}/")
+        [worker] = start_workers(stack, JOBLEDGER_AMQP__URL=url)
+        amqp.cut_all()
+    time.sleep(0.5)  # the proxy's port is closed: the worker is reconnecting, in vain
+    worker.send_signal(signal.SIGTERM)
+    try:
+        worker.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the worker did not stop within 20 s of SIGTERM, its broker unreachable")
+    assert worker.returncode == 0
 
 
 @pytest.fixture(scope="module")
