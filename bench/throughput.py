@@ -10,7 +10,10 @@ Reports: jobs/s (first submit to last ``Succeeded`` in the ledger), submit→run
 submit→succeeded p50/p95/p99 (from the ledger's own timestamps, through the job view),
 ledger events/s, the projector's largest lag, and each process's peak RSS. With
 --peers, bench/setup_peers.sh must have run; ratios are printed at the end.
-jobledger publishes with confirms; the peers do not by default (see RESULTS.md there).
+jobledger publishes with confirms; the peers do not by default (see RESULTS.md there),
+so --peers also runs them with confirms: Celery+PG, Dramatiq with its one commit per
+job, and Dramatiq with a job table written at submit, start and finish
+(bench/peer_dramatiq_ledger.py), the equal-durability peer.
 """
 
 from __future__ import annotations
@@ -349,6 +352,36 @@ def main() -> None:
                 n,
             ),
             "dramatiq pg-sink 2p x 4t": ("dramatiq_rabbit.py", "--sink", "pg", "-c", "8", "-n", n),
+            # Equal durability: publisher confirms, and state in PostgreSQL at each step.
+            "celery+pg-backend +confirm prefork c=8": (
+                "celery_rabbit_pg.py",
+                "--backend",
+                "pg",
+                "--pool",
+                "prefork",
+                "-c",
+                "8",
+                "--confirm-publish",
+                "-n",
+                n,
+            ),
+            "dramatiq pg-sink +confirm 2p x 4t": (
+                "dramatiq_rabbit.py",
+                "--sink",
+                "pg",
+                "-c",
+                "8",
+                "--confirm",
+                "-n",
+                n,
+            ),
+            "dramatiq job table (3 commits) +confirm 2p x 4t": (
+                str(ROOT / "bench" / "peer_dramatiq_ledger.py"),
+                "-c",
+                "8",
+                "-n",
+                n,
+            ),
             "raw aio-pika quorum pub+consume": (
                 "raw_limits.py",
                 "amqp",
