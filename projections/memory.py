@@ -22,6 +22,7 @@ class MemoryJobView:
         self._lock = threading.Lock()
         # A value this view refuses, as PostgreSQL refuses NUL in text (for tests).
         self.refuse: str | None = None
+        self.refuse_with: type[Exception] = DataError  # IntegrityError: as a CHECK would
 
     def apply(self, changes: Sequence[ViewChange], tracking: Tracking) -> None:
         with self._lock:
@@ -32,7 +33,7 @@ class MemoryJobView:
             rows = dict(self._rows)
             for change in changes:
                 if self.refuse is not None and self.refuse in repr(change.values):
-                    raise DataError("invalid byte sequence")
+                    raise self.refuse_with("the view refuses this value")
                 rows[change.job_id] = _changed(rows.get(change.job_id), change)
             self._rows = rows
             self._tracking[tracking.application_name] = tracking.notification_id

@@ -67,9 +67,14 @@ class Projector:
             try:
                 await asyncio.to_thread(self.view.apply, changes, tracking)
                 return True
-            except IntegrityError:
-                log.warning("position %s was already applied", tracking.notification_id)
-                return True
+            except IntegrityError as exc:
+                # A position applied twice (another projector got there first), or a
+                # constraint refusing a value: only the view's own position tells.
+                if await self._applied(tracking):
+                    log.warning("position %s was already applied", tracking.notification_id)
+                    return True
+                self.refusal = _reason(exc)
+                return False
             except (OperationalError, InterfaceError) as exc:
                 log.warning("view unreachable, retrying in %.1fs: %s", backoff, type(exc).__name__)
                 await asyncio.sleep(backoff)
@@ -77,6 +82,16 @@ class Projector:
             except DatabaseError as exc:
                 self.refusal = _reason(exc)
                 return False
+
+    async def _applied(self, tracking: Tracking) -> bool:
+        """Has the view recorded this position (or a later one) as applied?"""
+        while True:
+            try:
+                done = await asyncio.to_thread(self.view.max_tracking_id, self.application_name)
+            except (OperationalError, InterfaceError):
+                await asyncio.sleep(1.0)
+                continue
+            return done is not None and done >= tracking.notification_id
 
     async def _skip(self, event: Any, position: int) -> None:
         unprojectable = Unprojectable(

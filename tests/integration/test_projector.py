@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncGenerator, Iterator, Sequence
 from typing import Any
 
 import psycopg
@@ -39,6 +39,23 @@ def _write_history(ledger: JobLedger, jobs: int) -> list[uuid.UUID]:
             ledger.complete_job(job_id, {"n": n}, LEDGER_ORIGIN)
         ids.append(job_id)
     return ids
+
+
+class _FirstBatches:
+    """The source's first ``n`` batches, then nothing more, ever."""
+
+    def __init__(self, source: Any, n: int) -> None:
+        self.source, self.n = source, n
+
+    async def batches(self, after: int | None) -> AsyncGenerator[Sequence[tuple[Any, int]], None]:
+        async with contextlib.aclosing(self.source.batches(after)) as batches:
+            taken = 0
+            async for batch in batches:
+                yield batch
+                taken += 1
+                if taken == self.n:
+                    break
+        await asyncio.Event().wait()
 
 
 async def _project_until(projector: Projector, position: int, stop_after_batches: int = 0) -> None:
@@ -83,11 +100,12 @@ async def test_a_restarted_projector_resumes_without_loss_or_double_counting(
     last = ledger.recorder.max_notification_id()
     assert last is not None
 
-    def projector() -> Projector:
+    def projector(batches: int = 0) -> Projector:
         follower = LedgerFollower(ledger, pg.conninfo, batch_size=7)
-        return Projector(source=follower, view=view, application_name=ledger.name)
+        source = _FirstBatches(follower, batches) if batches else follower
+        return Projector(source=source, view=view, application_name=ledger.name)
 
-    first = projector()
+    first = projector(batches=1)  # stops after its first batch, however fast it runs
     await _project_until(first, last, stop_after_batches=1)
     assert 0 < (view.max_tracking_id(ledger.name) or 0) < last, "stopped part way"
 

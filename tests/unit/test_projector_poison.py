@@ -9,6 +9,8 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 from uuid import uuid4
 
+from eventsourcing.persistence import IntegrityError
+
 from domain.job import Job
 from domain.origin import Origin
 from projections.memory import MemoryJobView
@@ -63,6 +65,28 @@ async def test_an_event_the_view_refuses_is_recorded_and_the_rest_are_projected(
     assert (skipped.position, skipped.event) == (7, "ProgressReported")
     assert skipped.reason == "DataError"
     assert view.max_tracking_id("JobLedger") == 12
+    for events in (good, bad, later):
+        row = view.get(events[0].originator_id)
+        assert row is not None and row.status == "succeeded"
+
+
+async def test_an_event_refused_by_a_constraint_is_set_aside_not_taken_as_applied() -> None:
+    """A constraint's refusal (NOT NULL, CHECK: an IntegrityError, like a position
+    applied twice) is not "already applied": the batch's other events are projected
+    and the refused one is set aside, as with any other refusal."""
+    good, bad, later = events_of(1), events_of(2), events_of(3)
+    batch = [(event, n) for n, event in enumerate([*good, *bad, *later], start=1)]
+    view = MemoryJobView()
+    view.refuse, view.refuse_with = "step 2", IntegrityError
+    source = Source([batch[:6], batch[6:]])
+    projector = Projector(source=source, view=view, application_name="JobLedger")
+
+    running = asyncio.create_task(projector.run())
+    await asyncio.wait_for(source.done.wait(), 5)
+    running.cancel()
+
+    [skipped] = view.unprojectable()
+    assert (skipped.position, skipped.event) == (7, "ProgressReported")
     for events in (good, bad, later):
         row = view.get(events[0].originator_id)
         assert row is not None and row.status == "succeeded"
