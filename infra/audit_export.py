@@ -4,6 +4,7 @@ in memory. Interrupted, it resumes with ``--after`` = the last line's position."
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import BinaryIO
 
@@ -23,8 +24,12 @@ def export(url: str, headers: dict[str, str], params: dict[str, str], out: Binar
                 return 1
             for chunk in response.iter_raw():
                 out.write(chunk)
+            out.flush()
     except httpx.HTTPError as exc:
         print(f"the export from {url} broke off: {exc}", file=sys.stderr)
         return 1
-    out.flush()
+    except BrokenPipeError:
+        # The reader went away (`| head`): stop, as a filter does, and keep the
+        # interpreter's last flush of stdout from failing again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0

@@ -4,13 +4,15 @@ filters and resume, the scope it needs, and `jobledger audit export`."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import uuid
 from typing import Any
 
 import httpx
 
 from gateway.caller import ADMIN, READ, WRITE
-from tests.integration.conftest import Stack, submit, wait_for_status
+from tests.integration.conftest import ROOT, Stack, submit, wait_for_status
 
 
 def _export(client: httpx.Client, **params: Any) -> list[dict[str, Any]]:
@@ -102,3 +104,23 @@ def test_the_export_command_writes_ndjson(running: Stack) -> None:
     assert [json.loads(line) for line in result.stdout.splitlines()] == over_http
     refused = running.cli("audit", "export", "--since", "yesterday", "--url", running.url)
     assert refused.returncode == 1 and refused.stderr.startswith("422: ")
+
+    # Piped into a reader that stops early (`| head -1`) while more than a pipe's
+    # buffer is still to come: it stops too, quietly.
+    many = f"case-{uuid.uuid4().hex[:8]}"
+    jobs = [{"type": "echo", "case_id": many, "params": {"text": "y" * 190}} for _ in range(250)]
+    with running.client() as client:
+        assert client.post("/jobs/batch", json={"jobs": jobs}).status_code == 202
+        first = _export(client, case_id=many, limit=1)
+    head = subprocess.run(
+        f"{sys.executable} -m infra.cli audit export --case {many} --url {running.url} | head -1",
+        shell=True,
+        cwd=ROOT,
+        env=running.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert json.loads(head.stdout) == first[0]
+    assert head.stderr == "", head.stderr
