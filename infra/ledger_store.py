@@ -80,13 +80,14 @@ def ensure_database(pg: PostgresSettings) -> None:
 
 
 @contextlib.contextmanager
-def schema_lock(pg: PostgresSettings) -> Iterator[None]:
+def schema_lock(pg: PostgresSettings) -> Iterator[psycopg.Connection[Any]]:
     """Serialise table creation across processes: PostgreSQL refuses concurrent
-    CREATE OR REPLACE of the same function ("tuple concurrently updated")."""
+    CREATE OR REPLACE of the same function ("tuple concurrently updated"). Yields the
+    connection that holds the lock, for DDL of the caller's own."""
     with psycopg.connect(pg.conninfo, autocommit=True) as conn:
         conn.execute("SELECT pg_advisory_lock(hashtext('jobledger.schema'))")
         try:
-            yield
+            yield conn
         finally:
             conn.execute("SELECT pg_advisory_unlock(hashtext('jobledger.schema'))")
 
@@ -106,10 +107,9 @@ def open_ledger(
         "GROUP_COMMIT_MAX_WAIT_S": str(options.group_commit_max_wait_s),
         "AGGREGATE_CACHE_FASTFORWARD": "y" if fastforward else "n",
     }
-    with schema_lock(pg):
+    with schema_lock(pg) as conn:
         ledger = JobLedger(env=env)
-        with psycopg.connect(pg.conninfo, autocommit=True) as conn:
-            ledger_chain.install(conn, pg.schema_, events_table_name(ledger))
+        ledger_chain.install(conn, pg.schema_, events_table_name(ledger))
     if not fastforward:
         ledger.read_together(job_reader(ledger))
     return ledger

@@ -107,8 +107,9 @@ def verify(
 ) -> Report:
     """``head``: a head printed earlier (position, value) that the ledger must still
     fold to up to that position."""
-    report = Report(unprojectable=len(view.unprojectable()), head_expected=head)
-    skipped = {u.job_id for u in view.unprojectable()}
+    set_aside = view.unprojectable()
+    report = Report(unprojectable=len(set_aside), head_expected=head)
+    skipped = {u.job_id for u in set_aside}
     recorder: Any = ledger.recorder
     schema, table = recorder.datastore.schema, recorder.events_table_name
     with psycopg.connect(conninfo) as conn:
