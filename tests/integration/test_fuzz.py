@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import traceback
 
 import pytest
 import schemathesis
@@ -72,16 +73,20 @@ def test_the_gateway_answers_every_generated_request_as_documented(stack: Stack)
         def fuzz(case: schemathesis.Case) -> None:
             # negative_data_rejection is left out: schemathesis 3.x also flags "negative"
             # cases whose mutation does not survive serialisation (?limit=241 for a
-            # limit of 1..500). test_input.py checks that bad input is refused.
+            # limit of 1..500). test_input.py checks that bad input is refused. What is
+            # checked is the answer, not its speed: the timeout leaves room for a loaded
+            # machine (four test processes on two cores).
             case.call_and_validate(
-                headers=headers, timeout=10, excluded_checks=(negative_data_rejection,)
+                headers=headers, timeout=30, excluded_checks=(negative_data_rejection,)
             )
 
         try:
             fuzz()
         except Exception as exc:  # every operation is fuzzed; all failures are reported
-            failures[operation.verbose_name] = str(exc)[:2000]
-    assert not failures, "\n\n".join(f"{k}:\n{v}" for k, v in failures.items())
+            # A flaky failure is a group: its members say what the gateway answered.
+            failures[operation.verbose_name] = "".join(traceback.format_exception(exc))[-6000:]
+    log = stack.logs[0].read_text()[-4000:] if failures else ""
+    assert not failures, "\n\n".join([*(f"{k}:\n{v}" for k, v in failures.items()), log])
 
 
 # JSON that Python's parser takes and the specification (or any store) does not, and
