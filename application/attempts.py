@@ -3,7 +3,8 @@
 ``begin(delivery)`` decides what a delivery calls for, from what the ledger holds:
 
     Run         the attempt's start is recorded: run the handler, then ``finish``
-    Defer       a limit of the job type says wait: send the delivery round again
+    Defer       a limit of the job type, or a scheduled job's run_at, says wait:
+                send the delivery round again
     Hold        the attempt runs elsewhere: ``wait_out`` its end, then settle
     Ack         nothing (more) to do with this copy: stale, a duplicate, a re-drive done
     Reject      this copy started an attempt that failed the job: into the DLQ
@@ -38,7 +39,14 @@ from application.delivery import Delivery
 from application.outcomes import Outcome
 from application.ports import JobKind, JobKinds, Ledger, Limiter, Liveness
 from application.store import Store
-from domain.errors import InvalidParams, InvalidTransition, JobNotFound, LedgerError, UnknownJobType
+from domain.errors import (
+    InvalidParams,
+    InvalidTransition,
+    JobNotFound,
+    LedgerError,
+    NotDueYet,
+    UnknownJobType,
+)
 from domain.job import STARTABLE, Job, Status
 from domain.ledger import Committed
 from domain.origin import Origin
@@ -107,6 +115,7 @@ class Attempts:
         store: Store | None = None,
         hold_poll_s: float = 1.0,
         dead_for_s: float = 3.0,
+        hold_early_s: float = 1.5,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -123,6 +132,8 @@ class Attempts:
         # than a heartbeat interval, so a live worker whose beats paused (its database
         # restarting, say) beats again before it is taken for dead.
         self.dead_for_s = dead_for_s
+        # A scheduled job's copy this early is held until its run_at, not sent round.
+        self.hold_early_s = hold_early_s
         self.sleep = sleep
         self.clock = clock
         # The jobs this worker holds: counted from before it records a start until
@@ -146,9 +157,12 @@ class Attempts:
         leased = False
         try:
             try:  # the common case, a start, in one call into the ledger
-                job, started = await self.store.call(self._read_and_start, delivery, origin)
+                job, started = await self._start_when_due(delivery, origin)
             except JobNotFound:
                 decision = DeadLetter("unknown job")
+                return decision
+            except NotDueYet as early:  # further ahead than this worker holds a copy
+                decision = Defer(early.wait_s)
                 return decision
             kind = self._limited(job.job_type)
             if (
@@ -174,6 +188,18 @@ class Attempts:
                 if leased:
                     await self.store.call(self.limiter.release, delivery.job_id, self.worker_id)
 
+    async def _start_when_due(self, delivery: Delivery, origin: Origin) -> tuple[Job, bool]:
+        """``_read_and_start``; a scheduled job's copy that came less than
+        ``hold_early_s`` before its ``run_at`` (the outbox rounds delays down to whole
+        seconds) is held here until then, and started. NotDueYet: further ahead."""
+        while True:
+            try:
+                return await self.store.call(self._read_and_start, delivery, origin)
+            except NotDueYet as early:
+                if early.wait_s > self.hold_early_s:
+                    raise
+                await self.sleep(early.wait_s)
+
     def _read_and_start(self, delivery: Delivery, origin: Origin) -> tuple[Job, bool]:
         """(The job, whether this call started it), in one thread: a startable job of
         a type without limits is started here; anything else is read as the store has
@@ -183,7 +209,11 @@ class Attempts:
             job = self.ledger.read_job(job.id)  # the cached copy may lag (a user's retry)
             if not _startable(job, delivery):
                 return job, False
-        if self._limited(job.job_type) is not None or not _matches(job, delivery):
+        if not _matches(job, delivery):
+            return job, False
+        if (wait_s := job.due_in_s()) > 0:
+            raise NotDueYet(job.run_at, wait_s)
+        if self._limited(job.job_type) is not None:
             return job, False
         return self._start(job, delivery, origin)
 
