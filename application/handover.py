@@ -36,7 +36,9 @@ class HeldJobs(Protocol):
 
 
 class HandingLedger(Protocol):
-    def hand_over_job(self, job_id: UUID, range_s: float, origin: Origin) -> Committed | None: ...
+    def hand_over_job(
+        self, job_id: UUID, range_s: float, origin: Origin, now: datetime | None = None
+    ) -> Committed | None: ...
 
 
 class HandOver:
@@ -62,12 +64,13 @@ class HandOver:
         handed = 0
         seen: set[UUID] = set()
         while True:
-            by = self.clock() + timedelta(seconds=self.range_s)
+            now = self.clock()
+            by = now + timedelta(seconds=self.range_s)
             due = self.held.held_due(by=by, range_s=self.range_s, limit=PAGE)
             fresh = [j for j in due if j not in seen]
             for job_id in fresh:
                 seen.add(job_id)
-                if self.ledger.hand_over_job(job_id, self.range_s, Origin(SYSTEM)) is not None:
+                if self.ledger.hand_over_job(job_id, self.range_s, Origin(SYSTEM), now):
                     handed += 1
             # The view lags the ledger: a page of jobs the ledger refused (handed over,
             # its projection not there yet) ends the pass; the next one sees them gone.

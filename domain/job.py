@@ -253,11 +253,12 @@ class Job(Aggregate):
             self.Started, origin, attempt=attempt, worker_id=worker_id, delivery_id=delivery_id
         )
 
-    def due_in_s(self) -> float:
+    def due_in_s(self, now: datetime | None = None) -> float:
         """How long a scheduled job must still wait before it may start (0: it may)."""
         if self.status is not Status.SCHEDULED or self.run_at is None:
             return 0.0
-        return max((self.run_at - self.Event.create_timestamp()).total_seconds(), 0.0)
+        now = now or self.Event.create_timestamp()
+        return max((self.run_at - now).total_seconds(), 0.0)
 
     def started_by(self, attempt: int, delivery_id: str) -> bool:
         """Is ``attempt`` the job's current one, started by the copy ``delivery_id``?"""
@@ -343,7 +344,7 @@ class Job(Aggregate):
         the delay queues carry (``range_s``)? See ``held_at_submission``."""
         return held_at_submission(self.submitted_at, self.run_at, range_s)
 
-    def hand_over(self, range_s: float, origin: Origin) -> bool:
+    def hand_over(self, range_s: float, origin: Origin, now: datetime | None = None) -> bool:
         """Hand a job held in the ledger to the delay queues once its ``run_at`` is
         within ``range_s``; False when there is nothing to hand over (not held, done
         already, not scheduled any more, or not yet within range)."""
@@ -351,7 +352,7 @@ class Job(Aggregate):
             return False
         if not self.held_in_ledger(range_s):
             return False
-        if self.run_at - self.Event.create_timestamp() > timedelta(seconds=range_s):
+        if self.run_at - (now or self.Event.create_timestamp()) > timedelta(seconds=range_s):
             return False
         self._record(self.HandedOver, origin, run_at=self.run_at)
         return True

@@ -214,12 +214,14 @@ class JobLedger(Application[UUID]):
             lambda job: job.interrupt(reason, retry_at=retry_at, origin=origin, attempt=attempt),
         )
 
-    def hand_over_job(self, job_id: UUID, range_s: float, origin: Origin) -> Committed | None:
+    def hand_over_job(
+        self, job_id: UUID, range_s: float, origin: Origin, now: datetime | None = None
+    ) -> Committed | None:
         """Hand a job held in the ledger to the delay queues, if it is due for it
         (``Job.hand_over``); None when the ledger says there is nothing to do."""
         for _ in range(CONFLICT_RETRIES):
             job = self.get_job(job_id)
-            if not job.hand_over(range_s, origin):
+            if not job.hand_over(range_s, origin, now):
                 return None
             try:
                 return self._commit(job)

@@ -11,6 +11,7 @@ from domain.job import Job
 from domain.origin import Origin
 
 NOW = datetime(2030, 1, 1, tzinfo=UTC)
+RANGE_S = 63  # six delay levels
 WORKER = Origin("w1", "corr-1", "00-" + "a" * 32 + "-" + "b" * 16 + "-01")
 
 
@@ -75,7 +76,10 @@ def test_a_cancel_of_a_running_job_is_broadcast() -> None:
 
 def test_every_send_is_a_new_copy_with_its_own_delivery_id() -> None:
     event = last(job())
-    first, second = messages_for(event, NOW), messages_for(event, NOW, range_s=RANGE_S)
+    first, second = (
+        messages_for(event, NOW, range_s=RANGE_S),
+        messages_for(event, NOW, range_s=RANGE_S),
+    )
     assert isinstance(first[0], Send) and isinstance(second[0], Send)
     assert first[0].delivery.delivery_id != second[0].delivery.delivery_id
 
