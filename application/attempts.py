@@ -5,6 +5,8 @@
     Run         the attempt's start is recorded: run the handler, then ``finish``
     Defer       a limit of the job type, or a scheduled job's run_at, says wait:
                 send the delivery round again
+    Wait        a scheduled job's copy came a moment before its run_at: keep it
+                until then (outside the worker's slots), and begin again
     Hold        the attempt runs elsewhere: ``wait_out`` its end, then settle
     Ack         nothing (more) to do with this copy: stale, a duplicate, a re-drive done
     Reject      this copy started an attempt that failed the job: into the DLQ
@@ -74,6 +76,14 @@ class Defer:
 
 
 @dataclass(frozen=True)
+class Wait:
+    """A scheduled job's copy came a moment (less than ``hold_early_s``) before its
+    ``run_at``: keep it ``wait_s``, without taking a slot, then begin again."""
+
+    wait_s: float
+
+
+@dataclass(frozen=True)
 class Hold:
     """The attempt is running on another worker (or in another task of this one)."""
 
@@ -98,7 +108,7 @@ class DeadLetter:
 
 
 Settle = Ack | Reject
-Decision = Run | Defer | Hold | Ack | Reject | DeadLetter
+Decision = Run | Defer | Wait | Hold | Ack | Reject | DeadLetter
 
 
 class Attempts:
@@ -157,12 +167,13 @@ class Attempts:
         leased = False
         try:
             try:  # the common case, a start, in one call into the ledger
-                job, started = await self._start_when_due(delivery, origin)
+                job, started = await self.store.call(self._read_and_start, delivery, origin)
             except JobNotFound:
                 decision = DeadLetter("unknown job")
                 return decision
-            except NotDueYet as early:  # further ahead than this worker holds a copy
-                decision = Defer(early.wait_s)
+            except NotDueYet as early:  # the outbox rounds delays down to whole seconds
+                wait_s = early.wait_s
+                decision = Wait(wait_s) if wait_s <= self.hold_early_s else Defer(wait_s)
                 return decision
             kind = self._limited(job.job_type)
             if (
@@ -187,18 +198,6 @@ class Attempts:
                 self._let_go(delivery.job_id)
                 if leased:
                     await self.store.call(self.limiter.release, delivery.job_id, self.worker_id)
-
-    async def _start_when_due(self, delivery: Delivery, origin: Origin) -> tuple[Job, bool]:
-        """``_read_and_start``; a scheduled job's copy that came less than
-        ``hold_early_s`` before its ``run_at`` (the outbox rounds delays down to whole
-        seconds) is held here until then, and started. NotDueYet: further ahead."""
-        while True:
-            try:
-                return await self.store.call(self._read_and_start, delivery, origin)
-            except NotDueYet as early:
-                if early.wait_s > self.hold_early_s:
-                    raise
-                await self.sleep(early.wait_s)
 
     def _read_and_start(self, delivery: Delivery, origin: Origin) -> tuple[Job, bool]:
         """(The job, whether this call started it), in one thread: a startable job of
