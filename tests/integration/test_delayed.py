@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import psycopg
 
+from client import Client
 from infra import ledger_store
 from infra.settings import PostgresSettings
 from tests.integration.conftest import Stack, _pg_conninfo, eventually, wait_for_status
@@ -39,6 +40,9 @@ def test_a_delayed_job_is_scheduled_then_runs_no_earlier_than_run_at(running: St
         job = schedule(client, delay_s=2)
         cancelled = schedule(client, delay_s=1)
         typed = client.post("/jobs/later/echo?delay_s=1", json={"text": "typed"})
+        with Client(running.url, running.token()) as jobs:
+            by_client = jobs.submit("echo", "later", {"text": "c"}, run_at=at(job["run_at"]))
+            assert by_client.get().status == "scheduled"
         assert typed.status_code == 202, typed.text
         assert job["status"] == cancelled["status"] == typed.json()["status"] == "scheduled"
         assert client.post(f"/jobs/{cancelled['id']}/cancel").json()["status"] == "cancelled"
@@ -53,6 +57,8 @@ def test_a_delayed_job_is_scheduled_then_runs_no_earlier_than_run_at(running: St
         assert done["status"] == "succeeded"
         assert at(done["started_at"]) >= at(job["run_at"])
         wait_for_status(client, typed.json()["id"], timeout_s=30)
+        ran = wait_for_status(client, by_client.id, timeout_s=30)
+        assert ran["run_at"] == job["run_at"] and at(ran["started_at"]) >= at(job["run_at"])
         # Its copy arrived a second before the first job's: it was dropped, not run.
         assert history(client, cancelled["id"]) == ["Submitted", "Cancelled"]
 
