@@ -18,6 +18,7 @@ from application.handover import HandOver
 from application.outbox import Send, messages_for
 from application.store import Store
 from application.submissions import BatchRefused, BeyondHorizon, Submission, Submissions
+from client import StatusEvent
 from consumers.context import JobContext
 from consumers.registry import JobRegistry, Limits
 from domain.errors import InvalidTransition, NotDueYet
@@ -25,6 +26,7 @@ from domain.job import Job, Status, status_after
 from domain.ledger import JobLedger
 from domain.origin import Origin
 from domain.retry import RetryPolicy
+from infra.watch import describe
 from projections.memory import MemoryJobView
 from projections.projection import JobProjection
 
@@ -347,3 +349,13 @@ def test_a_batch_with_one_job_beyond_the_horizon_is_refused_whole(
 
     [ok] = submissions.submit_many(tenant="t1", submissions=items[:1], origin=USER)
     assert ok.job.status is Status.SCHEDULED and ok.job.run_at == items[0].run_at
+
+
+def test_watch_says_when_a_scheduled_job_will_start() -> None:
+    def event(type_: str, **data: Any) -> StatusEvent:
+        return StatusEvent(1, "j", "c", "echo", type_, "scheduled", 0, "alice", "", now(), data)
+
+    at = "2026-12-24T08:00:00Z"
+    assert describe(event("Submitted", run_at=at)).endswith(f"scheduled for {at}")
+    assert describe(event("HandedOver", run_at=at)).endswith(f"to start at {at}")
+    assert describe(event("Submitted", run_at=None)) == "submitted  by alice"
