@@ -1,6 +1,6 @@
 """Delayed jobs through the real stack: scheduled, then run no earlier than run_at; a
 scheduled job cancelled never runs; a delay beyond the delay queues' range is kept in
-the ledger and handed over, across a dispatcher killed in between; the view's
+the ledger and handed over, across a kill -9 of every process in between; the view's
 columns added in place to a view created before them."""
 
 from __future__ import annotations
