@@ -3,7 +3,10 @@
 ``begin(delivery)`` decides what a delivery calls for, from what the ledger holds:
 
     Run         the attempt's start is recorded: run the handler, then ``finish``
-    Defer       a limit of the job type says wait: send the delivery round again
+    Defer       a limit of the job type, or a scheduled job's run_at, says wait:
+                send the delivery round again
+    Wait        a scheduled job's copy came a moment before its run_at: keep it
+                until then (outside the worker's slots), and begin again
     Hold        the attempt runs elsewhere: ``wait_out`` its end, then settle
     Ack         nothing (more) to do with this copy: stale, a duplicate, a re-drive done
     Reject      this copy started an attempt that failed the job: into the DLQ
@@ -38,7 +41,14 @@ from application.delivery import Delivery
 from application.outcomes import Outcome
 from application.ports import JobKind, JobKinds, Ledger, Limiter, Liveness
 from application.store import Store
-from domain.errors import InvalidParams, InvalidTransition, JobNotFound, LedgerError, UnknownJobType
+from domain.errors import (
+    InvalidParams,
+    InvalidTransition,
+    JobNotFound,
+    LedgerError,
+    NotDueYet,
+    UnknownJobType,
+)
 from domain.job import STARTABLE, Job, Status
 from domain.ledger import Committed
 from domain.origin import Origin
@@ -62,6 +72,14 @@ class Run:
 
 @dataclass(frozen=True)
 class Defer:
+    wait_s: float
+
+
+@dataclass(frozen=True)
+class Wait:
+    """A scheduled job's copy came a moment (less than ``hold_early_s``) before its
+    ``run_at``: keep it ``wait_s``, without taking a slot, then begin again."""
+
     wait_s: float
 
 
@@ -90,7 +108,7 @@ class DeadLetter:
 
 
 Settle = Ack | Reject
-Decision = Run | Defer | Hold | Ack | Reject | DeadLetter
+Decision = Run | Defer | Wait | Hold | Ack | Reject | DeadLetter
 
 
 class Attempts:
@@ -107,6 +125,7 @@ class Attempts:
         store: Store | None = None,
         hold_poll_s: float = 1.0,
         dead_for_s: float = 3.0,
+        hold_early_s: float = 1.5,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -123,6 +142,8 @@ class Attempts:
         # than a heartbeat interval, so a live worker whose beats paused (its database
         # restarting, say) beats again before it is taken for dead.
         self.dead_for_s = dead_for_s
+        # A scheduled job's copy this early is held until its run_at, not sent round.
+        self.hold_early_s = hold_early_s
         self.sleep = sleep
         self.clock = clock
         # The jobs this worker holds: counted from before it records a start until
@@ -149,6 +170,10 @@ class Attempts:
                 job, started = await self.store.call(self._read_and_start, delivery, origin)
             except JobNotFound:
                 decision = DeadLetter("unknown job")
+                return decision
+            except NotDueYet as early:  # the outbox rounds delays down to whole seconds
+                wait_s = early.wait_s
+                decision = Wait(wait_s) if wait_s <= self.hold_early_s else Defer(wait_s)
                 return decision
             kind = self._limited(job.job_type)
             if (
@@ -183,7 +208,11 @@ class Attempts:
             job = self.ledger.read_job(job.id)  # the cached copy may lag (a user's retry)
             if not _startable(job, delivery):
                 return job, False
-        if self._limited(job.job_type) is not None or not _matches(job, delivery):
+        if not _matches(job, delivery):
+            return job, False
+        if (wait_s := job.due_in_s()) > 0:
+            raise NotDueYet(job.run_at, wait_s)
+        if self._limited(job.job_type) is not None:
             return job, False
         return self._start(job, delivery, origin)
 

@@ -1,5 +1,6 @@
 """Submitting a job: validate its params against its type, name it (an idempotency
-key names the same job every time, within its tenant), append it to the ledger."""
+key names the same job every time, within its tenant), append it to the ledger. A
+job may be scheduled for a later time (``run_at``), within a horizon."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import asyncio
 import functools
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 from uuid import UUID
 
@@ -17,6 +19,7 @@ from domain.ledger import JobLedger
 from domain.origin import Origin
 
 IDEMPOTENCY_NAMESPACE = UUID("6f1c2a52-3f1e-4a8e-9d7b-1f0c8e1f9a10")
+HORIZON_S = 365 * 86400.0  # how far ahead a job may be scheduled, by default
 
 
 class SubmittableType(Protocol):
@@ -49,6 +52,19 @@ class Submission:
     case_id: str
     params: dict[str, Any]
     idempotency_key: str | None = None
+    run_at: datetime | None = None
+
+
+class BeyondHorizon(LedgerError):
+    """The job is scheduled further ahead than the ledger takes jobs."""
+
+    def __init__(self, run_at: datetime, horizon_s: float) -> None:
+        super().__init__(
+            f"run_at {run_at.isoformat()} is more than {horizon_s:g} s "
+            f"({horizon_s / 86400:g} days) ahead: the scheduling horizon"
+        )
+        self.run_at = run_at
+        self.horizon_s = horizon_s
 
 
 class BatchRefused(LedgerError):
@@ -73,11 +89,13 @@ class Submissions:
         job_types: SubmittableTypes,
         default_max_attempts: int,
         quotas: TenantQuotas | None = None,
+        horizon_s: float = HORIZON_S,
     ) -> None:
         self.ledger = ledger
         self.job_types = job_types
         self.default_max_attempts = default_max_attempts
         self.quotas = quotas
+        self.horizon_s = horizon_s
 
     @staticmethod
     def job_id(tenant: str, idempotency_key: str | None) -> UUID:
@@ -95,12 +113,13 @@ class Submissions:
         job_type: str,
         params: dict[str, Any],
         origin: Origin,
+        run_at: datetime | None = None,
     ) -> Submitted:
         """Append the job, within the tenant's quota (else QuotaExceeded). Submitted
         again under the same id (its idempotency key),
         the job there is the answer, if it is this tenant's and of this type and case;
         another tenant's is JobNotFound, another type's or case's DuplicateSubmission."""
-        job = self._admitted(job_id, tenant, case_id, job_type, params, origin)
+        job = self._admitted(job_id, tenant, case_id, job_type, params, origin, run_at)
         try:
             committed = self.ledger.append_submitted(job)
         except DuplicateSubmission:
@@ -116,6 +135,7 @@ class Submissions:
         job_type: str,
         params: dict[str, Any],
         origin: Origin,
+        run_at: datetime | None = None,
     ) -> Submitted:
         """``submit`` for a caller on an event loop: validated and handed to the
         ledger's writer on the loop, awaited while the batch is written; only what
@@ -133,9 +153,10 @@ class Submissions:
                     job_type=job_type,
                     params=params,
                     origin=origin,
+                    run_at=run_at,
                 )
             )
-        job = self._admitted(job_id, tenant, case_id, job_type, params, origin)
+        job = self._admitted(job_id, tenant, case_id, job_type, params, origin, run_at)
         try:
             committed = await asyncio.wrap_future(self.ledger.append_submitted_later(job))
         except DuplicateSubmission:
@@ -150,9 +171,10 @@ class Submissions:
         job_type: str,
         params: dict[str, Any],
         origin: Origin,
+        run_at: datetime | None,
     ) -> Job:
         """The job, validated and within the tenant's quota, not yet appended."""
-        job = self._new_job(job_id, tenant, case_id, job_type, params, origin)
+        job = self._new_job(job_id, tenant, case_id, job_type, params, origin, run_at)
         if self.quotas is not None:
             self.quotas.admit(tenant)  # raises QuotaExceeded
         return job
@@ -165,8 +187,12 @@ class Submissions:
         job_type: str,
         params: dict[str, Any],
         origin: Origin,
+        run_at: datetime | None = None,
     ) -> Job:
-        """The job as submitted, its params validated (UnknownJobType, InvalidParams)."""
+        """The job as submitted, its params validated (UnknownJobType, InvalidParams)
+        and its ``run_at`` within the horizon (BeyondHorizon; a time past runs now)."""
+        if run_at is not None and run_at - datetime.now(UTC) > timedelta(seconds=self.horizon_s):
+            raise BeyondHorizon(run_at, self.horizon_s)
         normalised = self.job_types.validate(job_type, params)
         kind = self.job_types.get(job_type)
         return Job.submit(
@@ -178,6 +204,7 @@ class Submissions:
             pool=kind.pool,
             max_attempts=kind.max_attempts or self.default_max_attempts,
             origin=origin,
+            run_at=run_at,
         )
 
     def _answer_taken(self, submitted: Job) -> Submitted:
@@ -242,7 +269,9 @@ class Submissions:
 
     def _job(self, tenant: str, item: Submission, origin: Origin) -> Job:
         job_id = self.job_id(tenant, item.idempotency_key)
-        return self._new_job(job_id, tenant, item.case_id, item.job_type, item.params, origin)
+        return self._new_job(
+            job_id, tenant, item.case_id, item.job_type, item.params, origin, item.run_at
+        )
 
     def _existing(
         self, tenant: str, submissions: list[Submission], jobs: dict[int, Job]

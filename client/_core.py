@@ -27,7 +27,7 @@ from client.errors import (
     Unreachable,
     WaitTimeout,
 )
-from client.models import HistoryEvent, Job, JobSpec, StreamEvent, Submitted
+from client.models import HistoryEvent, Job, JobSpec, StreamEvent, Submitted, rfc3339
 from client.sse import SseParser
 
 POSITION_HEADER = "X-Ledger-Position"
@@ -89,6 +89,8 @@ class Core:
         params: Mapping[str, Any] | None,
         idempotency_key: str | None,
         correlation_id: str | None,
+        run_at: datetime | str | None = None,
+        delay_s: float | None = None,
     ) -> Call:
         headers = {}
         if idempotency_key is not None:
@@ -96,6 +98,7 @@ class Core:
         if correlation_id is not None:
             headers["X-Correlation-ID"] = correlation_id
         body = {"type": job_type, "case_id": case_id, "params": dict(params or {})}
+        body.update(timing(run_at, delay_s))
         return Call("POST", "/jobs", json=body, headers=headers)
 
     def batches(self, jobs: Iterable[JobSpec | Mapping[str, Any]]) -> list[tuple[int, Call]]:
@@ -234,15 +237,20 @@ def spec_of(job: JobSpec | Mapping[str, Any]) -> JobSpec:
         case_id=job["case_id"],
         params=job.get("params") or {},
         idempotency_key=job.get("idempotency_key"),
+        run_at=job.get("run_at"),
+        delay_s=job.get("delay_s"),
     )
 
 
-def rfc3339(at: datetime | str) -> str:
-    if isinstance(at, str):
-        return at
-    if at.tzinfo is None:
-        raise ValueError("a time with its offset (an aware datetime), e.g. datetime.now(UTC)")
-    return at.isoformat()
+def timing(run_at: datetime | str | None, delay_s: float | None) -> dict[str, Any]:
+    """A submit's ``run_at`` or ``delay_s`` as the body carries them (the gateway
+    refuses both at once, with its reason)."""
+    body: dict[str, Any] = {}
+    if run_at is not None:
+        body["run_at"] = rfc3339(run_at)
+    if delay_s is not None:
+        body["delay_s"] = delay_s
+    return body
 
 
 def deadline(timeout: float | None) -> float | None:

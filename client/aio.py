@@ -56,8 +56,12 @@ class AsyncClient:
         *,
         idempotency_key: str | None = None,
         correlation_id: str | None = None,
+        run_at: datetime | str | None = None,
+        delay_s: float | None = None,
     ) -> AsyncJobHandle:
-        call = self._core.submit(job_type, case_id, params, idempotency_key, correlation_id)
+        call = self._core.submit(
+            job_type, case_id, params, idempotency_key, correlation_id, run_at, delay_s
+        )
         return AsyncJobHandle(self, _core.submitted(await self._send(call)))
 
     async def submit_many(

@@ -12,6 +12,14 @@ TERMINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
 TERMINAL_EVENTS = frozenset({"Succeeded", "Failed", "Cancelled"})
 
 
+def rfc3339(at: datetime | str) -> str:
+    if isinstance(at, str):
+        return at
+    if at.tzinfo is None:
+        raise ValueError("a time with its offset (an aware datetime), e.g. datetime.now(UTC)")
+    return at.isoformat()
+
+
 def _time(value: Any) -> datetime | None:
     return None if value is None else datetime.fromisoformat(str(value).replace("Z", "+00:00"))
 
@@ -37,6 +45,7 @@ class Job:
     started_at: datetime | None
     finished_at: datetime | None
     retry_at: datetime | None
+    run_at: datetime | None = None  # scheduled: not before then
 
     @property
     def finished(self) -> bool:
@@ -65,6 +74,7 @@ class Job:
             started_at=_time(data.get("started_at")),
             finished_at=_time(data.get("finished_at")),
             retry_at=_time(data.get("retry_at")),
+            run_at=_time(data.get("run_at")),
         )
 
 
@@ -204,6 +214,8 @@ class JobSpec:
     case_id: str
     params: Mapping[str, Any] = field(default_factory=dict)
     idempotency_key: str | None = None
+    run_at: datetime | str | None = None  # not before then (aware, or RFC 3339)
+    delay_s: float | None = None  # or not before this many seconds from now
 
     def to_json(self) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -213,6 +225,10 @@ class JobSpec:
         }
         if self.idempotency_key is not None:
             body["idempotency_key"] = self.idempotency_key
+        if self.run_at is not None:
+            body["run_at"] = rfc3339(self.run_at)
+        if self.delay_s is not None:
+            body["delay_s"] = self.delay_s
         return body
 
 

@@ -59,10 +59,15 @@ class Client:
         *,
         idempotency_key: str | None = None,
         correlation_id: str | None = None,
+        run_at: datetime | str | None = None,
+        delay_s: float | None = None,
     ) -> JobHandle:
         """Submit a job (``POST /jobs``). With an ``idempotency_key`` used before, the
-        handle is the earlier job's (``handle.created`` is False)."""
-        call = self._core.submit(job_type, case_id, params, idempotency_key, correlation_id)
+        handle is the earlier job's (``handle.created`` is False). ``run_at`` (an aware
+        datetime or RFC 3339) or ``delay_s``: the job is ``scheduled`` until then."""
+        call = self._core.submit(
+            job_type, case_id, params, idempotency_key, correlation_id, run_at, delay_s
+        )
         return JobHandle(self, _core.submitted(self._send(call)))
 
     def submit_many(self, jobs: Iterable[JobSpec | Mapping[str, Any]]) -> list[JobHandle]:

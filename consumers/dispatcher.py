@@ -101,7 +101,10 @@ class Dispatcher:
         async for batch in self.source.batches(after):
             now = datetime.now(UTC)
             messages = [
-                m for event, _ in batch if event is not None for m in messages_for(event, now)
+                m
+                for event, _ in batch
+                if event is not None
+                for m in messages_for(event, now, range_s=self.names.max_delay_s)
             ]
             publishes = [asyncio.create_task(self._publish(m)) for m in messages]
             for publish in publishes:

@@ -19,7 +19,17 @@ import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 from opentelemetry.trace import SpanKind
 
-from application.attempts import Ack, Attempts, DeadLetter, Decision, Defer, Hold, Reject, Run
+from application.attempts import (
+    Ack,
+    Attempts,
+    DeadLetter,
+    Decision,
+    Defer,
+    Hold,
+    Reject,
+    Run,
+    Wait,
+)
 from application.delivery import Delivery, UndecodableDelivery
 from application.outcomes import Outcome
 from consumers import telemetry as metrics
@@ -140,20 +150,12 @@ class Worker:
                 ),
                 metrics.messaging_span("consume", SpanKind.CONSUMER, delivery, self.queue_name),
             ):
-                async with self.slots:
-                    if self.draining:  # prefetched, never started: another worker takes it
-                        await _quietly(message.nack(requeue=True))
-                        return
-                    decision = await self.attempts.begin(
-                        delivery,
-                        redrive=Messages.is_redrive(message, self.messages.names),
-                        traceparent=metrics.current_traceparent(delivery.traceparent),
-                    )
-                    if isinstance(decision, Run):
-                        metrics.observe_queue_wait(message, delivery.job_type)
-                        decision = await self.attempts.finish(
-                            decision, await self._execute(decision)
-                        )
+                decision = await self._run(message, delivery)
+                while isinstance(decision, Wait):  # a moment early: wait, without a slot
+                    await asyncio.sleep(decision.wait_s)
+                    decision = await self._run(message, delivery)
+                if decision is None:
+                    return
                 if isinstance(decision, Hold):
                     decision = await self._wait_out(delivery, decision)
                 await self._settle(message, decision, delivery)
@@ -163,6 +165,23 @@ class Worker:
             # Unsettled, the message returns when the channel closes and is decided
             # again from the ledger; the worker itself keeps running.
             log.exception("message %s not handled", message.message_id)
+
+    async def _run(self, message: AbstractIncomingMessage, delivery: Delivery) -> Decision | None:
+        """Begin, in one of the worker's slots, and run the attempt if it is ours to run.
+        None: stopping, the message went back to the queue."""
+        async with self.slots:
+            if self.draining:  # prefetched, never started: another worker takes it
+                await _quietly(message.nack(requeue=True))
+                return None
+            decision = await self.attempts.begin(
+                delivery,
+                redrive=Messages.is_redrive(message, self.messages.names),
+                traceparent=metrics.current_traceparent(delivery.traceparent),
+            )
+            if isinstance(decision, Run):
+                metrics.observe_queue_wait(message, delivery.job_type)
+                decision = await self.attempts.finish(decision, await self._execute(decision))
+            return decision
 
     async def _wait_out(self, delivery: Delivery, hold: Hold) -> Decision:
         task = asyncio.current_task()

@@ -27,6 +27,15 @@ class StaleDelivery(InvalidTransition):
     """The delivery is for an attempt that is no longer due."""
 
 
+class NotDueYet(LedgerError):
+    """The job is scheduled for later: it may not start yet."""
+
+    def __init__(self, run_at: object, wait_s: float) -> None:
+        super().__init__(f"the job is scheduled for {run_at}")
+        self.run_at = run_at
+        self.wait_s = wait_s
+
+
 class DuplicateSubmission(LedgerError):
     """A job with this id was already submitted."""
 

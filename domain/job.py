@@ -1,5 +1,7 @@
 """The Job aggregate: a job's whole lifecycle as events.
 
+scheduled ──start (at run_at)──┐   scheduled ──cancel──► cancelled
+                               ▼
 queued ──start──► running ──succeed──► succeeded
   ▲   │             │  ├──fail (attempts left)──► retry_scheduled ──start──► running
   │   │             │  └──fail (terminal)───────► failed
@@ -9,7 +11,7 @@ queued ──start──► running ──succeed──► succeeded
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 from uuid import UUID
@@ -17,11 +19,18 @@ from uuid import UUID
 from eventsourcing.domain import Aggregate
 
 from domain import storable
-from domain.errors import InvalidProgress, InvalidTransition, LedgerError, StaleDelivery
+from domain.errors import (
+    InvalidProgress,
+    InvalidTransition,
+    LedgerError,
+    NotDueYet,
+    StaleDelivery,
+)
 from domain.origin import Origin
 
 
 class Status(StrEnum):
+    SCHEDULED = "scheduled"
     QUEUED = "queued"
     RUNNING = "running"
     RETRY_SCHEDULED = "retry_scheduled"
@@ -35,7 +44,7 @@ class Status(StrEnum):
 
 
 TERMINAL = frozenset({Status.SUCCEEDED, Status.FAILED, Status.CANCELLED})
-STARTABLE = frozenset({Status.QUEUED, Status.RETRY_SCHEDULED})
+STARTABLE = frozenset({Status.SCHEDULED, Status.QUEUED, Status.RETRY_SCHEDULED})
 
 
 class Job(Aggregate):
@@ -64,6 +73,13 @@ class Job(Aggregate):
         params: dict[str, Any]
         pool: str
         max_attempts: int
+        run_at: datetime | None  # v2: not before then (None: at once)
+
+        class_version = 2
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state["run_at"] = None  # submitted before jobs could be delayed
 
     class Started(Event):
         """``delivery_id`` names the message copy that started the attempt: that copy,
@@ -137,6 +153,16 @@ class Job(Aggregate):
             job.status, job.cancel_requested, job.retry_at = status_after(self), False, None
             job.attempts_allowed = self.attempt + job.max_attempts
 
+    class HandedOver(Event):
+        """A scheduled job held in the ledger (its ``run_at`` was beyond what the delay
+        queues carry when it was submitted) came within their range: the dispatcher
+        sends its delivery to arrive at ``run_at``."""
+
+        run_at: datetime
+
+        def apply(self, job: Job) -> None:
+            job.handed_over = True
+
     class AttemptInterrupted(Event):
         """The worker stopped before the handler finished (a shutdown); the attempt
         does not count against the job, and it runs again at ``retry_at``."""
@@ -160,12 +186,15 @@ class Job(Aggregate):
         actor: str,
         correlation_id: str,
         timestamp: datetime,
+        run_at: datetime | None = None,
     ) -> None:
         self.tenant, self.case_id, self.job_type = tenant, case_id, job_type
         self.params, self.pool, self.max_attempts = params, pool, max_attempts
         self.correlation_id = correlation_id
         self.submitted_by, self.submitted_at = actor, timestamp
-        self.status = Status.QUEUED
+        self.run_at = run_at
+        self.handed_over = False
+        self.status = Status.QUEUED if run_at is None else Status.SCHEDULED
         self.attempt = 0
         self.attempts_allowed = max_attempts
         self.worker_id = ""
@@ -190,9 +219,13 @@ class Job(Aggregate):
         pool: str,
         max_attempts: int,
         origin: Origin,
+        run_at: datetime | None = None,
     ) -> Job:
+        """``run_at``: not before then; a time already past is no delay at all."""
         if max_attempts < 1:
             raise LedgerError("a job needs at least one attempt")
+        if run_at is not None and run_at <= cls.Event.create_timestamp():
+            run_at = None
         return cls._create(
             cls.Submitted,
             id=job_id,
@@ -206,6 +239,7 @@ class Job(Aggregate):
             actor=storable.text(origin.actor),
             correlation_id=storable.text(origin.correlation_id),
             traceparent=origin.traceparent,
+            run_at=run_at,
         )
 
     # Commands. Each checks the state machine, then records one or more events.
@@ -213,9 +247,18 @@ class Job(Aggregate):
     def start(self, attempt: int, worker_id: str, origin: Origin, delivery_id: str = "") -> None:
         if self.status not in STARTABLE or attempt != self.attempt + 1:
             raise StaleDelivery(self.status, f"start attempt {attempt} of")
+        if (wait_s := self.due_in_s()) > 0:
+            raise NotDueYet(self.run_at, wait_s)
         self._record(
             self.Started, origin, attempt=attempt, worker_id=worker_id, delivery_id=delivery_id
         )
+
+    def due_in_s(self, now: datetime | None = None) -> float:
+        """How long a scheduled job must still wait before it may start (0: it may)."""
+        if self.status is not Status.SCHEDULED or self.run_at is None:
+            return 0.0
+        now = now or self.Event.create_timestamp()
+        return max((self.run_at - now).total_seconds(), 0.0)
 
     def started_by(self, attempt: int, delivery_id: str) -> bool:
         """Is ``attempt`` the job's current one, started by the copy ``delivery_id``?"""
@@ -296,6 +339,24 @@ class Job(Aggregate):
         else:
             self._record(self.AttemptInterrupted, origin, reason=reason, retry_at=retry_at)
 
+    def held_in_ledger(self, range_s: float) -> bool:
+        """Was the job's delivery kept back at submission, its ``run_at`` beyond what
+        the delay queues carry (``range_s``)? See ``held_at_submission``."""
+        return held_at_submission(self.submitted_at, self.run_at, range_s)
+
+    def hand_over(self, range_s: float, origin: Origin, now: datetime | None = None) -> bool:
+        """Hand a job held in the ledger to the delay queues once its ``run_at`` is
+        within ``range_s``; False when there is nothing to hand over (not held, done
+        already, not scheduled any more, or not yet within range)."""
+        if self.status is not Status.SCHEDULED or self.handed_over or self.run_at is None:
+            return False
+        if not self.held_in_ledger(range_s):
+            return False
+        if self.run_at - (now or self.Event.create_timestamp()) > timedelta(seconds=range_s):
+            return False
+        self._record(self.HandedOver, origin, run_at=self.run_at)
+        return True
+
     def retry(self, origin: Origin) -> None:
         if self.status not in (Status.FAILED, Status.CANCELLED):
             raise InvalidTransition(self.status, "retry")
@@ -324,6 +385,15 @@ class Job(Aggregate):
         )
 
 
+def held_at_submission(submitted_at: datetime, run_at: datetime | None, range_s: float) -> bool:
+    """The one rule of which delayed jobs the ledger keeps back: those whose ``run_at``
+    was more than ``range_s`` (what the delay queues carry) after their submission.
+    The outbox sends the others' delivery at submission; these are handed over
+    (``Job.hand_over``) when they come within range. Both read the same two times,
+    so every job is sent by exactly one of the two."""
+    return run_at is not None and run_at - submitted_at > timedelta(seconds=range_s)
+
+
 def status_after(event: object) -> Status:
     """The status a job is in after ``event``: the one rule the aggregate, the job
     view and the live streams all fold a history with. The events that leave the
@@ -331,6 +401,8 @@ def status_after(event: object) -> Status:
     ``AttemptFailed`` without a retry is followed by ``Failed`` or ``Cancelled`` in
     the same commit."""
     match event:
+        case Job.Submitted(run_at=datetime()) | Job.HandedOver():
+            return Status.SCHEDULED
         case Job.Submitted() | Job.RetryRequested():
             return Status.QUEUED
         case Job.Succeeded():

@@ -73,6 +73,7 @@ class JobLedger(Application[UUID]):
         pool: str,
         max_attempts: int,
         origin: Origin,
+        run_at: datetime | None = None,
     ) -> Committed:
         job = Job.submit(
             job_id=job_id,
@@ -83,6 +84,7 @@ class JobLedger(Application[UUID]):
             pool=pool,
             max_attempts=max_attempts,
             origin=origin,
+            run_at=run_at,
         )
         return self.append_submitted(job)
 
@@ -211,6 +213,24 @@ class JobLedger(Application[UUID]):
             job_id,
             lambda job: job.interrupt(reason, retry_at=retry_at, origin=origin, attempt=attempt),
         )
+
+    def hand_over_job(
+        self, job_id: UUID, range_s: float, origin: Origin, now: datetime | None = None
+    ) -> Committed | None:
+        """Hand a job held in the ledger to the delay queues, if it is due for it
+        (``Job.hand_over``); None when the ledger says there is nothing to do."""
+        for _ in range(CONFLICT_RETRIES):
+            job = self.get_job(job_id)
+            if not job.hand_over(range_s, origin, now):
+                return None
+            try:
+                return self._commit(job)
+            except IntegrityError:
+                self._forget(job_id)
+            except Exception:
+                self._forget(job_id)  # the outcome is unknown: read the store next time
+                raise
+        return None  # written meanwhile, again and again: the next pass decides again
 
     def cancel_job(self, job_id: UUID, origin: Origin) -> Committed:
         return self._change(job_id, lambda job: job.cancel(origin))

@@ -7,7 +7,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from application.quotas import QuotaExceeded, retry_after
-from application.submissions import BatchRefused
+from application.submissions import BatchRefused, BeyondHorizon
 from domain.errors import (
     DuplicateSubmission,
     InvalidParams,
@@ -25,6 +25,7 @@ STATUS: dict[type[LedgerError], int] = {
     UnknownJobType: 422,
     InvalidParams: 422,
     InvalidProgress: 422,
+    BeyondHorizon: 422,
 }
 
 
@@ -50,6 +51,8 @@ async def ledger_error(request: Request, exc: Exception) -> JSONResponse:
             body["detail"] = [
                 {**e, "loc": ["body", "params", *_as_list(e["loc"])]} for e in exc.errors
             ]
+        case BeyondHorizon():
+            body["detail"] = [{"loc": ["body", "run_at"], "msg": str(exc), "type": "value_error"}]
     return JSONResponse(body, status_code=_status_of(exc))
 
 
@@ -72,6 +75,8 @@ async def batch_refused(request: Request, exc: Exception) -> JSONResponse:
                 detail.append(
                     {"loc": [*where, "type"], "msg": str(error), "type": "unknown_job_type"}
                 )
+            case BeyondHorizon():
+                detail.append({"loc": [*where, "run_at"], "msg": str(error), "type": "value_error"})
             case _:
                 detail.append({"loc": where, "msg": str(error), "type": "value_error"})
     return JSONResponse({"detail": detail}, status_code=422)

@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 from uuid import UUID
 
-from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    model_validator,
+)
 
 from domain.job import Job
 from projections.projection import JobRow
@@ -17,7 +24,56 @@ CASE_ID = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 JOB_TYPE = r"^[a-z][a-z0-9_]{0,62}$"
 
 
-class SubmitJob(BaseModel):
+_RFC3339 = re.compile(r"\d{4}-\d\d-\d\d[Tt]\d\d:\d\d:\d\d(\.\d{1,9})?([Zz]|[+-]\d\d:\d\d)")
+
+
+def _rfc3339(value: object) -> object:
+    if not isinstance(value, str) or not _RFC3339.fullmatch(value):
+        raise ValueError(
+            "an RFC 3339 time with its offset, e.g. 2026-12-03T09:30:00Z "
+            "(a '+' in a query string is written %2B)"
+        )
+    return value
+
+
+# A time as RFC 3339 writes it: no bare dates, no Unix seconds, no local times.
+Rfc3339 = Annotated[AwareDatetime, BeforeValidator(_rfc3339)]
+
+RUN_AT = (
+    "Not before this RFC 3339 time (with its offset); a time past runs now. At most "
+    "JOBLEDGER_SCHEDULING__HORIZON_S ahead (a year by default). Not with delay_s."
+)
+DELAY_S = "Not before this many seconds from now. Not with run_at."
+MAX_DELAY_S = 1e9  # beyond any horizon; bounds what a datetime can add
+
+
+def run_at_of(run_at: datetime | None, delay_s: float | None) -> datetime | None:
+    """When a job may start, from the request's ``run_at`` or ``delay_s`` (not both:
+    the caller has refused that)."""
+    if delay_s is not None:
+        return datetime.now(UTC) + timedelta(seconds=delay_s)
+    return run_at
+
+
+class Timing(BaseModel):
+    """A submit's optional time: ``run_at`` or ``delay_s``, not both."""
+
+    run_at: Rfc3339 | None = Field(default=None, description=RUN_AT)
+    delay_s: float | None = Field(
+        default=None, ge=0, le=MAX_DELAY_S, allow_inf_nan=False, description=DELAY_S
+    )
+
+    @model_validator(mode="after")
+    def _one_of(self) -> Timing:
+        if self.run_at is not None and self.delay_s is not None:
+            raise ValueError("give run_at or delay_s, not both")
+        return self
+
+    def when(self) -> datetime | None:
+        return run_at_of(self.run_at, self.delay_s)
+
+
+class SubmitJob(Timing):
     model_config = ConfigDict(
         extra="forbid",
         json_schema_extra={
@@ -30,7 +86,7 @@ class SubmitJob(BaseModel):
     params: dict[str, Any] = Field(default_factory=dict, description="The job type's params.")
 
 
-class BatchItem(BaseModel):
+class BatchItem(Timing):
     model_config = ConfigDict(extra="forbid")
 
     type: str = Field(pattern=JOB_TYPE, description="A registered job type.")
@@ -53,6 +109,7 @@ class BatchJobOut(BaseModel):
     case_id: str
     status: str
     created: bool = Field(description="False when the idempotency key named an earlier job.")
+    run_at: datetime | None = Field(description="Not before then (null: at once).")
 
 
 class BatchOut(BaseModel):
@@ -77,6 +134,7 @@ class JobOut(BaseModel):
     started_at: datetime | None
     finished_at: datetime | None
     retry_at: datetime | None
+    run_at: datetime | None = Field(description="Scheduled: not before then (null: at once).")
 
     @classmethod
     def from_job(cls, job: Job) -> JobOut:
@@ -98,6 +156,7 @@ class JobOut(BaseModel):
             started_at=job.started_at,
             finished_at=job.finished_at,
             retry_at=job.retry_at,
+            run_at=job.run_at,
         )
 
     @classmethod
@@ -113,22 +172,6 @@ class JobPage(BaseModel):
     next_cursor: str | None = Field(
         description="Pass as ?cursor= for the next page; null on the last page."
     )
-
-
-_RFC3339 = re.compile(r"\d{4}-\d\d-\d\d[Tt]\d\d:\d\d:\d\d(\.\d{1,9})?([Zz]|[+-]\d\d:\d\d)")
-
-
-def _rfc3339(value: object) -> object:
-    if not isinstance(value, str) or not _RFC3339.fullmatch(value):
-        raise ValueError(
-            "an RFC 3339 time with its offset, e.g. 2026-12-03T09:30:00Z "
-            "(a '+' in a query string is written %2B)"
-        )
-    return value
-
-
-# A time as RFC 3339 writes it: no bare dates, no Unix seconds, no local times.
-Rfc3339 = Annotated[AwareDatetime, BeforeValidator(_rfc3339)]
 
 
 ENVELOPE = {

@@ -6,7 +6,7 @@
     jobledger projector          the job-view projector alone
     jobledger worker             a worker (--app, --pool, --concurrency, --prefetch, --processes)
     jobledger submit TYPE CASE   submit a job over HTTP (--param k=v, --watch, --count N,
-                                 --from FILE of NDJSON jobs)
+                                 --from FILE of NDJSON jobs, --run-at T or --delay-s S)
     jobledger token              print a token minted with the HS256 key (--tenant, --subject,
                                  --scope, --ttl-s); refused in production with the dev key
     jobledger watch JOB_ID       a job's live progress, from its SSE stream
@@ -101,9 +101,10 @@ def _submit(args: argparse.Namespace, token: str | None) -> int:
     if args.type is None or args.case_id is None:
         raise SystemExit("submit: TYPE and CASE_ID, or --from FILE")
     params = dict(_param(p) for p in args.param)
+    when = {"run_at": args.run_at, "delay_s": args.delay_s}
     if args.count > 1:
         return asyncio.run(
-            demo.submit_alike(args.url, args.type, args.case_id, params, args.count, token)
+            demo.submit_alike(args.url, args.type, args.case_id, params, args.count, token, **when)
         )
     return asyncio.run(
         demo.submit_and_watch(
@@ -114,6 +115,7 @@ def _submit(args: argparse.Namespace, token: str | None) -> int:
             watch=args.watch,
             token=token,
             idempotency_key=args.idempotency_key,
+            **when,
         )
     )
 
@@ -503,26 +505,7 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument("--quiet", action="store_true", help="no progress bar")
     replay.add_argument("--stop-after", type=int, help=argparse.SUPPRESS)
     dev_help = "development: the well-known development key (JOBLEDGER_AUTH__ENVIRONMENT)"
-    submit = commands.add_parser(
-        "submit", help="submit jobs with the Python client (JOBLEDGER_TOKEN)"
-    )
-    submit.add_argument("--dev", action="store_true", help=dev_help)
-    submit.add_argument("type", nargs="?")
-    submit.add_argument("case_id", nargs="?")
-    submit.add_argument("--param", action="append", default=[], help="key=value (JSON value)")
-    submit.add_argument("--url", default="http://127.0.0.1:8000")
-    submit.add_argument("--watch", action="store_true", help="follow it until it ends")
-    submit.add_argument("--idempotency-key", help="a key used before returns the earlier job")
-    submit.add_argument(
-        "--count", type=int, default=1, help="submit this many alike (POST /jobs/batch)"
-    )
-    submit.add_argument(
-        "--from",
-        dest="jobs_from",
-        metavar="FILE",
-        help='NDJSON jobs, one {"type", "case_id", "params", "idempotency_key"} a line '
-        "('-': standard input), submitted through POST /jobs/batch",
-    )
+    _add_submit(commands, dev_help)
     token = commands.add_parser("token", help="print a bearer token minted with the HS256 key")
     token.add_argument("--dev", action="store_true", help=dev_help)
     token.add_argument("--tenant", required=True)
@@ -540,6 +523,32 @@ def _parser() -> argparse.ArgumentParser:
     watcher.add_argument("--url", default="http://127.0.0.1:8000")
     _add_audit_commands(commands, dev_help)
     return parser
+
+
+def _add_submit(commands: Any, dev_help: str) -> None:
+    submit = commands.add_parser(
+        "submit", help="submit jobs with the Python client (JOBLEDGER_TOKEN)"
+    )
+    submit.add_argument("--dev", action="store_true", help=dev_help)
+    submit.add_argument("type", nargs="?")
+    submit.add_argument("case_id", nargs="?")
+    submit.add_argument("--param", action="append", default=[], help="key=value (JSON value)")
+    submit.add_argument("--url", default="http://127.0.0.1:8000")
+    submit.add_argument("--watch", action="store_true", help="follow it until it ends")
+    submit.add_argument("--idempotency-key", help="a key used before returns the earlier job")
+    submit.add_argument(
+        "--count", type=int, default=1, help="submit this many alike (POST /jobs/batch)"
+    )
+    when = submit.add_mutually_exclusive_group()
+    when.add_argument("--run-at", help="not before this RFC 3339 time, e.g. 2026-12-24T09:00:00Z")
+    when.add_argument("--delay-s", type=float, help="not before this many seconds from now")
+    submit.add_argument(
+        "--from",
+        dest="jobs_from",
+        metavar="FILE",
+        help='NDJSON jobs, one {"type", "case_id", "params", "idempotency_key", "run_at" or '
+        "\"delay_s\"} a line ('-': standard input), submitted through POST /jobs/batch",
+    )
 
 
 def _add_audit_commands(commands: Any, dev_help: str) -> None:

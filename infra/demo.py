@@ -27,14 +27,25 @@ async def submit_and_watch(
     watch: bool,
     token: str | None = None,
     idempotency_key: str | None = None,
+    run_at: str | None = None,
+    delay_s: float | None = None,
 ) -> int:
     async with AsyncClient(url, token) as jobs:
         try:
-            handle = await jobs.submit(job_type, case_id, params, idempotency_key=idempotency_key)
+            handle = await jobs.submit(
+                job_type,
+                case_id,
+                params,
+                idempotency_key=idempotency_key,
+                run_at=run_at,
+                delay_s=delay_s,
+            )
         except (ApiError, Unreachable) as exc:
             return _refused(exc)
     job = handle.submitted.job if handle.submitted else None
     status = job.status if job else "?"
+    if job is not None and job.run_at is not None:
+        status += f" until {job.run_at.isoformat()}"
     print(f"submitted {job_type} job {handle.id} on case {case_id}: {status}", flush=True)
     if not watch:
         return 0
@@ -48,11 +59,14 @@ async def submit_alike(
     params: dict[str, Any],
     count: int,
     token: str | None = None,
+    run_at: str | None = None,
+    delay_s: float | None = None,
 ) -> int:
     """``count`` jobs alike, through POST /jobs/batch, 1,000 to a request."""
+    spec = JobSpec(job_type, case_id, params, run_at=run_at, delay_s=delay_s)
     async with AsyncClient(url, token, timeout=60) as jobs:
         try:
-            await jobs.submit_many(JobSpec(job_type, case_id, params) for _ in range(count))
+            await jobs.submit_many(spec for _ in range(count))
         except (ApiError, Unreachable) as exc:
             return _refused(exc)
     print(f"submitted {count} {job_type} jobs on case {case_id}", flush=True)
@@ -91,6 +105,8 @@ def _spec(number: int, line: str) -> JobSpec:
             case_id=job["case_id"],
             params=job.get("params") or {},
             idempotency_key=job.get("idempotency_key"),
+            run_at=job.get("run_at"),
+            delay_s=job.get("delay_s"),
         )
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise ValueError(

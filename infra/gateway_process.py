@@ -44,7 +44,11 @@ def build_gateway(settings: Settings, ledger: JobLedger, streams: Streams | None
         view=view,
         job_types=registry,
         submissions=Submissions(
-            ledger, registry, settings.retry.max_attempts, quotas(settings, view)
+            ledger,
+            registry,
+            settings.retry.max_attempts,
+            quotas(settings, view),
+            horizon_s=settings.scheduling.horizon_s,
         ),
         identify=bearer_identify(auth.token_verifier(settings.auth, settings.gateway.host)),
         read_your_writes_timeout_s=settings.gateway.read_your_writes_timeout_s,

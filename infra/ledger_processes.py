@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from functools import partial
 
+from application.handover import HandOver
 from application.outbox import DISPATCHED_TOPICS
 from consumers.dispatcher import Dispatcher
 from domain.ledger import JobLedger
@@ -40,7 +41,10 @@ async def run_dispatcher(
         partial(ledger_store.open_positions, settings.postgres, "dispatcher"),
         "the dispatcher's position",
     )
-    if ledger is None or positions is None:
+    view = await when_store_is_up(
+        settings, stopping, partial(ledger_store.open_view, settings.postgres), "the job view"
+    )
+    if ledger is None or positions is None or view is None:
         return
     registry = load_registry(settings.app)
     names = names_of(settings)
@@ -68,7 +72,18 @@ async def run_dispatcher(
             finally:
                 sampling.cancel()
 
-    await supervise("dispatcher", dispatch, stopping)
+    hand_over = HandOver(
+        ledger=ledger,
+        held=view,
+        range_s=names.max_delay_s,
+        interval_s=settings.scheduling.hand_over_interval_s,
+    )
+    handing = asyncio.create_task(hand_over.run(), name="hand over scheduled jobs")
+    try:
+        await supervise("dispatcher", dispatch, stopping)
+    finally:
+        handing.cancel()
+        await asyncio.gather(handing, return_exceptions=True)
 
 
 async def run_projector(

@@ -108,6 +108,16 @@ class RetrySettings(BaseModel):
     max_delay_s: float = 300.0
 
 
+class SchedulingSettings(BaseModel):
+    """Jobs scheduled for later (``run_at`` / ``delay_s``)."""
+
+    # How far ahead a job may be scheduled (further: 422); a year by default.
+    horizon_s: float = Field(default=365 * 86400.0, gt=0)
+    # How often the dispatcher hands the jobs kept in the ledger (scheduled beyond what
+    # the delay queues carry) to the delay queues as they come within their range.
+    hand_over_interval_s: float = Field(default=5.0, gt=0)
+
+
 class GatewaySettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = 8000
@@ -205,6 +215,7 @@ class Settings(BaseSettings):
     amqp: AmqpSettings = AmqpSettings()
     otel: OtelSettings = Field(default_factory=OtelSettings)  # reads OTEL_* when built
     worker: WorkerSettings = WorkerSettings()
+    scheduling: SchedulingSettings = SchedulingSettings()
     gateway: GatewaySettings = GatewaySettings()
     observability: ObservabilitySettings = ObservabilitySettings()
     auth: AuthSettings = AuthSettings()

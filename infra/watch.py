@@ -83,5 +83,9 @@ def describe(event: StreamEvent) -> str:
             return f"started    attempt {event.attempt} on {data['worker_id']}"
         case "Failed" | "AttemptFailed":
             return f"{event.type.lower():<10} {data['error']}"
+        case "Submitted" if data.get("run_at"):
+            return f"submitted  by {event.actor}, scheduled for {data['run_at']}"
+        case "HandedOver":
+            return f"handed over to the delay queues, to start at {data['run_at']}"
         case _:
             return f"{event.type.lower():<10} by {event.actor}"

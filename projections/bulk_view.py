@@ -47,6 +47,8 @@ TYPES = {
     "updated_at": "timestamptz",
     "submitted_position": "int8",
     "position": "int8",
+    "run_at": "timestamptz",
+    "handed_over": "bool",
 }
 assert tuple(TYPES) == COLUMNS
 
@@ -138,6 +140,8 @@ class BulkJobView(PostgresJobView):
                         values.get("updated_at"),
                         values.get("submitted_position"),
                         values.get("position"),
+                        values.get("run_at"),
+                        values.get("handed_over"),
                     )
                 )
 

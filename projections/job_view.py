@@ -37,6 +37,8 @@ COLUMNS = (
     "updated_at",
     "submitted_position",
     "position",
+    "run_at",
+    "handed_over",
 )
 
 
@@ -66,7 +68,13 @@ class PostgresJobView(PostgresTrackingRecorder):
                     "submitted_by text NOT NULL, submitted_at timestamptz NOT NULL, "
                     "started_at timestamptz, finished_at timestamptz, retry_at timestamptz, "
                     "updated_at timestamptz NOT NULL, submitted_position bigint NOT NULL, "
-                    "position bigint NOT NULL)"
+                    "position bigint NOT NULL, run_at timestamptz, "
+                    "handed_over boolean NOT NULL DEFAULT false)"
+                ).format(t=self.table),
+                # A view created before jobs could be delayed gets their columns in place.
+                SQL(
+                    "ALTER TABLE {t} ADD COLUMN IF NOT EXISTS run_at timestamptz, "
+                    "ADD COLUMN IF NOT EXISTS handed_over boolean NOT NULL DEFAULT false"
                 ).format(t=self.table),
                 SQL(
                     "CREATE INDEX IF NOT EXISTS {i} ON {t} "
@@ -79,6 +87,10 @@ class PostgresJobView(PostgresTrackingRecorder):
                     "CREATE INDEX IF NOT EXISTS {i} ON {t} (tenant) "
                     "WHERE status IN ('queued', 'retry_scheduled')"
                 ).format(i=Identifier(f"{view_table_name}_waiting_idx"), t=self.table),
+                SQL(
+                    "CREATE INDEX IF NOT EXISTS {i} ON {t} (run_at) "
+                    "WHERE status = 'scheduled' AND NOT handed_over"
+                ).format(i=Identifier(f"{view_table_name}_held_idx"), t=self.table),
                 SQL(
                     "CREATE TABLE IF NOT EXISTS {s} (position bigint PRIMARY KEY, "
                     "job_id uuid NOT NULL, event text NOT NULL, reason text NOT NULL, "
@@ -155,6 +167,21 @@ class PostgresJobView(PostgresTrackingRecorder):
             )
             row = curs.fetchone()
         return int(row["n"]) if row else 0
+
+    def held_due(self, *, by: datetime, range_s: float, limit: int) -> list[UUID]:
+        """Scheduled jobs held in the ledger at submission (``run_at`` more than
+        ``range_s`` after it: domain.job.held_at_submission), not handed over, whose
+        ``run_at`` is at or before ``by``; soonest first."""
+        with self.datastore.cursor() as curs:
+            curs.execute(
+                SQL(
+                    "SELECT job_id FROM {t} WHERE status = 'scheduled' AND NOT handed_over "
+                    "AND run_at <= %s AND run_at - submitted_at > make_interval(secs => %s) "
+                    "ORDER BY run_at LIMIT %s"
+                ).format(t=self.table),
+                (by, range_s, limit),
+            )
+            return [row["job_id"] for row in curs.fetchall()]
 
     def get(self, job_id: UUID) -> JobRow | None:
         with self.datastore.cursor() as curs:

@@ -11,6 +11,7 @@ from uuid import UUID
 
 from eventsourcing.persistence import DataError, IntegrityError, Tracking
 
+from domain.job import held_at_submission
 from projections.projection import JobRow, Page, Unprojectable, ViewChange
 
 
@@ -45,6 +46,21 @@ class MemoryJobView:
 
     def unprojectable(self) -> list[Unprojectable]:
         return list(self._skipped)
+
+    def held_due(self, *, by: datetime, range_s: float, limit: int) -> list[UUID]:
+        rows = sorted(
+            (
+                r
+                for r in self._rows.values()
+                if r.status == "scheduled"
+                and not r.handed_over
+                and r.run_at is not None
+                and r.run_at <= by
+                and held_at_submission(r.submitted_at, r.run_at, range_s)
+            ),
+            key=lambda r: r.run_at or by,
+        )
+        return [r.job_id for r in rows[:limit]]
 
     def get(self, job_id: UUID) -> JobRow | None:
         return self._rows.get(job_id)

@@ -47,6 +47,8 @@ class JobRow:
     updated_at: datetime
     submitted_position: int
     position: int
+    run_at: datetime | None
+    handed_over: bool
 
 
 # The fields a row shares with the Job aggregate, under the same name.
@@ -67,6 +69,8 @@ SHARED_WITH_THE_JOB = (
     "started_at",
     "finished_at",
     "retry_at",
+    "run_at",
+    "handed_over",
 )
 
 
@@ -177,7 +181,11 @@ def _values_for(event: Any) -> dict[str, Any] | None:
                 "started_at": None,
                 "finished_at": None,
                 "retry_at": None,
+                "run_at": event.run_at,
+                "handed_over": False,
             }
+        case Job.HandedOver():
+            return {"handed_over": True}
         case Job.Started():
             return {
                 "started_at": event.timestamp,

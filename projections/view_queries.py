@@ -42,6 +42,8 @@ def job_view(schema: str, name: str) -> sa.Table:
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("submitted_position", sa.BigInteger, nullable=False),
         sa.Column("position", sa.BigInteger, nullable=False),
+        sa.Column("run_at", sa.DateTime(timezone=True)),
+        sa.Column("handed_over", sa.Boolean, nullable=False),
     )
 
 

@@ -14,6 +14,7 @@ from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, Header, HTTPException, Path, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
 from pydantic import AfterValidator, BaseModel
 from starlette.concurrency import run_in_threadpool
 
@@ -26,6 +27,9 @@ from gateway.caller import Caller, origin_of
 from gateway.guarded import GuardedRoute
 from gateway.schemas import (
     CASE_ID,
+    DELAY_S,
+    MAX_DELAY_S,
+    RUN_AT,
     BatchJobOut,
     BatchOut,
     ErrorOut,
@@ -36,6 +40,7 @@ from gateway.schemas import (
     Rfc3339,
     SubmitBatch,
     SubmitJob,
+    run_at_of,
 )
 from gateway.services import Services
 from gateway.tracing import appending, appending_batch
@@ -96,6 +101,10 @@ AsOf = Annotated[
         "folded from its events up to that time (404 if it did not exist yet)."
     ),
 ]
+RunAt = Annotated[Rfc3339 | None, Query(description=RUN_AT)]
+DelayS = Annotated[
+    float | None, Query(ge=0, le=MAX_DELAY_S, allow_inf_nan=False, description=DELAY_S)
+]
 Until = Annotated[
     Rfc3339 | None,
     Query(description="RFC 3339 time with its offset: only the events recorded by then."),
@@ -121,6 +130,7 @@ def build_router(services: Services) -> APIRouter:
         case_id: str,
         params: dict[str, Any],
         idempotency_key: str | None,
+        run_at: datetime | None = None,
     ) -> JobOut:
         # On the event loop: the job is validated here and awaited while the ledger's
         # writer appends it with the others' (no worker thread a request).
@@ -133,6 +143,7 @@ def build_router(services: Services) -> APIRouter:
                 job_type=job_type,
                 params=params,
                 origin=origin_of(request, who),
+                run_at=run_at,
             )
             if submitted.created:
                 log.info("accepted a job of type %s", job_type)
@@ -163,6 +174,7 @@ def build_router(services: Services) -> APIRouter:
             case_id=body.case_id,
             params=body.params,
             idempotency_key=idempotency_key,
+            run_at=body.when(),
         )
 
     @router.post(
@@ -178,7 +190,8 @@ def build_router(services: Services) -> APIRouter:
         submitted and every invalid one is named (``body.jobs.<index>…``). The valid
         batch is appended in one transaction. Idempotency keys are per job."""
         items = [
-            Submission(job.type, job.case_id, job.params, job.idempotency_key) for job in body.jobs
+            Submission(job.type, job.case_id, job.params, job.idempotency_key, job.when())
+            for job in body.jobs
         ]
         with appending_batch(len(items)):
             submitted = services.submissions.submit_many(
@@ -200,6 +213,7 @@ def build_router(services: Services) -> APIRouter:
                     case_id=s.job.case_id,
                     status=s.job.status.value,
                     created=s.created,
+                    run_at=s.job.run_at,
                 )
                 for s in submitted
             ]
@@ -327,7 +341,19 @@ def _add_typed_submit(router: APIRouter, name: str, model: type[BaseModel], subm
         response: Response,
         who: Caller,
         idempotency_key: str | None = None,
+        run_at: datetime | None = None,
+        delay_s: float | None = None,
     ) -> JobOut:
+        if run_at is not None and delay_s is not None:
+            raise RequestValidationError(
+                [
+                    {
+                        "loc": ("query", "delay_s"),
+                        "msg": "give run_at or delay_s, not both",
+                        "type": "value_error",
+                    }
+                ]
+            )
         return await submit(  # type: ignore[no-any-return]
             request,
             response,
@@ -336,6 +362,7 @@ def _add_typed_submit(router: APIRouter, name: str, model: type[BaseModel], subm
             case_id=case_id,
             params=params.model_dump(mode="json"),
             idempotency_key=idempotency_key,
+            run_at=run_at_of(run_at, delay_s),
         )
 
     param = inspect.Parameter
@@ -347,6 +374,8 @@ def _add_typed_submit(router: APIRouter, name: str, model: type[BaseModel], subm
             param("response", param.POSITIONAL_OR_KEYWORD, annotation=Response),
             param("who", param.POSITIONAL_OR_KEYWORD, annotation=Writing),
             param("idempotency_key", param.KEYWORD_ONLY, annotation=IdempotencyKey, default=None),
+            param("run_at", param.KEYWORD_ONLY, annotation=RunAt, default=None),
+            param("delay_s", param.KEYWORD_ONLY, annotation=DelayS, default=None),
         ],
         return_annotation=JobOut,
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import UTC, datetime
 
 import httpx
 import pytest
@@ -13,6 +14,8 @@ from client import (
     ApiError,
     Conflict,
     Forbidden,
+    Job,
+    JobSpec,
     NotFound,
     ProgressEvent,
     RateLimited,
@@ -100,3 +103,27 @@ def test_the_follower_backs_off_then_gives_up_and_keeps_its_deadline() -> None:
     with pytest.raises(WaitTimeout) as timed_out:
         late.request()
     assert isinstance(timed_out.value, TimeoutError)
+
+
+def test_a_submit_carries_run_at_or_delay_s_and_a_job_reads_its_run_at() -> None:
+    core = Core("http://gw", None, 5)
+    at = datetime(2026, 12, 24, 8, tzinfo=UTC)
+    assert core.submit("echo", "c", {}, None, None, run_at=at).json["run_at"] == at.isoformat()
+    assert core.submit("echo", "c", {}, None, None, delay_s=5).json["delay_s"] == 5
+    plain = core.submit("echo", "c", {}, None, None).json
+    assert "run_at" not in plain and "delay_s" not in plain
+    with pytest.raises(ValueError, match="offset"):
+        core.submit("echo", "c", {}, None, None, run_at=datetime(2026, 12, 24))
+    assert JobSpec("echo", "c", run_at=AT).to_json()["run_at"] == AT
+    assert JobSpec("echo", "c", delay_s=1.5).to_json()["delay_s"] == 1.5
+    job = Job.from_json(
+        {
+            "id": "j",
+            "type": "echo",
+            "case_id": "c",
+            "status": "scheduled",
+            "submitted_at": AT,
+            "run_at": AT,
+        }
+    )
+    assert job.run_at is not None and job.run_at.isoformat().startswith("2026-12-03T09:30:00")

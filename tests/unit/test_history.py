@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import uuid4
 
@@ -77,3 +77,46 @@ def test_a_history_that_does_not_begin_with_its_submission_is_named() -> None:
     j = job()
     j.start(1, "w1", W)
     assert problems(j.collect_events()[1:]) == ["does not begin with Submitted"]
+
+
+def scheduled(in_s: float) -> Job:
+    return Job.submit(
+        job_id=uuid4(),
+        tenant="t",
+        case_id="c",
+        job_type="segment",
+        params={},
+        pool="default",
+        max_attempts=2,
+        origin=Origin("alice"),
+        run_at=datetime.now(UTC) + timedelta(seconds=in_s),
+    )
+
+
+def test_the_paths_of_a_scheduled_job_are_valid() -> None:
+    held = scheduled(3600)
+    assert held.hand_over(60, W, datetime.now(UTC) + timedelta(seconds=3590))
+    held.cancel(Origin("alice"))
+    started = scheduled(0.001)
+    while started.due_in_s() > 0:
+        pass
+    started.start(1, "w1", W)
+    started.succeed({}, W)
+    assert problems(held.collect_events()) == []
+    assert problems(started.collect_events()) == []
+
+
+def test_a_scheduled_job_started_before_its_run_at_or_handed_over_twice_is_named() -> None:
+    j = scheduled(3600)
+    assert j.hand_over(60, W, datetime.now(UTC) + timedelta(seconds=3590))
+    submitted, handed = j.collect_events()
+    assert j.run_at is not None
+    early = object.__new__(Job.Started)  # a start an hour early, as if recorded
+    early.__dict__.update(
+        {**vars(handed), "originator_version": 3, "attempt": 1, "worker_id": "w1"}
+    )
+    again = copy_of(handed, originator_version=3)
+
+    [problem] = problems([submitted, handed, early])
+    assert problem.startswith("event 3 (Started): started at") and "before its run_at" in problem
+    assert problems([submitted, handed, again]) == ["event 3 (HandedOver): handed over twice"]

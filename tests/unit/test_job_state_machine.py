@@ -25,7 +25,9 @@ WORKER = Origin(
 RETRY_AT = datetime(2031, 1, 2, 3, 4, 5, tzinfo=UTC)
 
 
-def submitted(max_attempts: int = 3, job_id: UUID | None = None) -> Job:
+def submitted(
+    max_attempts: int = 3, job_id: UUID | None = None, run_at: datetime | None = None
+) -> Job:
     return Job.submit(
         job_id=job_id or uuid4(),
         tenant="tenant-1",
@@ -35,13 +37,19 @@ def submitted(max_attempts: int = 3, job_id: UUID | None = None) -> Job:
         pool="gpu",
         max_attempts=max_attempts,
         origin=ORIGIN,
+        run_at=run_at,
     )
 
 
 def job_in(status: Status, max_attempts: int = 3) -> Job:
-    """A fresh job driven into ``status``, with its events so far collected."""
-    job = submitted(max_attempts)
-    if status is not Status.QUEUED:
+    """A fresh job driven into ``status``, with its events so far collected. A
+    scheduled one is due: its run_at has passed."""
+    if status is Status.SCHEDULED:
+        job = submitted(max_attempts, run_at=datetime.now(UTC) + timedelta(hours=1))
+        job.run_at = datetime.now(UTC) - timedelta(seconds=1)  # as if an hour had passed
+    else:
+        job = submitted(max_attempts)
+    if status not in (Status.QUEUED, Status.SCHEDULED):
         job.start(1, "w1", WORKER)
         if status is Status.RETRY_SCHEDULED:
             job.fail_attempt("boom", retry_at=RETRY_AT, retryable=True, origin=WORKER)
@@ -351,6 +359,7 @@ RUNNING_COMMANDS = {
     "confirm_cancelled",
 }
 ALLOWED: dict[Status, set[str]] = {
+    Status.SCHEDULED: {"start", "cancel"},
     Status.QUEUED: {"start", "cancel"},
     Status.RETRY_SCHEDULED: {"start", "cancel"},
     Status.RUNNING: RUNNING_COMMANDS,
@@ -360,6 +369,8 @@ ALLOWED: dict[Status, set[str]] = {
 }
 # Where each allowed command leads.
 EXPECTED_STATUS: dict[tuple[Status, str], Status] = {
+    (Status.SCHEDULED, "start"): Status.RUNNING,
+    (Status.SCHEDULED, "cancel"): Status.CANCELLED,
     (Status.QUEUED, "start"): Status.RUNNING,
     (Status.QUEUED, "cancel"): Status.CANCELLED,
     (Status.RETRY_SCHEDULED, "start"): Status.RUNNING,
