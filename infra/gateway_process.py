@@ -24,7 +24,7 @@ from gateway.sse import Streams
 from gateway.tokens import bearer_identify
 from infra import auth, ledger_store, telemetry
 from infra.bootstrap import load_registry, names_of, open_ledger, supervise, when_store_is_up
-from infra.dead_letters import ManagementDeadLetters
+from infra.dead_letters import ManagementDeadLetters, ManagementQueues
 from infra.follower import LedgerFollower
 from infra.health import probes
 from infra.settings import Settings
@@ -57,6 +57,10 @@ def build_gateway(settings: Settings, ledger: JobLedger, streams: Streams | None
         body_timeout_s=settings.gateway.body_timeout_s,
         streams=streams,
         audit=PostgresAuditLog(ledger, view),
+        queues=ManagementQueues(
+            settings.amqp.management_url, settings.amqp.url, names_of(settings)
+        ),
+        recent_figures=view.recent_figures,
     )
     workers = ledger_store.open_workers(settings.postgres, settings.worker.heartbeat_ttl_s)
 

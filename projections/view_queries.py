@@ -79,3 +79,36 @@ def case_submissions(schema: str, name: str, *, before: bool) -> str:
     if before:
         statement = statement.where(t.c.submitted_position < sa.bindparam("before"))
     return _compiled(statement.order_by(t.c.submitted_position.desc()).limit(sa.bindparam("limit")))
+
+
+@functools.cache
+def tenant_page(
+    schema: str,
+    name: str,
+    *,
+    status: bool,
+    job_type: bool,
+    case_id: bool,
+    since: bool,
+    until: bool,
+    before: bool,
+) -> str:
+    """A tenant's jobs across its cases, newest first (the index on tenant and
+    submission position): binds ``tenant``, ``limit`` and each filter given."""
+    t = job_view(schema, name)
+    statement = sa.select(t).where(t.c.tenant == sa.bindparam("tenant"))
+    for given, column in (
+        (status, t.c.status),
+        (job_type, t.c.job_type),
+        (case_id, t.c.case_id),
+    ):
+        if given:
+            statement = statement.where(column == sa.bindparam(column.name))
+    when = sa.DateTime(timezone=True)
+    if since:
+        statement = statement.where(t.c.submitted_at >= sa.bindparam("since", type_=when))
+    if until:
+        statement = statement.where(t.c.submitted_at <= sa.bindparam("until", type_=when))
+    if before:
+        statement = statement.where(t.c.submitted_position < sa.bindparam("before"))
+    return _compiled(statement.order_by(t.c.submitted_position.desc()).limit(sa.bindparam("limit")))
