@@ -19,6 +19,7 @@ def create_app(
     *,
     correlation_header: str = "X-Correlation-ID",
     operations: Ops | None = None,
+    trace_url: str = "",
 ) -> FastAPI:
     app = FastAPI(
         title="jobledger",
@@ -54,7 +55,7 @@ def create_app(
     app.include_router(audit.build_router())
     app.include_router(ops.build_router(operations or Ops()))
     app.include_router(queues.build_router())
-    app.include_router(dashboard.build_router())
+    app.include_router(dashboard.build_router(trace_url))
     if services.streams is not None:
         app.include_router(stream.build_router(services, services.streams))
         app.include_router(status_page.build_router(services))

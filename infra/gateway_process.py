@@ -85,6 +85,7 @@ def build_gateway(settings: Settings, ledger: JobLedger, streams: Streams | None
     app = create_app(
         services,
         correlation_header=settings.observability.correlation_header,
+        trace_url=settings.observability.trace_url,
         operations=Ops(
             probes=probes(settings),
             metrics=telemetry.prometheus_text,

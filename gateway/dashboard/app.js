@@ -258,7 +258,6 @@
 
   function jobsPage(query) {
     body.dataset.view = "jobs";
-    var started = performance.now();
     var filters = {
       status: query.get("status") || "",
       type: query.get("type") || "",
@@ -428,7 +427,12 @@
         cursor = answer.data.next_cursor;
         more.hidden = !cursor;
         if (first) {
-          body.dataset.firstScreenMs = String(Math.round(performance.now() - started));
+          // From the navigation's start to the frame that shows the first page of jobs.
+          requestAnimationFrame(function () {
+            if (!body.dataset.firstScreenMs) {
+              body.dataset.firstScreenMs = String(Math.round(performance.now()));
+            }
+          });
           body.dataset.jobs = "loaded";
           openStream(Number(answer.headers.get("X-View-Position") || "0"));
         }
@@ -437,6 +441,7 @@
 
     function openStream(position) {
       if (stopped) { return; }
+      body.dataset.lastPosition = String(position);
       live = stream("stream", position, onEvent, {
         onopen: function () { status.textContent = "live"; body.dataset.stream = "open"; },
         onbreak: function () { status.textContent = "reconnecting…"; body.dataset.stream = "broken"; }
@@ -481,6 +486,17 @@
 
   // ---- one job -------------------------------------------------------------
 
+  // The trace's page in the tracing UI, when the gateway names one.
+  function traceLink(trace) {
+    var meta = document.querySelector('meta[name="jobledger-trace-url"]');
+    var template = meta ? meta.getAttribute("content") : "";
+    if (!template || !/^[0-9a-f]{32}$/.test(trace)) {
+      return el("span", { class: "field trace", text: "trace " + trace });
+    }
+    return el("a", { class: "field trace", href: template.replace("{trace_id}", trace),
+      target: "_blank", rel: "noopener noreferrer", text: "trace " + trace });
+  }
+
   function jobPage(jobId) {
     body.dataset.view = "job";
     var live = null;
@@ -507,7 +523,7 @@
         ]),
         el("div", { class: "event-meta" }, [
           el("span", { class: "field", text: "correlation " + e.correlation_id }),
-          trace ? el("span", { class: "field trace", text: "trace " + trace }) : null
+          trace ? traceLink(trace) : null
         ]),
         details.length ? el("div", { class: "event-data" }, details) : null,
         data.traceback ? el("pre", { class: "traceback", text: data.traceback }) : null

@@ -10,6 +10,7 @@ nothing else, no inline script or style, and no framing."""
 
 from __future__ import annotations
 
+import html
 from importlib import resources
 
 from fastapi import APIRouter, HTTPException, Response
@@ -34,10 +35,13 @@ ASSETS = {
 }
 
 
-def build_router() -> APIRouter:
+def build_router(trace_url: str = "") -> APIRouter:
+    """``trace_url``: the tracing UI's page of a trace, ``{trace_id}`` in it; the page
+    reads it from a meta tag (no inline script)."""
     router = APIRouter(route_class=GuardedRoute, include_in_schema=False)
     files = resources.files("gateway") / "dashboard"
-    page = (files / "index.html").read_bytes()
+    meta = f'<meta name="jobledger-trace-url" content="{html.escape(trace_url)}">'
+    page = (files / "index.html").read_bytes().replace(b"<!--trace-url-->", meta.encode())
     assets = {name: (files / name).read_bytes() for name in ASSETS}
 
     @router.get("/dashboard")

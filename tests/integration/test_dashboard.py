@@ -43,9 +43,15 @@ def shoot(browser: Browser, tmp_path: Path, name: str) -> None:
         shutil.copy(shot, Path(wanted) / shot.name)
 
 
+TRACE = "0af7651916cd43dd8448eb211c80319c"
+
+
 def test_the_dashboard_follows_the_tenants_jobs_live_and_acts_on_them(
-    running: Stack, tmp_path: Path
+    stack: Stack, tmp_path: Path
 ) -> None:
+    stack.start("run", JOBLEDGER_OBSERVABILITY__TRACE_URL="http://traces.test/trace/{trace_id}")
+    stack.wait_ready()
+    running = stack
     client = running.client()
     other = running.client(tenant=OTHER, subject="someone-else")
     hidden = [submit(other, "echo", {"text": "not yours"}, case_id="case-x")["id"]]
@@ -65,7 +71,16 @@ def test_the_dashboard_follows_the_tenants_jobs_live_and_acts_on_them(
 
         # Rows appear and change state live, without a reload.
         napping = submit(client, "nap", {"seconds": 1.5}, case_id="case-1")
-        failing = submit(client, "fail", {"message": "the scan is unreadable"}, case_id="case-1")
+        answer = client.post(
+            "/jobs",
+            json={
+                "type": "fail",
+                "case_id": "case-1",
+                "params": {"message": "the scan is unreadable"},
+            },
+            headers={"traceparent": f"00-{TRACE}-b7ad6b7169203331-01"},
+        )
+        failing = answer.json()
         hidden.append(submit(other, "echo", {"text": "still not yours"}, case_id="case-1")["id"])
         browser.wait_for(f"{row(napping['id'])} === 'running'", 30, "the nap to run")
         browser.wait_for(f"{row(napping['id'])} === 'succeeded'", 30, "the nap to succeed")
@@ -78,6 +93,8 @@ def test_the_dashboard_follows_the_tenants_jobs_live_and_acts_on_them(
         browser.wait_for("!!document.querySelector('pre.traceback')", 20, "the traceback")
         traceback = browser.evaluate("document.querySelector('pre.traceback').textContent")
         assert "PermanentError: the scan is unreadable" in traceback
+        links = browser.evaluate("[...document.querySelectorAll('a.trace')].map(a => a.href)")
+        assert f"http://traces.test/trace/{TRACE}" in links, links
         shoot(browser, tmp_path, "job")
         browser.click("#retry")
         browser.wait_for(
