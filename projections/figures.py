@@ -43,11 +43,14 @@ SELECT pool, status, floor(extract(epoch FROM finished_at - %(since)s) / 60)::in
 FROM r WHERE finished_at >= %(since)s AND status IN ('succeeded', 'failed') GROUP BY 1, 2, 3
 UNION ALL
 SELECT r.pool, 'waiting', m.minute, count(*)
-FROM r CROSS JOIN generate_series(0, %(last)s) AS m(minute)
+FROM r CROSS JOIN LATERAL generate_series(
+  -- the minutes m whose end (since + m + 1 minutes) is at or after the submission
+  -- and before the first start (or the end of a job cancelled while it waited)
+  greatest(0, ceil(extract(epoch FROM r.submitted_at - %(since)s) / 60)::int - 1),
+  least(%(last)s, ceil(extract(epoch FROM coalesce(least(r.started_at, r.finished_at),
+    %(since)s + (%(last)s + 2) * interval '1 minute') - %(since)s) / 60)::int - 2)
+) AS m(minute)
 WHERE r.attempt <= 1
-  AND r.submitted_at <= %(since)s + (m.minute + 1) * interval '1 minute'
-  AND coalesce(r.started_at, 'infinity') > %(since)s + (m.minute + 1) * interval '1 minute'
-  AND coalesce(r.finished_at, 'infinity') > %(since)s + (m.minute + 1) * interval '1 minute'
 GROUP BY 1, 2, 3
 """
 )

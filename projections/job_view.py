@@ -80,6 +80,11 @@ class PostgresJobView(PostgresTrackingRecorder):
                 SQL(
                     "CREATE INDEX IF NOT EXISTS {i} ON {t} (tenant, submitted_position DESC)"
                 ).format(i=Identifier(f"{view_table_name}_tenant_submitted_idx"), t=self.table),
+                # ... filtered by status (the failed jobs of a tenant of many).
+                SQL(
+                    "CREATE INDEX IF NOT EXISTS {i} ON {t} "
+                    "(tenant, status, submitted_position DESC)"
+                ).format(i=Identifier(f"{view_table_name}_tenant_status_idx"), t=self.table),
                 # The rows a tenant's jobs changed in a recent window (the dashboard's
                 # figures of the last hour read only those).
                 SQL("CREATE INDEX IF NOT EXISTS {i} ON {t} (tenant, updated_at)").format(
