@@ -160,6 +160,17 @@ def test_the_dashboard_follows_the_tenants_jobs_live_and_acts_on_them(
         for job_id in hidden:
             assert job_id not in page and job_id[:8] not in page
         assert browser.evaluate("window.notReloaded") is True
+
+        # Signing out forgets the token; a pasted one signs in again.
+        browser.click("#sign-out")
+        browser.wait_for("document.body.dataset.view === 'signin'", 10, "the sign-in screen")
+        assert browser.evaluate("sessionStorage.getItem('jobledger.token')") is None
+        shoot(browser, tmp_path, "signin")
+        browser.evaluate(f"document.getElementById('token').value = {json.dumps(token)}")
+        browser.click("#signin-form button")
+        browser.wait_for("document.body.dataset.stream === 'open'", 20, "the jobs again")
+        assert browser.evaluate(row(done["id"])) == "succeeded"
+        assert browser.evaluate("location.href") == f"{running.url}/dashboard#/jobs"
     finally:
         browser.close()
         client.close()
