@@ -3,7 +3,8 @@ once, and each statement is built from the filters a request actually gives (an
 absent filter is absent from the SQL, rather than ``%(x)s IS NULL OR …``, so each
 shape gets a plan of its own). A shape is compiled once, for the psycopg dialect,
 and cached; it runs on the view's own psycopg connections, so there is one database
-driver. Imported on first use: a worker, which opens no view, never loads it."""
+driver. Imported on first use: a worker, which opens no view, never loads it (the
+gateway imports it in a thread once it listens)."""
 
 from __future__ import annotations
 
