@@ -273,6 +273,7 @@
     var stopped = false;
     var cursor = null;
     var dirty = new Set();
+    var fetching = new Set();
     var frame = 0;
 
     function filterForm() {
@@ -319,6 +320,7 @@
       if (filters.type && job.type !== filters.type) { return false; }
       if (filters.case_id && job.case_id !== filters.case_id) { return false; }
       if (filters.status && job.status !== filters.status) { return false; }
+      if (!job.submitted_at) { return true; }
       var at = new Date(job.submitted_at).getTime();
       if (filters.since && at < new Date(filters.since).getTime()) { return false; }
       if (filters.until && at > new Date(filters.until).getTime()) { return false; }
@@ -370,6 +372,23 @@
       else { tbody.appendChild(entry.tr); }
     }
 
+    // In submission order, newest first; one older than every row shown waits for
+    // "Older jobs" when there are more.
+    function place(job) {
+      var at = new Date(job.submitted_at).getTime();
+      var before = null;
+      tbody.childNodes.forEach(function (tr) {
+        var other = rows.get(tr.dataset.jobId);
+        if (!before && other && new Date(other.job.submitted_at).getTime() < at) { before = tr; }
+      });
+      if (!before && cursor) { return; }
+      var entry = makeRow(job);
+      rows.set(job.id, entry);
+      paint(entry);
+      tbody.insertBefore(entry.tr, before);
+      trim();
+    }
+
     function trim() {
       while (rows.size > MAX_ROWS && tbody.lastChild) {
         var last = tbody.lastChild;
@@ -408,7 +427,18 @@
         trim();
         return;
       }
-      if (!entry) { return; }
+      if (!entry) {
+        // A job that comes to match the status filter (a failure, say) joins the list.
+        var comes = { type: e.job_type, case_id: e.case_id, status: e.status, submitted_at: null };
+        if (filters.status && e.status === filters.status && accepts(comes) && !fetching.has(e.job_id)) {
+          fetching.add(e.job_id);
+          api("jobs/" + e.job_id).then(function (answer) {
+            fetching.delete(e.job_id);
+            if (!stopped && !rows.has(answer.data.id) && accepts(answer.data)) { place(answer.data); }
+          }).catch(function () { fetching.delete(e.job_id); });
+        }
+        return;
+      }
       var j = entry.job;
       j.status = e.status;
       j.attempt = e.attempt;

@@ -154,6 +154,14 @@ def test_the_dashboard_follows_the_tenants_jobs_live_and_acts_on_them_through_it
         assert browser.evaluate("document.querySelectorAll('svg.spark').length") >= 4
         shoot(browser, tmp_path, "queues")
 
+        # Filtered on failures: a job that fails later joins the list, live.
+        browser.evaluate("location.hash = '#/jobs?status=failed'")
+        browser.wait_for("document.body.dataset.stream === 'open'", 20)
+        late = submit(client, "fail", {"message": "late"}, case_id="case-3")
+        browser.wait_for(f"{row(late['id'])} === 'failed'", 30, "the late failure")
+        assert browser.evaluate(row(done["id"])) is None  # succeeded: not listed
+        assert browser.evaluate(row(napping["id"])) is None
+
         # Back to the jobs: the other tenant's jobs never appeared anywhere.
         browser.evaluate("location.hash = '#/jobs'")
         browser.wait_for("document.body.dataset.stream === 'open'", 20)
