@@ -34,8 +34,9 @@ class DeadLetterOut(BaseModel):
     job_status: str | None
     job_error: str | None
     superseded: bool = Field(
-        description="The job has moved on since this message died (retried or re-driven): "
-        "the message is left in the queue, and re-driving it again does nothing."
+        description="The job has moved on since this message died (retried, re-driven, or "
+        "failed again at a later attempt): the message is left in the queue, and moved back "
+        "by hand it is a stale delivery the worker drops."
     )
 
 
