@@ -10,7 +10,7 @@ from gateway import errors
 from gateway.correlation import CorrelationMiddleware
 from gateway.limits import RequestLimits
 from gateway.ops import Ops
-from gateway.routes import audit, dlq, jobs, ops, status_page, stream
+from gateway.routes import audit, dashboard, dlq, jobs, ops, queues, status_page, stream
 from gateway.services import Services
 
 
@@ -19,6 +19,7 @@ def create_app(
     *,
     correlation_header: str = "X-Correlation-ID",
     operations: Ops | None = None,
+    trace_url: str = "",
 ) -> FastAPI:
     app = FastAPI(
         title="jobledger",
@@ -53,6 +54,8 @@ def create_app(
     app.include_router(dlq.build_router())
     app.include_router(audit.build_router())
     app.include_router(ops.build_router(operations or Ops()))
+    app.include_router(queues.build_router())
+    app.include_router(dashboard.build_router(trace_url))
     if services.streams is not None:
         app.include_router(stream.build_router(services, services.streams))
         app.include_router(status_page.build_router(services))

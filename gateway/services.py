@@ -3,7 +3,9 @@ identify a caller. Built by infra/bootstrap.py."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Protocol
 
 from pydantic import BaseModel
@@ -12,6 +14,7 @@ from application.submissions import Submissions
 from domain.ledger import JobLedger
 from gateway.caller import Identify
 from gateway.sse import Streams
+from projections.figures import PoolFigures
 from projections.projection import JobView
 
 
@@ -85,6 +88,35 @@ class DeadLetters(Protocol):
 
 
 @dataclass(frozen=True)
+class QueueDepth:
+    """A pool's work queue as the broker counts it."""
+
+    ready: int
+    in_flight: int  # delivered, not yet acknowledged
+    consumers: int
+
+
+class QueuesUnavailable(Exception):
+    """The broker's queue figures cannot be read right now."""
+
+
+class Queues(Protocol):
+    """The work queues' depths, from the broker."""
+
+    def depths(self, pools: list[str]) -> dict[str, QueueDepth]:
+        """Each pool's queue (a pool whose queue does not exist yet is absent)."""
+        ...
+
+
+class RecentFigures(Protocol):
+    """A tenant's figures of the last hour per pool, from the job view."""
+
+    def __call__(
+        self, tenant: str, since: datetime, pools: Mapping[str, str]
+    ) -> dict[str, PoolFigures]: ...
+
+
+@dataclass(frozen=True)
 class Services:
     ledger: JobLedger
     view: JobView
@@ -99,3 +131,5 @@ class Services:
     body_timeout_s: float = 30.0
     streams: Streams | None = None
     audit: AuditLog | None = None
+    queues: Queues | None = None
+    recent_figures: RecentFigures | None = None

@@ -144,6 +144,9 @@ class ObservabilitySettings(BaseModel):
     queue_depth_interval_s: float = Field(default=5.0, gt=0)
     # A work queue holding jobs with no consumer this long is logged as a warning.
     unserved_pool_warning_s: float = Field(default=60.0, ge=0)
+    # The tracing UI's page of a trace, ``{trace_id}`` in it (e.g. Jaeger's
+    # http://127.0.0.1:16686/trace/{trace_id}): the dashboard links each event's trace.
+    trace_url: str = Field(default="", pattern=r"^(https?://[^\s\"<>]*\{trace_id\}[^\s\"<>]*)?$")
 
 
 # The well-known development key. Tokens signed with it prove nothing: it is used only

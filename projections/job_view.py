@@ -3,9 +3,9 @@ the projection's tracking position, so each event is applied exactly once."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from eventsourcing.persistence import Tracking
@@ -13,7 +13,10 @@ from eventsourcing.postgres import PostgresDatastore, PostgresTrackingRecorder
 from psycopg.sql import SQL, Composed, Identifier, Placeholder
 from psycopg.types.json import Jsonb
 
-from projections.projection import JobRow, Page, Unprojectable, ViewChange
+from projections.projection import JobRow, Page, TenantFilter, Unprojectable, ViewChange
+
+if TYPE_CHECKING:
+    from projections.figures import PoolFigures
 
 COLUMNS = (
     "job_id",
@@ -80,6 +83,21 @@ class PostgresJobView(PostgresTrackingRecorder):
                     "CREATE INDEX IF NOT EXISTS {i} ON {t} "
                     "(tenant, case_id, submitted_position DESC)"
                 ).format(i=Identifier(f"{view_table_name}_case_idx"), t=self.table),
+                # The tenant's listing across its cases (the dashboard), newest first;
+                # created in place on a view that predates it.
+                SQL(
+                    "CREATE INDEX IF NOT EXISTS {i} ON {t} (tenant, submitted_position DESC)"
+                ).format(i=Identifier(f"{view_table_name}_tenant_submitted_idx"), t=self.table),
+                # ... filtered by status (the failed jobs of a tenant of many).
+                SQL(
+                    "CREATE INDEX IF NOT EXISTS {i} ON {t} "
+                    "(tenant, status, submitted_position DESC)"
+                ).format(i=Identifier(f"{view_table_name}_tenant_status_idx"), t=self.table),
+                # The rows a tenant's jobs changed in a recent window (the dashboard's
+                # figures of the last hour read only those).
+                SQL("CREATE INDEX IF NOT EXISTS {i} ON {t} (tenant, updated_at)").format(
+                    i=Identifier(f"{view_table_name}_tenant_updated_idx"), t=self.table
+                ),
                 SQL("CREATE INDEX IF NOT EXISTS {i} ON {t} (tenant, position)").format(
                     i=Identifier(f"{view_table_name}_tenant_position_idx"), t=self.table
                 ),
@@ -213,6 +231,49 @@ class PostgresJobView(PostgresTrackingRecorder):
         more = len(rows) > limit
         rows = rows[:limit]
         return Page(rows, str(rows[-1].submitted_position) if more else None)
+
+    def list_tenant(
+        self, tenant: str, where: TenantFilter, *, cursor: str | None = None, limit: int = 50
+    ) -> Page:
+        """Newest first across the tenant's cases; the cursor is the last row's
+        submission position."""
+        from projections import view_queries  # noqa: PLC0415 - see its docstring
+
+        before = int(cursor) if cursor else None
+        given = {
+            "status": where.status,
+            "job_type": where.job_type,
+            "case_id": where.case_id,
+            "since": where.since,
+            "until": where.until,
+            "before": before,
+        }
+        statement = view_queries.tenant_page(
+            *self.names, **{k: v is not None for k, v in given.items()}
+        )
+        params: dict[str, Any] = {"tenant": tenant, "limit": limit + 1, **given}
+        with self.datastore.cursor() as curs:
+            curs.execute(statement.encode(), params)
+            rows = [JobRow(**row) for row in curs.fetchall()]
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return Page(rows, str(rows[-1].submitted_position) if more else None)
+
+    def recent_figures(
+        self, tenant: str, since: datetime, pools: Mapping[str, str]
+    ) -> dict[str, PoolFigures]:
+        """The tenant's figures per pool from ``since`` (an hour), see figures.py;
+        ``pools`` maps each job type to its pool."""
+        from projections import figures  # noqa: PLC0415 - only the gateway reads them
+
+        counts, waits = figures.statements(self.table)
+        params = figures.parameters(tenant, since, pools)
+        with self.datastore.cursor() as curs:
+            curs.execute(counts, params)
+            counted = curs.fetchall()
+            curs.execute(waits, params)
+            waited = curs.fetchall()
+        return figures.collect(counted, waited, pools)
 
     def case_submissions(
         self, tenant: str, case_id: str, *, by: datetime, before: int | None, limit: int

@@ -12,7 +12,7 @@ from uuid import UUID
 from eventsourcing.persistence import DataError, IntegrityError, Tracking
 
 from domain.job import held_at_submission
-from projections.projection import JobRow, Page, Unprojectable, ViewChange
+from projections.projection import JobRow, Page, TenantFilter, Unprojectable, ViewChange
 
 
 class MemoryJobView:
@@ -106,6 +106,24 @@ class MemoryJobView:
             reverse=True,
         )
         return [(r.job_id, r.submitted_position) for r in rows[:limit]]
+
+    def list_tenant(
+        self, tenant: str, where: TenantFilter, *, cursor: str | None = None, limit: int = 50
+    ) -> Page:
+        before = int(cursor) if cursor else None
+        rows = sorted(
+            (
+                r
+                for r in self._rows.values()
+                if r.tenant == tenant
+                and where.accepts(r)
+                and (before is None or r.submitted_position < before)
+            ),
+            key=lambda r: r.submitted_position,
+            reverse=True,
+        )
+        page = rows[:limit]
+        return Page(page, str(page[-1].submitted_position) if len(rows) > limit else None)
 
     def max_tracking_id(self, application_name: str) -> int | None:
         return self._tracking.get(application_name)

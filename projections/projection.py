@@ -102,6 +102,27 @@ class Page:
     next_cursor: str | None = field(default=None)
 
 
+@dataclass(frozen=True)
+class TenantFilter:
+    """Which of a tenant's jobs a listing across its cases shows: each filter given
+    narrows it; ``since`` and ``until`` bound the submission time (inclusive)."""
+
+    status: str | None = None
+    job_type: str | None = None
+    case_id: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+    def accepts(self, row: JobRow) -> bool:
+        return (
+            (self.status is None or row.status == self.status)
+            and (self.job_type is None or row.job_type == self.job_type)
+            and (self.case_id is None or row.case_id == self.case_id)
+            and (self.since is None or row.submitted_at >= self.since)
+            and (self.until is None or row.submitted_at <= self.until)
+        )
+
+
 class JobView(Protocol):
     """The read model: applies batches of changes with their tracking position
     atomically, and answers queries."""
@@ -130,6 +151,13 @@ class JobView(Protocol):
         self, tenant: str, case_id: str, *, by: datetime, before: int | None, limit: int
     ) -> list[tuple[UUID, int]]:
         """The jobs submitted to a case by a time, newest first: (job id, position)."""
+        ...
+
+    def list_tenant(
+        self, tenant: str, where: TenantFilter, *, cursor: str | None = None, limit: int = 50
+    ) -> Page:
+        """A tenant's jobs across its cases, newest first; the cursor is the last
+        row's submission position."""
         ...
 
     def max_tracking_id(self, application_name: str) -> int | None: ...

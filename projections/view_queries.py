@@ -3,7 +3,8 @@ once, and each statement is built from the filters a request actually gives (an
 absent filter is absent from the SQL, rather than ``%(x)s IS NULL OR …``, so each
 shape gets a plan of its own). A shape is compiled once, for the psycopg dialect,
 and cached; it runs on the view's own psycopg connections, so there is one database
-driver. Imported on first use: a worker, which opens no view, never loads it."""
+driver. Imported on first use: a worker, which opens no view, never loads it (the
+gateway imports it in a thread once it listens)."""
 
 from __future__ import annotations
 
@@ -78,6 +79,39 @@ def case_submissions(schema: str, name: str, *, before: bool) -> str:
         t.c.case_id == sa.bindparam("case_id"),
         t.c.submitted_at <= sa.bindparam("by", type_=sa.DateTime(timezone=True)),
     )
+    if before:
+        statement = statement.where(t.c.submitted_position < sa.bindparam("before"))
+    return _compiled(statement.order_by(t.c.submitted_position.desc()).limit(sa.bindparam("limit")))
+
+
+@functools.cache
+def tenant_page(
+    schema: str,
+    name: str,
+    *,
+    status: bool,
+    job_type: bool,
+    case_id: bool,
+    since: bool,
+    until: bool,
+    before: bool,
+) -> str:
+    """A tenant's jobs across its cases, newest first (the index on tenant and
+    submission position): binds ``tenant``, ``limit`` and each filter given."""
+    t = job_view(schema, name)
+    statement = sa.select(t).where(t.c.tenant == sa.bindparam("tenant"))
+    for given, column in (
+        (status, t.c.status),
+        (job_type, t.c.job_type),
+        (case_id, t.c.case_id),
+    ):
+        if given:
+            statement = statement.where(column == sa.bindparam(column.name))
+    when = sa.DateTime(timezone=True)
+    if since:
+        statement = statement.where(t.c.submitted_at >= sa.bindparam("since", type_=when))
+    if until:
+        statement = statement.where(t.c.submitted_at <= sa.bindparam("until", type_=when))
     if before:
         statement = statement.where(t.c.submitted_position < sa.bindparam("before"))
     return _compiled(statement.order_by(t.c.submitted_position.desc()).limit(sa.bindparam("limit")))

@@ -46,9 +46,12 @@ from gateway.services import Services
 from gateway.tracing import appending, appending_batch
 from gateway.tracing import submitted as submitted_counter
 from gateway.view_position import ViewPosition
+from projections.projection import TenantFilter
 
 log = logging.getLogger("jobledger.gateway")
 POSITION_HEADER = "X-Ledger-Position"
+VIEW_POSITION_HEADER = "X-View-Position"
+JOB_TYPE = r"^[a-z][a-z0-9_]{0,62}$"  # as the registry names types
 
 SUBMIT_ERRORS: dict[int | str, dict[str, Any]] = {
     404: {
@@ -112,7 +115,10 @@ Until = Annotated[
 
 
 def build_router(services: Services) -> APIRouter:
-    router = APIRouter(prefix="/jobs", tags=["jobs"], responses=DENIED, route_class=GuardedRoute)
+    router = _with_tenant_listing(
+        APIRouter(prefix="/jobs", tags=["jobs"], responses=DENIED, route_class=GuardedRoute),
+        services,
+    )
     view_position = ViewPosition(lambda: services.view.max_tracking_id(services.ledger.name))
 
     def own_job(job_id: UUID, who: Caller) -> Job:
@@ -292,6 +298,54 @@ def build_router(services: Services) -> APIRouter:
         with appending("RetryRequested", job_id):
             committed = services.ledger.retry_job(job_id, origin_of(request, who))
         return _written(response, committed)
+
+    return router
+
+
+def _with_tenant_listing(router: APIRouter, services: Services) -> APIRouter:
+    """GET /jobs: the tenant's jobs across its cases (the dashboard's list)."""
+
+    @router.get(
+        "",
+        summary="The tenant's jobs across its cases, newest first, filtered",
+        responses={
+            200: {
+                "headers": {
+                    VIEW_POSITION_HEADER: {
+                        "description": "The view's position before this page was read: "
+                        "follow GET /stream from it (Last-Event-ID) and miss nothing.",
+                        "schema": {"type": "integer"},
+                    }
+                }
+            }
+        },
+    )
+    def tenant_jobs(
+        who: Reading,
+        response: Response,
+        status: Status | None = None,
+        type: Annotated[str | None, Query(pattern=JOB_TYPE, description="A job type.")] = None,
+        case_id: Annotated[str | None, Query(pattern=CASE_ID)] = None,
+        since: Annotated[
+            Rfc3339 | None, Query(description="Submitted at or after (RFC 3339).")
+        ] = None,
+        until: Annotated[
+            Rfc3339 | None, Query(description="Submitted at or before (RFC 3339).")
+        ] = None,
+        cursor: Cursor = None,
+        limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    ) -> JobPage:
+        position = services.view.max_tracking_id(services.ledger.name) or 0
+        where = TenantFilter(
+            status=status.value if status else None,
+            job_type=type,
+            case_id=case_id,
+            since=since,
+            until=until,
+        )
+        page = services.view.list_tenant(who.tenant, where, cursor=cursor, limit=limit)
+        response.headers[VIEW_POSITION_HEADER] = str(position)
+        return JobPage(items=[JobOut.from_row(r) for r in page.rows], next_cursor=page.next_cursor)
 
     return router
 
