@@ -54,22 +54,23 @@ def strict_json(body: bytes) -> Any:
     try:
         document = json.loads(body)
     except json.JSONDecodeError as exc:
-        raise _invalid(("body", exc.pos), "json_invalid", f"JSON decode error: {exc.msg}") from None
+        raise invalid(("body", exc.pos), f"JSON decode error: {exc.msg}", "json_invalid") from None
     except (ValueError, RecursionError) as exc:  # not UTF-8, or nested too deep
-        raise _invalid(
-            ("body",), "json_invalid", f"JSON decode error: {type(exc).__name__}"
+        raise invalid(
+            ("body",), f"JSON decode error: {type(exc).__name__}", "json_invalid"
         ) from None
     where = storable.unstorable_at(document)
     if where is not None:
-        raise _invalid(
+        raise invalid(
             ("body", *where),
-            "value_error",
             "not storable: NUL, a lone surrogate, NaN, an infinity or a number beyond a double",
         )
     return document
 
 
-def _invalid(loc: tuple[Any, ...], kind: str, msg: str) -> RequestValidationError:
+def invalid(loc: tuple[Any, ...], msg: str, kind: str = "value_error") -> RequestValidationError:
+    """A 422 shaped as FastAPI's own (the one the document declares): one error, its
+    field named by ``loc``."""
     return RequestValidationError([{"type": kind, "loc": loc, "msg": msg}])
 
 

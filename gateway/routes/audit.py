@@ -16,7 +16,7 @@ from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from gateway.access import DENIED, Auditing
-from gateway.guarded import GuardedRoute
+from gateway.guarded import GuardedRoute, invalid
 from gateway.schemas import CASE_ID, EventOut, Rfc3339
 from gateway.services import AuditLog, Services
 
@@ -72,7 +72,7 @@ def build_router() -> APIRouter:
         if audit is None:
             raise HTTPException(503, "this gateway has no audit log")
         if since is not None and until is not None and since > until:
-            raise HTTPException(422, "since is after until")
+            raise invalid(("query", "since"), "since is after until")
         head = await run_in_threadpool(audit.head)
 
         def kept(event: Any) -> bool:

@@ -13,8 +13,7 @@ from datetime import datetime
 from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import APIRouter, Header, HTTPException, Path, Query, Request, Response
-from fastapi.exceptions import RequestValidationError
+from fastapi import APIRouter, Header, Path, Query, Request, Response
 from pydantic import AfterValidator, BaseModel
 from starlette.concurrency import run_in_threadpool
 
@@ -24,7 +23,7 @@ from domain.job import Job, Status
 from domain.ledger import Committed
 from gateway.access import DENIED, Reading, Writing
 from gateway.caller import Caller, origin_of
-from gateway.guarded import GuardedRoute
+from gateway.guarded import GuardedRoute, invalid
 from gateway.schemas import (
     CASE_ID,
     DELAY_S,
@@ -266,8 +265,9 @@ def build_router(services: Services) -> APIRouter:
         if x_ledger_position and x_ledger_position > view_position.position:
             head = await run_in_threadpool(services.ledger.recorder.max_notification_id) or 0
             if x_ledger_position > head:
-                raise HTTPException(
-                    422, f"X-Ledger-Position {x_ledger_position} is beyond the ledger ({head})"
+                raise invalid(
+                    ("header", POSITION_HEADER),
+                    f"X-Ledger-Position {x_ledger_position} is beyond the ledger ({head})",
                 )
             await view_position.reached(x_ledger_position, services.read_your_writes_timeout_s)
         page = await run_in_threadpool(
@@ -399,15 +399,7 @@ def _add_typed_submit(router: APIRouter, name: str, model: type[BaseModel], subm
         delay_s: float | None = None,
     ) -> JobOut:
         if run_at is not None and delay_s is not None:
-            raise RequestValidationError(
-                [
-                    {
-                        "loc": ("query", "delay_s"),
-                        "msg": "give run_at or delay_s, not both",
-                        "type": "value_error",
-                    }
-                ]
-            )
+            raise invalid(("query", "delay_s"), "give run_at or delay_s, not both")
         return await submit(  # type: ignore[no-any-return]
             request,
             response,

@@ -91,6 +91,8 @@ def test_the_export_needs_the_audit_scope_and_refuses_bad_filters(running: Stack
             params={"since": "2026-12-03T10:00:00Z", "until": "2026-12-03T09:00:00Z"},
         )
         assert backwards.status_code == 422
+        # Shaped as every other 422 (the documented one): a list, naming the field.
+        assert backwards.json()["detail"][0]["loc"] == ["query", "since"]
 
 
 def test_the_export_command_writes_ndjson(running: Stack) -> None:
