@@ -273,7 +273,9 @@ def test_a_made_up_host_header_never_becomes_a_metric_label(stack: Stack) -> Non
 def test_a_tenant_past_its_quota_gets_429_and_others_go_on(stack: Stack) -> None:
     """One tenant's 3,000 submits were all accepted, and another tenant's job waited
     40.6 s behind them."""
-    quotas = {"flood": {"submits_per_s": 1, "burst": 3}, "hoard": {"max_waiting": 2}}
+    # One submit in 20 s once the burst is spent: four submits never earn a fifth token,
+    # however slowly a loaded machine sends them.
+    quotas = {"flood": {"submits_per_s": 0.05, "burst": 3}, "hoard": {"max_waiting": 2}}
     stack.start(
         "run", JOBLEDGER_WORKER__POOL="elsewhere", JOBLEDGER_QUOTA__TENANTS=json.dumps(quotas)
     )
@@ -285,7 +287,7 @@ def test_a_tenant_past_its_quota_gets_429_and_others_go_on(stack: Stack) -> None
     with stack.client(tenant="quiet") as quiet:
         quiet_answers = [quiet.post("/jobs", json=body).status_code for _ in range(10)]
     assert [r.status_code for r in floods] == [202, 202, 202, 429]
-    assert floods[-1].headers["Retry-After"] == "1"
+    assert 1 <= int(floods[-1].headers["Retry-After"]) <= 20
     assert [r.status_code for r in hoards] == [202, 202, 429]
     assert "jobs waiting" in hoards[-1].json()["detail"]
     assert quiet_answers == [202] * 10

@@ -156,10 +156,12 @@ async def test_a_follower_decodes_only_the_topics_it_is_given(pg: PostgresSettin
     follower = LedgerFollower(ledger, pg.conninfo, batch_size=4, topics=DISPATCHED_TOPICS)
 
     seen: list[tuple[object, int]] = []
-    async for batch in follower.batches(None):
-        seen.extend(batch)
-        if seen[-1][1] == last:
-            break
+    # Closed here, not whenever the collector finds it: its LISTEN connection with it.
+    async with contextlib.aclosing(follower.batches(None)) as batches:
+        async for batch in batches:
+            seen.extend(batch)
+            if seen[-1][1] == last:
+                break
 
     assert [position for _, position in seen] == list(range(1, last + 1)), "every position"
     decoded = [event for event, _ in seen if event is not None]
