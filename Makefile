@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 VENV := .venv/bin
 
-.PHONY: up test check unit install services fmt lint run bench
+.PHONY: up test test-faults check unit install services fmt lint run bench
 
 up: install services  ## bring everything up and show a job run (Ctrl-C stops)
 	$(VENV)/jobledger run --dev --demo
@@ -14,7 +14,10 @@ check:
 	$(VENV)/ruff check .
 	$(VENV)/mypy
 	$(VENV)/lint-imports
-	$(VENV)/pytest -q -n 4 --dist loadfile
+	$(VENV)/pytest -q -n 4 --dist loadfile -m "not faults"
+
+test-faults: install services  ## kills and server restarts (CI runs them after `make test`)
+	$(VENV)/pytest -q -n 4 --dist loadfile -m faults
 
 unit: install  ## the pure tests, no services needed
 	$(VENV)/pytest -q tests/unit

@@ -24,6 +24,7 @@ def types(client: httpx.Client, job_id: str) -> list[str]:
     return [e["type"] for e in client.get(f"/jobs/{job_id}/events").json()]
 
 
+@pytest.mark.faults
 def test_a_worker_killed_mid_job_is_replaced_and_the_job_succeeds_exactly_once(
     stack: Stack,
 ) -> None:
@@ -45,6 +46,7 @@ def test_a_worker_killed_mid_job_is_replaced_and_the_job_succeeds_exactly_once(
     assert running["attempt"] == 1 and done["attempt"] == 2
 
 
+@pytest.mark.faults
 def test_a_handler_that_kills_its_worker_ends_failed_after_its_attempts(stack: Stack) -> None:
     start_workers(stack, "--processes", "2")  # the supervisor restarts what dies
     with stack.client() as client:

@@ -30,6 +30,9 @@ from tests.integration.conftest import (
 # The one statement of a ledger write: every event append takes this lock first.
 LEDGER_WRITE = b"IN EXCLUSIVE MODE"
 
+# Kills and restarts of servers of the tests' own: `make test-faults` (CI runs it too).
+pytestmark = pytest.mark.faults
+
 
 def names(client: httpx.Client, job_id: str) -> list[str]:
     return [e["type"] for e in client.get(f"/jobs/{job_id}/events").json()]

@@ -7,6 +7,8 @@ import os
 import signal
 from pathlib import Path
 
+import pytest
+
 from tests.integration.conftest import (
     Stack,
     eventually,
@@ -69,6 +71,7 @@ def test_the_memory_cap_measures_the_handler_not_the_process_it_starts_in(stack:
     assert failed["error"] == "memory limit of 300 MB exceeded"
 
 
+@pytest.mark.faults
 def test_a_worker_killed_with_sigkill_leaves_no_job_process_running(
     stack: Stack, tmp_path: Path
 ) -> None:
