@@ -29,6 +29,19 @@ def chromium() -> str:
     return found
 
 
+# Headless, sandbox-less (no user namespaces here) and quiet: no network of its own.
+HEADLESS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--no-default-browser-check",
+)
+
 GUARDED = "(function () { try { return (EXPRESSION); } catch (e) { return null; } })()"
 
 
@@ -52,15 +65,7 @@ class Browser:
         self.process = subprocess.Popen(
             [
                 chromium(),
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-dev-shm-usage",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
-                "--no-default-browser-check",
+                *HEADLESS,
                 "--hide-scrollbars",
                 f"--window-size={width},{height}",
                 f"--user-data-dir={profile}",

@@ -4,20 +4,11 @@ the progress of a real job. Chromium comes from scripts/chromium."""
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
-
+from tests.integration.browser import HEADLESS, chromium
 from tests.integration.conftest import Stack, submit
-
-
-def chromium() -> str:
-    found = shutil.which("chromium") or shutil.which("chromium-browser")
-    if found is None:
-        pytest.fail("Chromium is not installed. Install it with: scripts/chromium", pytrace=False)
-    return found
 
 
 def dump_dom(url: str, profile: Path) -> str:
@@ -25,15 +16,7 @@ def dump_dom(url: str, profile: Path) -> str:
     result = subprocess.run(
         [
             chromium(),
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-dev-shm-usage",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--no-first-run",
-            "--no-default-browser-check",
+            *HEADLESS,
             f"--user-data-dir={profile}",
             "--virtual-time-budget=30000",
             "--dump-dom",
