@@ -225,12 +225,7 @@ class PostgresJobView(PostgresTrackingRecorder):
         )
         params = {"tenant": tenant, "case_id": case_id, "limit": limit + 1}
         params.update({"status": status, "before": before})
-        with self.datastore.cursor() as curs:
-            curs.execute(statement.encode(), params)
-            rows = [JobRow(**row) for row in curs.fetchall()]
-        more = len(rows) > limit
-        rows = rows[:limit]
-        return Page(rows, str(rows[-1].submitted_position) if more else None)
+        return self._page(statement, params, limit)
 
     def list_tenant(
         self, tenant: str, where: TenantFilter, *, cursor: str | None = None, limit: int = 50
@@ -252,6 +247,11 @@ class PostgresJobView(PostgresTrackingRecorder):
             *self.names, **{k: v is not None for k, v in given.items()}
         )
         params: dict[str, Any] = {"tenant": tenant, "limit": limit + 1, **given}
+        return self._page(statement, params, limit)
+
+    def _page(self, statement: str, params: dict[str, Any], limit: int) -> Page:
+        """Up to ``limit`` rows (the statement asks for one more, to know if there
+        is a next page) and the cursor of the next page: the last row's position."""
         with self.datastore.cursor() as curs:
             curs.execute(statement.encode(), params)
             rows = [JobRow(**row) for row in curs.fetchall()]
