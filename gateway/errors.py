@@ -8,6 +8,7 @@ from fastapi.responses import JSONResponse
 
 from application.quotas import QuotaExceeded, retry_after
 from application.submissions import BatchRefused
+from application.ticks import InvalidSchedule
 from domain.errors import (
     DuplicateSubmission,
     InvalidParams,
@@ -17,6 +18,7 @@ from domain.errors import (
     LedgerError,
     UnknownJobType,
 )
+from domain.schedule import ScheduleDeleted, ScheduleExists, ScheduleNotFound
 
 STATUS: dict[type[LedgerError], int] = {
     JobNotFound: 404,
@@ -25,6 +27,10 @@ STATUS: dict[type[LedgerError], int] = {
     UnknownJobType: 422,
     InvalidParams: 422,
     InvalidProgress: 422,
+    ScheduleNotFound: 404,
+    ScheduleDeleted: 404,
+    ScheduleExists: 409,
+    InvalidSchedule: 422,
 }
 
 
@@ -50,6 +56,8 @@ async def ledger_error(request: Request, exc: Exception) -> JSONResponse:
             body["detail"] = [
                 {**e, "loc": ["body", "params", *_as_list(e["loc"])]} for e in exc.errors
             ]
+        case InvalidSchedule():
+            body["detail"] = [{"loc": ["body", exc.field], "msg": str(exc), "type": "value_error"}]
     return JSONResponse(body, status_code=_status_of(exc))
 
 

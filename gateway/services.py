@@ -8,6 +8,7 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel
 
+from application.schedules import Schedules
 from application.submissions import Submissions
 from domain.ledger import JobLedger
 from gateway.caller import Identify
@@ -99,3 +100,4 @@ class Services:
     body_timeout_s: float = 30.0
     streams: Streams | None = None
     audit: AuditLog | None = None
+    schedules: Schedules | None = None

@@ -389,6 +389,10 @@ def _process(command: str) -> Process:
                 await run_projector(s, stopping)
 
             return projector
+        case "scheduler":
+            from infra.scheduler_process import run_scheduler  # noqa: PLC0415
+
+            return run_scheduler
     raise ValueError(command)
 
 
@@ -452,6 +456,7 @@ def _parser() -> argparse.ArgumentParser:
         ("dispatcher", "publish the deliveries the ledger calls for"),
         ("projector", "maintain the job view"),
         ("worker", "run jobs"),
+        ("scheduler", "fire the cron schedules' ticks"),
     ]:
         sub = commands.add_parser(name, help=help_text)
         sub.add_argument("--app", help="module[:attribute] of the JobRegistry (JOBLEDGER_APP)")

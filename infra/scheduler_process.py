@@ -1,0 +1,89 @@
+"""``jobledger scheduler`` (and a task of ``jobledger run``): applies the schedules
+declared in code, then fires every schedule's due ticks, every ``interval_s``. Any
+number of schedulers may run: a tick's job is named by the tick, so it is one job
+whoever fires it (application/schedules.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from datetime import UTC, datetime
+from functools import partial
+
+from application.schedules import Declared, Scheduler, Schedules
+from application.submissions import Submissions
+from domain.errors import LedgerError
+from domain.ledger import JobLedger
+from domain.schedule_book import ScheduleBook
+from infra.bootstrap import load_registry, open_ledger, supervise, when_store_is_up
+from infra.schedule_index import open_schedule_index
+from infra.settings import Settings
+
+log = logging.getLogger("jobledger.scheduler")
+
+
+async def run_scheduler(
+    settings: Settings,
+    stopping: asyncio.Event,
+    ready: asyncio.Event,
+    shared: JobLedger | None = None,
+) -> None:
+    ledger = shared if shared is not None else await open_ledger(settings, stopping)
+    if ledger is None:
+        return
+    index = await when_store_is_up(
+        settings,
+        stopping,
+        partial(open_schedule_index, settings.postgres, ledger),
+        "the schedules",
+    )
+    if index is None:
+        return
+    options = settings.scheduler
+    registry = load_registry(settings.app)
+    book = ScheduleBook(ledger)
+    scheduler = Scheduler(
+        book,
+        index,
+        Submissions(ledger, registry, settings.retry.max_attempts),
+        on_time_s=options.on_time_s,
+        max_ticks=options.max_ticks_per_pass,
+    )
+    declared = [
+        Declared(t.name, t.schedule, t.schedule_zone)
+        for t in registry.scheduled()
+        if t.schedule is not None
+    ]
+
+    def apply_declared() -> None:
+        try:
+            done = scheduler.apply_declared(
+                declared,
+                tenant=options.code_tenant,
+                case_id=options.code_case_id,
+                schedules=Schedules(book, registry, index),
+            )
+        except LedgerError as exc:
+            log.error("the schedules declared in code were not applied: %s", exc)
+            return
+        for name, what in done.items():
+            log.info("code schedule %s: %s", name, what)
+
+    async def fire() -> None:
+        if declared:
+            await asyncio.to_thread(apply_declared)
+        ready.set()
+        while not stopping.is_set():
+            for fired in await asyncio.to_thread(scheduler.fire_due, datetime.now(UTC)):
+                log.info(
+                    "schedule %s fired its tick %s: job %s%s",
+                    fired.schedule_id,
+                    fired.tick.isoformat(),
+                    fired.job_id,
+                    "" if fired.created else " (submitted already)",
+                )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), options.interval_s)
+
+    await supervise("scheduler", fire, stopping)
