@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "audit" and args.action == "head":
             return _audit_head(settings)
-        if args.command in ("submit", "watch", "history", "audit"):
+        if args.command in ("submit", "watch", "history", "audit", "schedule"):
             return _client_command(args, settings)
         if args.command == "verify":
             return _verify(settings, args.head)
@@ -279,6 +279,11 @@ def _client_command(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "submit":
         return _submit(args, auth.client_token(settings))
     token = auth.client_token(settings) or ""
+    if args.command == "schedule":
+        from infra.schedule_cli import schedule_command  # noqa: PLC0415
+
+        params = dict(_param(p) for p in args.param)
+        return schedule_command(args, token, params, sys.stdout)
     if args.command == "audit":
         from infra.audit_export import export  # noqa: PLC0415
 
@@ -544,7 +549,29 @@ def _parser() -> argparse.ArgumentParser:
     watcher.add_argument("job_id")
     watcher.add_argument("--url", default="http://127.0.0.1:8000")
     _add_audit_commands(commands, dev_help)
+    _add_schedule_command(commands, dev_help)
     return parser
+
+
+def _add_schedule_command(commands: Any, dev_help: str) -> None:
+    schedule = commands.add_parser(
+        "schedule",
+        help="cron schedules of the token's tenant over HTTP: add NAME CRON TYPE CASE_ID, "
+        "list, pause|resume|rm NAME (JOBLEDGER_TOKEN)",
+    )
+    schedule.add_argument("action", choices=["add", "list", "pause", "resume", "rm"])
+    schedule.add_argument("name", nargs="?", help="the schedule's name (or its id)")
+    schedule.add_argument("cron", nargs="?", help='add: "*/5 * * * *", 6 fields for seconds')
+    schedule.add_argument("type", nargs="?", help="add: the job type each tick submits")
+    schedule.add_argument("case_id", nargs="?", help="add: the case its jobs work on")
+    schedule.add_argument("--param", action="append", default=[], help="key=value (JSON value)")
+    schedule.add_argument("--zone", help="add: an IANA time zone (default UTC)")
+    schedule.add_argument(
+        "--catch-up", choices=["all", "latest", "none"], help="add: missed ticks (default latest)"
+    )
+    schedule.add_argument("--paused", action="store_true", help="add: paused from the start")
+    schedule.add_argument("--dev", action="store_true", help=dev_help)
+    schedule.add_argument("--url", default="http://127.0.0.1:8000")
 
 
 def _add_audit_commands(commands: Any, dev_help: str) -> None:

@@ -5,6 +5,7 @@ the ledger then holds exactly one job per tick. And /schedules' refusals."""
 
 from __future__ import annotations
 
+import io
 import itertools
 import signal
 import time
@@ -20,6 +21,8 @@ from domain.origin import Origin
 from domain.schedule import Schedule, tick_job_id
 from domain.schedule_book import ScheduleBook
 from infra import ledger_store
+from infra.cli import _param, _parser
+from infra.schedule_cli import schedule_command
 from infra.settings import PostgresSettings
 from tests.integration.conftest import Stack, eventually
 
@@ -99,3 +102,68 @@ def test_two_schedulers_and_a_kill_9_fire_every_tick_exactly_once(
     assert len(set(job_ids) - {e.job_id for e in fired}) <= 1, "a tick fired two jobs"
     assert [e.job_id for e in fired] == [tick_job_id(schedule.id, t) for t in ticks]
     assert all((e.tenant, e.case_id, e.job_type) == ("t1", "case-cron", "echo") for e in jobs)
+
+
+def test_schedules_over_rest_and_the_cli(stack: Stack) -> None:
+    stack.start("gateway")
+    stack.wait_ready()
+    body: dict[str, Any] = {"name": "nightly", "cron": "30 2 * * *", "zone": "Europe/Berlin"}
+    body |= {"type": "echo", "case_id": "case-7", "params": {"text": "hi"}}
+    with stack.client() as client:
+        created = client.post("/schedules", json=body)
+        assert created.status_code == 201, created.text
+        sid = created.json()["id"]
+        assert created.json()["next_tick"].endswith(("T00:30:00Z", "T01:30:00Z"))
+        assert client.post("/schedules", json=body).status_code == 409
+        refusals: list[tuple[dict[str, Any], str]] = [
+            ({"cron": "61 * * * *"}, "cron"),
+            ({"cron": "* * *"}, "cron"),
+            ({"zone": "Mars/Olympus"}, "zone"),
+            ({"type": "nope"}, "type"),
+            ({"params": {"text": 5}}, "params"),
+            ({"catch_up": "some"}, "catch_up"),
+        ]
+        for bad, where in refusals:
+            refused = client.post("/schedules", json={**body, "name": "other", **bad})
+            assert refused.status_code == 422, (bad, refused.text)
+            assert refused.json()["detail"][0]["loc"][1] == where, refused.text
+            assert refused.json()["detail"][0]["msg"]
+        changed = client.patch(f"/schedules/{sid}", json={"cron": "0 3 * * *", "paused": True})
+        assert changed.status_code == 200 and changed.json()["paused"] is True
+        assert client.patch(f"/schedules/{sid}", json={"zone": "Nowhere"}).status_code == 422
+        history = client.get(f"/schedules/{sid}").json()["history"]
+        assert [(e["type"], e["actor"]) for e in history] == [
+            ("Created", "tester"),
+            ("Changed", "tester"),
+            ("Paused", "tester"),
+        ]
+    with stack.client(tenant="other") as stranger:
+        assert stranger.get(f"/schedules/{sid}").status_code == 404
+        assert stranger.get("/schedules").json() == {"schedules": []}
+        assert stranger.delete(f"/schedules/{sid}").status_code == 404
+    with stack.client(scopes=("jobs:read",)) as reader:
+        assert reader.get("/schedules").status_code == 200
+        assert reader.delete(f"/schedules/{sid}").status_code == 403
+
+    # The entrypoint once, as a process; then the same command in this process (a
+    # CLI process takes seconds to start on a loaded machine), over real HTTP too.
+    added = stack.cli(
+        "schedule", "add", "hourly", "0 * * * *", "echo", "case-8", "--param", "text=x",
+        "--url", stack.url,
+    )  # fmt: skip
+    assert added.returncode == 0 and "next 20" in added.stdout, added.stderr
+
+    def cli(*args: str) -> tuple[int, str]:
+        parsed = _parser().parse_args(["schedule", *args, "--url", stack.url])
+        params = dict(_param(p) for p in parsed.param)
+        out = io.StringIO()
+        return schedule_command(parsed, stack.token(), params, out), out.getvalue()
+
+    assert cli("pause", "hourly") == (0, "paused hourly\n")
+    assert cli("rm", "hourly") == (0, "removed hourly\n")
+    code, listed = cli("list")
+    assert code == 0 and "nightly" in listed and "paused" in listed and "hourly" not in listed
+    assert cli("add", "bad", "* *", "echo", "c")[0] == 1
+    with stack.client() as client:
+        assert client.delete(f"/schedules/{sid}").status_code == 204
+        assert client.get(f"/schedules/{sid}").status_code == 404

@@ -100,3 +100,22 @@ def test_the_follower_backs_off_then_gives_up_and_keeps_its_deadline() -> None:
     with pytest.raises(WaitTimeout) as timed_out:
         late.request()
     assert isinstance(timed_out.value, TimeoutError)
+
+
+def test_schedule_calls_send_only_the_fields_given() -> None:
+    core = Core("http://gw/", "tok", 5.0)
+    add = core.add_schedule("nightly", "30 2 * * *", "segment", "c1", zone=None, paused=True)
+    assert (add.method, add.path) == ("POST", "/schedules")
+    assert add.json == {
+        "name": "nightly",
+        "cron": "30 2 * * *",
+        "type": "segment",
+        "case_id": "c1",
+        "paused": True,
+    }
+    change = core.change_schedule("a/b", cron=None, paused=False)
+    assert (change.method, change.path, change.json) == (
+        "PATCH",
+        "/schedules/a%2Fb",
+        {"paused": False},
+    )

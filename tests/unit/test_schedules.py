@@ -325,3 +325,29 @@ def test_code_schedules_are_created_changed_or_left_alone(stack: Stack) -> None:
         "code",
     )
     assert [type(e).__name__ for e in stack.book.history(schedule.id)] == ["Created", "Changed"]
+
+
+def test_a_job_type_declares_its_schedule_next_to_it() -> None:
+    declared = JobRegistry()
+
+    @declared.job("cleanup", schedule="*/5 * * * *", schedule_zone="Europe/Berlin")
+    async def cleanup(ctx: JobContext, params: Report) -> None:
+        pass
+
+    @declared.job("plain")
+    async def plain(ctx: JobContext, params: Report) -> None:
+        pass
+
+    [job_type] = declared.scheduled()
+    assert (job_type.name, job_type.schedule, job_type.schedule_zone) == (
+        "cleanup",
+        "*/5 * * * *",
+        "Europe/Berlin",
+    )
+
+
+def test_a_code_schedule_that_cannot_fire_is_refused_when_applied(stack: Stack) -> None:
+    with pytest.raises(ticks.InvalidSchedule):
+        stack.scheduler().apply_declared(
+            [Declared("report", "not cron")], tenant="ops", case_id="s", schedules=stack.schedules
+        )
