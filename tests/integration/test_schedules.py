@@ -24,6 +24,7 @@ from infra import ledger_store
 from infra.cli import _param, _parser
 from infra.schedule_cli import schedule_command
 from infra.settings import PostgresSettings
+from infra.verify import verify
 from tests.integration.conftest import Stack, eventually
 
 
@@ -102,6 +103,10 @@ def test_two_schedulers_and_a_kill_9_fire_every_tick_exactly_once(
     assert len(set(job_ids) - {e.job_id for e in fired}) <= 1, "a tick fired two jobs"
     assert [e.job_id for e in fired] == [tick_job_id(schedule.id, t) for t in ticks]
     assert all((e.tenant, e.case_id, e.job_type) == ("t1", "case-cron", "echo") for e in jobs)
+    # jobledger verify takes the schedule for what it is: chained, not a job's history.
+    report = verify(ledger, ledger_store.open_view(pg), pg.conninfo)
+    assert (report.schedules, report.jobs) == (1, len(jobs))
+    assert report.invalid == {} and report.tampered == {}
 
 
 def test_schedules_over_rest_and_the_cli(stack: Stack) -> None:
@@ -137,6 +142,9 @@ def test_schedules_over_rest_and_the_cli(stack: Stack) -> None:
             ("Changed", "tester"),
             ("Paused", "tester"),
         ]
+        # The audit export is of jobs: a schedule's events in the ledger pass it by.
+        audit = client.get("/audit/events")
+        assert audit.status_code == 200 and audit.text == "", audit.text
     with stack.client(tenant="other") as stranger:
         assert stranger.get(f"/schedules/{sid}").status_code == 404
         assert stranger.get("/schedules").json() == {"schedules": []}

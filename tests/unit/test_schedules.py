@@ -17,7 +17,7 @@ from application import ticks
 from application.schedules import Declared, Scheduler, Schedules
 from application.submissions import Submissions
 from consumers import JobContext, JobRegistry
-from domain.errors import InvalidParams, UnknownJobType
+from domain.errors import InvalidParams, JobNotFound, UnknownJobType
 from domain.job import Job
 from domain.ledger import JobLedger
 from domain.origin import Origin
@@ -351,3 +351,13 @@ def test_a_code_schedule_that_cannot_fire_is_refused_when_applied(stack: Stack) 
         stack.scheduler().apply_declared(
             [Declared("report", "not cron")], tenant="ops", case_id="s", schedules=stack.schedules
         )
+
+
+def test_a_schedules_id_is_no_job_to_the_jobs_reads(stack: Stack) -> None:
+    """Schedules share the ledger: GET /jobs/{id} of a schedule's id is a 404, not a
+    500 from a Schedule taken for a Job."""
+    schedule = stack.add()
+    with pytest.raises(JobNotFound):
+        stack.ledger.get_job(schedule.id)
+    with pytest.raises(JobNotFound):
+        stack.ledger.job_history(schedule.id)
