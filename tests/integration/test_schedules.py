@@ -1,7 +1,8 @@
 """Cron schedules through the real stack: two scheduler processes firing a
 once-a-second schedule, one of them killed with SIGKILL mid-run and started again;
 both frozen (SIGSTOP) and let go together, to race over the same missed ticks;
-the ledger then holds exactly one job per tick. And /schedules' refusals."""
+the ledger then holds exactly one job per tick. A schedule declared in code is
+applied by every start and created once. And /schedules' refusals."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from eventsourcing.utils import get_topic
 from domain.job import Job
 from domain.ledger import JobLedger
 from domain.origin import Origin
-from domain.schedule import Schedule, tick_job_id
+from domain.schedule import Schedule, ScheduleNotFound, tick_job_id
 from domain.schedule_book import ScheduleBook
 from infra import ledger_store
 from infra.cli import _param, _parser
@@ -59,14 +60,21 @@ def test_two_schedulers_and_a_kill_9_fire_every_tick_exactly_once(
         paused=False,
         origin=Origin("tester"),
     )
-    fast = {"JOBLEDGER_SCHEDULER__INTERVAL_S": "0.2"}
+    # The app declares a schedule in code too: each scheduler applies it at start.
+    fast = {"JOBLEDGER_SCHEDULER__INTERVAL_S": "0.2", "JOBLEDGER_APP": "tests.integration.cron_app"}
     first, second = stack.start("scheduler", **fast), stack.start("scheduler", **fast)
 
     def fired_at_least(n: int) -> bool:
         stack.check_alive()
         return len(ticks_fired(book, schedule.id)) >= n
 
-    eventually(lambda: fired_at_least(3), 60, "three ticks fired")
+    def code_fired() -> int:
+        try:
+            return len(ticks_fired(book, book.find("system", "heartbeat").id))
+        except ScheduleNotFound:
+            return 0
+
+    eventually(lambda: fired_at_least(3) and code_fired() >= 2, 60, "ticks of both fired")
     # Both frozen, then let go together: each finds the same missed ticks (catch_up
     # all) and they race to fire every one of them.
     for process in (first, second):
@@ -103,9 +111,24 @@ def test_two_schedulers_and_a_kill_9_fire_every_tick_exactly_once(
     assert len(set(job_ids) - {e.job_id for e in fired}) <= 1, "a tick fired two jobs"
     assert [e.job_id for e in fired] == [tick_job_id(schedule.id, t) for t in ticks]
     assert all((e.tenant, e.case_id, e.job_type) == ("t1", "case-cron", "echo") for e in jobs)
+    # Declared in code, applied by three starts: created once, by `code`, under the
+    # configured tenant and case; its ticks fired once each as well.
+    code = book.find("system", "heartbeat")
+    assert (code.created_by, code.case_id, code.zone) == ("code", "schedules", "Europe/Berlin")
+    assert [type(e).__name__ for e in book.history(code.id)][:2] == ["Created", "TickFired"]
+    code_ticks = [e.tick for e in ticks_fired(book, code.id)]
+    assert code_ticks == sorted(set(code_ticks)) and len(code_ticks) >= 3
+    # catch_up=latest (its default): of the ticks missed while frozen, only the last.
+    assert max(b - a for a, b in itertools.pairwise(code_ticks)) >= timedelta(seconds=2), (
+        [t.isoformat() for t in code_ticks],
+        [t.isoformat() for t in ticks],
+    )
+    code_jobs = {e.originator_id for e in jobs_of(ledger, code.id)}
+    assert {e.job_id for e in ticks_fired(book, code.id)} <= code_jobs
+    assert len(code_jobs) <= len(code_ticks) + 1
     # jobledger verify takes the schedule for what it is: chained, not a job's history.
     report = verify(ledger, ledger_store.open_view(pg), pg.conninfo)
-    assert (report.schedules, report.jobs) == (1, len(jobs))
+    assert (report.schedules, report.jobs) == (2, len(jobs) + len(code_jobs))
     assert report.invalid == {} and report.tampered == {}
 
 
