@@ -282,7 +282,7 @@ def _client_command(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "schedule":
         from infra.schedule_cli import schedule_command  # noqa: PLC0415
 
-        params = dict(_param(p) for p in args.param)
+        params = dict(_param(p) for p in getattr(args, "param", []))
         return schedule_command(args, token, params, sys.stdout)
     if args.command == "audit":
         from infra.audit_export import export  # noqa: PLC0415
@@ -556,22 +556,30 @@ def _parser() -> argparse.ArgumentParser:
 def _add_schedule_command(commands: Any, dev_help: str) -> None:
     schedule = commands.add_parser(
         "schedule",
-        help="cron schedules of the token's tenant over HTTP: add NAME CRON TYPE CASE_ID, "
-        "list, pause|resume|rm NAME (JOBLEDGER_TOKEN)",
+        help="cron schedules of the token's tenant over HTTP: add, list, pause, resume, rm "
+        "(JOBLEDGER_TOKEN)",
     )
-    schedule.add_argument("action", choices=["add", "list", "pause", "resume", "rm"])
-    schedule.add_argument("name", nargs="?", help="the schedule's name (or its id)")
-    schedule.add_argument("cron", nargs="?", help='add: "*/5 * * * *", 6 fields for seconds')
-    schedule.add_argument("type", nargs="?", help="add: the job type each tick submits")
-    schedule.add_argument("case_id", nargs="?", help="add: the case its jobs work on")
-    schedule.add_argument("--param", action="append", default=[], help="key=value (JSON value)")
-    schedule.add_argument("--zone", help="add: an IANA time zone (default UTC)")
-    schedule.add_argument(
-        "--catch-up", choices=["all", "latest", "none"], help="add: missed ticks (default latest)"
+    actions = schedule.add_subparsers(dest="action", required=True)
+    add = actions.add_parser("add", help="add NAME CRON TYPE CASE_ID [--param k=v …]")
+    add.add_argument("name")
+    add.add_argument("cron", help='"*/5 * * * *"; 6 fields for seconds')
+    add.add_argument("type", help="the job type each tick submits")
+    add.add_argument("case_id", help="the case its jobs work on")
+    add.add_argument("--param", action="append", default=[], help="key=value (JSON value)")
+    add.add_argument("--zone", help="an IANA time zone (default UTC)")
+    add.add_argument(
+        "--catch-up", choices=["all", "latest", "none"], help="missed ticks (default latest)"
     )
-    schedule.add_argument("--paused", action="store_true", help="add: paused from the start")
-    schedule.add_argument("--dev", action="store_true", help=dev_help)
-    schedule.add_argument("--url", default="http://127.0.0.1:8000")
+    add.add_argument("--paused", action="store_true", help="paused from the start")
+    listing = actions.add_parser("list", help="the tenant's schedules")
+    named = [listing]
+    for action in ("pause", "resume", "rm"):
+        one = actions.add_parser(action, help=f"{action} a schedule, by name or id")
+        one.add_argument("name")
+        named.append(one)
+    for sub in (add, *named):
+        sub.add_argument("--dev", action="store_true", help=dev_help)
+        sub.add_argument("--url", default="http://127.0.0.1:8000")
 
 
 def _add_audit_commands(commands: Any, dev_help: str) -> None:

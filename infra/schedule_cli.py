@@ -28,8 +28,6 @@ def schedule_command(
 
 def _run(client: Client, args: argparse.Namespace, params: dict[str, Any], out: TextIO) -> int:
     if args.action == "add":
-        if None in (args.name, args.cron, args.type, args.case_id):
-            raise SystemExit("schedule add: NAME CRON TYPE CASE_ID")
         schedule = client.add_schedule(
             args.name,
             args.cron,
@@ -46,8 +44,6 @@ def _run(client: Client, args: argparse.Namespace, params: dict[str, Any], out: 
         for line in render(client.schedules()):
             print(line, file=out)
         return 0
-    if args.name is None:
-        raise SystemExit(f"schedule {args.action}: NAME or ID")
     sid = _id_of(client, args.name)
     if args.action == "pause":
         print(f"paused {client.pause_schedule(sid).name}", file=out)

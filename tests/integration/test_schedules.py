@@ -186,7 +186,7 @@ def test_schedules_over_rest_and_the_cli(stack: Stack) -> None:
 
     def cli(*args: str) -> tuple[int, str]:
         parsed = _parser().parse_args(["schedule", *args, "--url", stack.url])
-        params = dict(_param(p) for p in parsed.param)
+        params = dict(_param(p) for p in getattr(parsed, "param", []))
         out = io.StringIO()
         return schedule_command(parsed, stack.token(), params, out), out.getvalue()
 
