@@ -153,14 +153,20 @@ class Scheduler:
         self.book, self.index, self.submissions = book, index, submissions
         self.on_time_s, self.max_ticks = on_time_s, max_ticks
         self.origin = Origin(actor=SYSTEM)
+        self.next_tick: datetime | None = None  # as the last fire_due saw it
 
     def fire_due(self, now: datetime) -> list[Fired]:
-        """Submit the job of every tick due by ``now`` and record it fired."""
+        """Submit the job of every tick due by ``now`` and record it fired. Sets
+        ``next_tick``: the first tick after ``now`` of any schedule it saw."""
         fired: list[Fired] = []
+        self.next_tick = None
         for sid in self.index.ids():
             schedule = self.book.get(sid)
             if schedule.deleted or schedule.paused:
                 continue
+            upcoming = ticks.first_after(schedule.cron, schedule.zone, max(now, schedule.after))
+            if upcoming is not None and (self.next_tick is None or upcoming < self.next_tick):
+                self.next_tick = upcoming
             for tick in ticks.due(
                 schedule.cron,
                 schedule.zone,

@@ -57,8 +57,11 @@ def main() -> None:
 
 
 def report(api: httpx.Client, sid: str, cron: str, began: datetime, ended: datetime) -> None:
-    expected = ticks.ticks_between(cron, "UTC", began, ended)
     history = api.get(f"/schedules/{sid}").json()["history"]
+    # The ledger's own times: ticks after the Created and up to the Paused are due.
+    began = datetime.fromisoformat(history[0]["at"])
+    ended = datetime.fromisoformat(next(e["at"] for e in history if e["type"] == "Paused"))
+    expected = ticks.ticks_between(cron, "UTC", began, ended)
     fired = [e for e in history if e["type"] == "TickFired"]
     jobs: list[dict[str, Any]] = []
     cursor: str | None = None

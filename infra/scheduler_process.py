@@ -1,7 +1,7 @@
 """``jobledger scheduler`` (and a task of ``jobledger run``): applies the schedules
-declared in code, then fires every schedule's due ticks, every ``interval_s``. Any
-number of schedulers may run: a tick's job is named by the tick, so it is one job
-whoever fires it (application/schedules.py)."""
+declared in code, then fires every schedule's due ticks: at the next tick it knows
+of, and at least every ``interval_s``. Any number of schedulers may run: a tick's job
+is named by the tick, so it is one job whoever fires it (application/schedules.py)."""
 
 from __future__ import annotations
 
@@ -83,7 +83,14 @@ async def run_scheduler(
                     fired.job_id,
                     "" if fired.created else " (submitted already)",
                 )
+            # Until the next tick it knows of, or interval_s (a schedule created or
+            # changed meanwhile is seen then), whichever comes first.
+            wait_s = options.interval_s
+            if scheduler.next_tick is not None:
+                # (5 ms past it: a timer that fires early would find it not yet due)
+                until_tick = (scheduler.next_tick - datetime.now(UTC)).total_seconds() + 0.005
+                wait_s = min(wait_s, max(until_tick, 0.0))
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stopping.wait(), options.interval_s)
+                await asyncio.wait_for(stopping.wait(), wait_s)
 
     await supervise("scheduler", fire, stopping)

@@ -361,3 +361,12 @@ def test_a_schedules_id_is_no_job_to_the_jobs_reads(stack: Stack) -> None:
         stack.ledger.get_job(schedule.id)
     with pytest.raises(JobNotFound):
         stack.ledger.job_history(schedule.id)
+
+
+def test_a_pass_says_when_the_next_tick_of_any_schedule_is(stack: Stack) -> None:
+    stack.add("hourly", cron="0 * * * *")
+    stack.add("minutely")
+    scheduler = stack.scheduler()
+    now = datetime.now(UTC)
+    scheduler.fire_due(now)
+    assert scheduler.next_tick == now.replace(second=0, microsecond=0) + timedelta(minutes=1)
