@@ -194,7 +194,9 @@ class SchedulerSettings(BaseModel):
     """The scheduler: fires the cron schedules' ticks (``jobledger scheduler``, and a
     task of ``jobledger run``)."""
 
-    interval_s: float = Field(default=0.5, gt=0)  # how often it looks for due ticks
+    # The longest it waits before looking for schedules created or changed (the ticks
+    # it knows of it fires at their time).
+    interval_s: float = Field(default=1.0, gt=0)
     # A tick at most this old is on time; older ones were missed and follow catch_up.
     on_time_s: float = Field(default=60.0, gt=0)
     max_ticks_per_pass: int = Field(default=1000, ge=1)  # catch_up=all: missed ticks a pass
