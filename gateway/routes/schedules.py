@@ -4,10 +4,10 @@ event of the schedule in the ledger, with the token's subject as its actor."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 
 from application.schedules import Schedules
 from gateway.access import DENIED, Reading, Writing
@@ -55,10 +55,16 @@ def build_router(schedules: Schedules) -> APIRouter:
         return ScheduleOut.from_schedule(schedule)
 
     @router.get("", summary="The tenant's schedules, by name")
-    def list_schedules(who: Reading) -> ScheduleList:
-        return ScheduleList(
-            schedules=[ScheduleOut.from_schedule(s) for s in schedules.list(who.tenant)]
-        )
+    def list_schedules(
+        who: Reading,
+        paused: Annotated[
+            bool | None, Query(description="Only the paused (true) or active (false) ones.")
+        ] = None,
+    ) -> ScheduleList:
+        found = schedules.list(who.tenant)
+        if paused is not None:
+            found = [s for s in found if s.paused is paused]
+        return ScheduleList(schedules=[ScheduleOut.from_schedule(s) for s in found])
 
     @router.get("/{schedule_id}", summary="A schedule with its history", responses=ERRORS)
     def read(schedule_id: UUID, who: Reading) -> ScheduleWithHistory:

@@ -165,6 +165,10 @@ def test_schedules_over_rest_and_the_cli(stack: Stack) -> None:
             ("Changed", "tester"),
             ("Paused", "tester"),
         ]
+        assert [s["name"] for s in client.get("/schedules?paused=true").json()["schedules"]] == [
+            "nightly"
+        ]
+        assert client.get("/schedules?paused=false").json()["schedules"] == []
         # The audit export is of jobs: a schedule's events in the ledger pass it by.
         audit = client.get("/audit/events")
         assert audit.status_code == 200 and audit.text == "", audit.text
