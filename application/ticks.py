@@ -79,18 +79,18 @@ def due(
     on_time_s: float,
     limit: int,
 ) -> list[datetime]:
-    """The ticks in (after, now] to fire now, oldest first, by the catch-up policy.
-    A tick at most ``on_time_s`` old is due now under every policy; older ones were
-    missed (no scheduler ran then): ``all`` fires them (at most ``limit`` a call),
-    ``latest`` the most recent one, ``none`` none."""
+    """The ticks in (after, now] to fire now, oldest first, at most ``limit``. A tick at
+    most ``on_time_s`` old is on time and fired under every policy (a slow pass does
+    not lose one); older ones were missed (no scheduler ran): ``all`` fires them too,
+    ``latest`` the most recent one if no tick is on time, ``none`` none."""
     if catch_up is CatchUp.ALL:
         return list(itertools.islice(ticks_between(cron, zone_name, after, now), limit))
+    on_time_from = max(after, now - timedelta(seconds=on_time_s))
+    on_time = list(itertools.islice(ticks_between(cron, zone_name, on_time_from, now), limit))
+    if on_time or catch_up is CatchUp.NONE:
+        return on_time
     tick = latest(cron, zone_name, now)
-    if tick is None or tick <= after:
-        return []
-    if catch_up is CatchUp.NONE and now - tick > timedelta(seconds=on_time_s):
-        return []
-    return [tick]
+    return [tick] if tick is not None and tick > after else []
 
 
 def _forward(cron: str, zone_name: str, after: datetime) -> itertools.chain[datetime]:

@@ -135,6 +135,15 @@ def test_catch_up_none_fires_only_a_tick_that_is_on_time() -> None:
     assert due(CatchUp.NONE, down_for_min=3, on_time_s=2) == []
 
 
+def test_every_policy_fires_every_tick_that_is_on_time_even_after_a_slow_pass() -> None:
+    for policy in CatchUp:
+        fired = ticks.due(
+            "* * * * * *", "UTC", policy, after=T0, now=T0 + timedelta(seconds=3.5),
+            on_time_s=30, limit=1000,
+        )  # fmt: skip
+        assert fired == [T0 + timedelta(seconds=s) for s in (1, 2, 3)], policy
+
+
 def test_every_policy_fires_nothing_before_the_next_tick_and_all_is_bounded() -> None:
     for policy in CatchUp:
         assert due(policy, down_for_min=0) == []
