@@ -6,6 +6,7 @@ applied by every start and created once. And /schedules' refusals."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import itertools
 import signal
@@ -14,8 +15,10 @@ from datetime import timedelta
 from typing import Any
 from uuid import UUID
 
+import pytest
 from eventsourcing.utils import get_topic
 
+from client import AsyncClient, NotFound
 from domain.job import Job
 from domain.ledger import JobLedger
 from domain.origin import Origin
@@ -207,3 +210,21 @@ def test_schedules_over_rest_and_the_cli(stack: Stack) -> None:
     with stack.client() as client:
         assert client.delete(f"/schedules/{sid}").status_code == 204
         assert client.get(f"/schedules/{sid}").status_code == 404
+
+    async def through_the_async_client() -> list[str]:
+        async with AsyncClient(stack.url, stack.token()) as jobs:
+            made = await jobs.add_schedule(
+                "weekly", "0 9 * * MON", "echo", "case-9", {"text": "w"}, catch_up="none"
+            )
+            await jobs.change_schedule(made.id, cron="0 10 * * MON")
+            await jobs.pause_schedule(made.id)
+            await jobs.resume_schedule(made.id)
+            seen = await jobs.get_schedule(made.id)
+            assert (seen.cron, seen.catch_up, seen.paused) == ("0 10 * * MON", "none", False)
+            assert [s.name for s in await jobs.schedules()] == ["weekly"]
+            await jobs.delete_schedule(made.id)
+            with pytest.raises(NotFound):
+                await jobs.get_schedule(made.id)
+            return [e.type for e in seen.history]
+
+    assert asyncio.run(through_the_async_client()) == ["Created", "Changed", "Paused", "Resumed"]
