@@ -211,7 +211,8 @@ class Scheduler:
     ) -> dict[str, str]:
         """Bring the code's schedules into the ledger under ``tenant``/``case_id``:
         created if absent, changed if the declaration changed, nothing if equal (a
-        schedule deleted through the API stays deleted). What was done, by name."""
+        schedule deleted through the API stays deleted). What was done, by name (a
+        declaration that cannot fire is refused, with the reason)."""
         done: dict[str, str] = {}
         origin = Origin(actor=CODE)
         for item in declared:
@@ -223,7 +224,12 @@ class Scheduler:
                 "params": item.params,
                 "catch_up": item.catch_up,
             }
-            done[item.job_type] = self._apply(tenant, item.job_type, definition, origin, schedules)
+            try:
+                done[item.job_type] = self._apply(
+                    tenant, item.job_type, definition, origin, schedules
+                )
+            except LedgerError as exc:  # the others are applied all the same
+                done[item.job_type] = f"refused: {exc}"
         return done
 
     def _apply(

@@ -13,7 +13,6 @@ from functools import partial
 
 from application.schedules import Declared, Scheduler, Schedules
 from application.submissions import Submissions
-from domain.errors import LedgerError
 from domain.ledger import JobLedger
 from domain.schedule_book import ScheduleBook
 from infra.bootstrap import load_registry, open_ledger, supervise, when_store_is_up
@@ -57,18 +56,15 @@ async def run_scheduler(
     ]
 
     def apply_declared() -> None:
-        try:
-            done = scheduler.apply_declared(
-                declared,
-                tenant=options.code_tenant,
-                case_id=options.code_case_id,
-                schedules=Schedules(book, registry, index),
-            )
-        except LedgerError as exc:
-            log.error("the schedules declared in code were not applied: %s", exc)
-            return
+        done = scheduler.apply_declared(
+            declared,
+            tenant=options.code_tenant,
+            case_id=options.code_case_id,
+            schedules=Schedules(book, registry, index),
+        )
         for name, what in done.items():
-            log.info("code schedule %s: %s", name, what)
+            level = logging.ERROR if what.startswith("refused") else logging.INFO
+            log.log(level, "code schedule %s: %s", name, what)
 
     async def fire() -> None:
         if declared:

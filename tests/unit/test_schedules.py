@@ -355,11 +355,22 @@ def test_a_job_type_declares_its_schedule_next_to_it() -> None:
     )
 
 
-def test_a_code_schedule_that_cannot_fire_is_refused_when_applied(stack: Stack) -> None:
-    with pytest.raises(ticks.InvalidSchedule):
-        stack.scheduler().apply_declared(
-            [Declared("report", "not cron")], tenant="ops", case_id="s", schedules=stack.schedules
-        )
+def test_a_code_schedule_that_cannot_fire_is_refused_and_the_others_applied(
+    stack: Stack,
+) -> None:
+    done = stack.scheduler().apply_declared(
+        [Declared("nope", "* * * * *"), Declared("report", "0 * * * *")],
+        tenant="ops",
+        case_id="s",
+        schedules=stack.schedules,
+    )
+    assert done["nope"].startswith("refused: unknown job type")
+    assert done["report"] == "created"
+    assert [s.cron for s in stack.schedules.list("ops")] == ["0 * * * *"]
+    refused = stack.scheduler().apply_declared(
+        [Declared("report", "not cron")], tenant="ops", case_id="s", schedules=stack.schedules
+    )
+    assert refused["report"].startswith("refused: invalid cron expression")
 
 
 def test_a_schedules_id_is_no_job_to_the_jobs_reads(stack: Stack) -> None:
