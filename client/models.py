@@ -243,3 +243,43 @@ class Submitted:
     status: str
     created: bool
     job: Job | None = None
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """A cron schedule (``/schedules``): a job of ``type`` on ``case_id`` at each tick
+    of ``cron`` in ``zone``. ``history`` is read only by ``get_schedule``."""
+
+    id: str
+    name: str
+    cron: str
+    zone: str
+    type: str
+    case_id: str
+    params: dict[str, Any]
+    catch_up: str
+    paused: bool
+    created_by: str
+    last_tick: datetime | None
+    last_job_id: str | None
+    next_tick: datetime | None
+    history: list[HistoryEvent] = field(default_factory=list)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Schedule:
+        return cls(
+            id=str(data["id"]),
+            name=data["name"],
+            cron=data["cron"],
+            zone=data["zone"],
+            type=data["type"],
+            case_id=data["case_id"],
+            params=dict(data.get("params") or {}),
+            catch_up=data["catch_up"],
+            paused=data["paused"],
+            created_by=data.get("created_by", ""),
+            last_tick=_time(data.get("last_tick")),
+            last_job_id=None if data.get("last_job_id") is None else str(data["last_job_id"]),
+            next_tick=_time(data.get("next_tick")),
+            history=[HistoryEvent.from_json(e) for e in data.get("history", [])],
+        )

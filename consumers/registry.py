@@ -70,6 +70,10 @@ class JobType:
     retry: RetryPolicy | None = None
     retry_on: tuple[type[BaseException], ...] = (Exception,)
     limits: Limits = field(default_factory=Limits)
+    # A cron expression: the scheduler submits a job of this type at each tick
+    # (params {}; see README "Cron schedules").
+    schedule: str | None = None
+    schedule_zone: str = "UTC"
 
     @property
     def is_async(self) -> bool:
@@ -116,11 +120,14 @@ class JobRegistry:
         retry_on: tuple[type[BaseException], ...] = (Exception,),
         run_in: RunIn | None = None,
         limits: Limits | None = None,
+        schedule: str | None = None,
+        schedule_zone: str = "UTC",
     ) -> Callable[[Handler], Handler]:
         """Register the decorated function as the handler of job type ``name``.
         ``retry`` (or just ``max_attempts``) overrides the worker's default policy;
         only errors in ``retry_on`` are retried. ``run_in="process"`` runs a ``def``
-        handler in its own process (killable, memory-capped)."""
+        handler in its own process (killable, memory-capped). ``schedule`` (a cron
+        expression, in ``schedule_zone``) submits one with empty params at each tick."""
 
         def register(handler: Handler) -> Handler:
             policy = retry
@@ -134,6 +141,8 @@ class JobRegistry:
                 retry_on=retry_on,
                 run_in=run_in,
                 limits=limits or Limits(),
+                schedule=schedule,
+                schedule_zone=schedule_zone,
             )
             return handler
 
@@ -149,6 +158,8 @@ class JobRegistry:
         retry_on: tuple[type[BaseException], ...] = (Exception,),
         run_in: RunIn | None = None,
         limits: Limits | None = None,
+        schedule: str | None = None,
+        schedule_zone: str = "UTC",
     ) -> JobType:
         if not NAME.fullmatch(name) or name in RESERVED:
             msg = f"job type name {name!r} must match {NAME.pattern}, not one of {sorted(RESERVED)}"
@@ -171,6 +182,8 @@ class JobRegistry:
             retry=retry,
             retry_on=retry_on,
             limits=limits or Limits(),
+            schedule=schedule,
+            schedule_zone=schedule_zone,
         )
         self._types[name] = job_type
         return job_type
@@ -183,6 +196,10 @@ class JobRegistry:
 
     def names(self) -> list[str]:
         return sorted(self._types)
+
+    def scheduled(self) -> list[JobType]:
+        """The job types declared with a ``schedule``."""
+        return [t for _, t in sorted(self._types.items()) if t.schedule is not None]
 
     def validate(self, name: str, params: dict[str, Any]) -> dict[str, Any]:
         """The params as a client may submit them (unknown fields refused), in the JSON

@@ -203,6 +203,21 @@ class StreamSettings(BaseModel):
     max_catch_up_events: int = Field(default=100_000, ge=0)
 
 
+class SchedulerSettings(BaseModel):
+    """The scheduler: fires the cron schedules' ticks (``jobledger scheduler``, and a
+    task of ``jobledger run``)."""
+
+    # The longest it waits before looking for schedules created or changed (the ticks
+    # it knows of it fires at their time).
+    interval_s: float = Field(default=1.0, gt=0)
+    # A tick at most this old is on time; older ones were missed and follow catch_up.
+    on_time_s: float = Field(default=60.0, gt=0)
+    max_ticks_per_pass: int = Field(default=1000, ge=1)  # catch_up=all: missed ticks a pass
+    # Where the schedules declared in code (@registry.job(..., schedule=...)) live.
+    code_tenant: str = "system"
+    code_case_id: str = "schedules"
+
+
 class Settings(BaseSettings):
     """Read from JOBLEDGER_* variables; nested groups use a double underscore,
     e.g. JOBLEDGER_POSTGRES__HOST or JOBLEDGER_WORKER__CONCURRENCY."""
@@ -225,4 +240,5 @@ class Settings(BaseSettings):
     input: InputSettings = InputSettings()
     quota: QuotaSettings = QuotaSettings()
     stream: StreamSettings = StreamSettings()
+    scheduler: SchedulerSettings = SchedulerSettings()
     token: SecretStr | None = None  # the bearer token `jobledger submit` sends (JOBLEDGER_TOKEN)
