@@ -26,6 +26,9 @@ class SubmittableType(Protocol):
     @property
     def max_attempts(self) -> int | None: ...
 
+    @property
+    def priority(self) -> str: ...
+
 
 class SubmittableTypes(Protocol):
     def get(self, name: str) -> SubmittableType:
@@ -49,6 +52,7 @@ class Submission:
     case_id: str
     params: dict[str, Any]
     idempotency_key: str | None = None
+    priority: str | None = None  # None: the job type's own
 
 
 class BatchRefused(LedgerError):
@@ -95,12 +99,13 @@ class Submissions:
         job_type: str,
         params: dict[str, Any],
         origin: Origin,
+        priority: str | None = None,
     ) -> Submitted:
         """Append the job, within the tenant's quota (else QuotaExceeded). Submitted
         again under the same id (its idempotency key),
         the job there is the answer, if it is this tenant's and of this type and case;
         another tenant's is JobNotFound, another type's or case's DuplicateSubmission."""
-        job = self._admitted(job_id, tenant, case_id, job_type, params, origin)
+        job = self._admitted(job_id, tenant, case_id, job_type, params, origin, priority)
         try:
             committed = self.ledger.append_submitted(job)
         except DuplicateSubmission:
@@ -116,6 +121,7 @@ class Submissions:
         job_type: str,
         params: dict[str, Any],
         origin: Origin,
+        priority: str | None = None,
     ) -> Submitted:
         """``submit`` for a caller on an event loop: validated and handed to the
         ledger's writer on the loop, awaited while the batch is written; only what
@@ -133,9 +139,10 @@ class Submissions:
                     job_type=job_type,
                     params=params,
                     origin=origin,
+                    priority=priority,
                 )
             )
-        job = self._admitted(job_id, tenant, case_id, job_type, params, origin)
+        job = self._admitted(job_id, tenant, case_id, job_type, params, origin, priority)
         try:
             committed = await asyncio.wrap_future(self.ledger.append_submitted_later(job))
         except DuplicateSubmission:
@@ -150,9 +157,10 @@ class Submissions:
         job_type: str,
         params: dict[str, Any],
         origin: Origin,
+        priority: str | None = None,
     ) -> Job:
         """The job, validated and within the tenant's quota, not yet appended."""
-        job = self._new_job(job_id, tenant, case_id, job_type, params, origin)
+        job = self._new_job(job_id, tenant, case_id, job_type, params, origin, priority)
         if self.quotas is not None:
             self.quotas.admit(tenant)  # raises QuotaExceeded
         return job
@@ -165,8 +173,10 @@ class Submissions:
         job_type: str,
         params: dict[str, Any],
         origin: Origin,
+        priority: str | None = None,
     ) -> Job:
-        """The job as submitted, its params validated (UnknownJobType, InvalidParams)."""
+        """The job as submitted, its params validated (UnknownJobType, InvalidParams),
+        at ``priority`` or its type's (InvalidPriority)."""
         normalised = self.job_types.validate(job_type, params)
         kind = self.job_types.get(job_type)
         return Job.submit(
@@ -178,6 +188,7 @@ class Submissions:
             pool=kind.pool,
             max_attempts=kind.max_attempts or self.default_max_attempts,
             origin=origin,
+            priority=priority or kind.priority,
         )
 
     def _answer_taken(self, submitted: Job) -> Submitted:
@@ -242,7 +253,9 @@ class Submissions:
 
     def _job(self, tenant: str, item: Submission, origin: Origin) -> Job:
         job_id = self.job_id(tenant, item.idempotency_key)
-        return self._new_job(job_id, tenant, item.case_id, item.job_type, item.params, origin)
+        return self._new_job(
+            job_id, tenant, item.case_id, item.job_type, item.params, origin, item.priority
+        )
 
     def _existing(
         self, tenant: str, submissions: list[Submission], jobs: dict[int, Job]

@@ -89,13 +89,16 @@ class Core:
         params: Mapping[str, Any] | None,
         idempotency_key: str | None,
         correlation_id: str | None,
+        priority: str | None = None,
     ) -> Call:
         headers = {}
         if idempotency_key is not None:
             headers["Idempotency-Key"] = idempotency_key
         if correlation_id is not None:
             headers["X-Correlation-ID"] = correlation_id
-        body = {"type": job_type, "case_id": case_id, "params": dict(params or {})}
+        body: dict[str, Any] = {"type": job_type, "case_id": case_id, "params": dict(params or {})}
+        if priority is not None:
+            body["priority"] = priority
         return Call("POST", "/jobs", json=body, headers=headers)
 
     def batches(self, jobs: Iterable[JobSpec | Mapping[str, Any]]) -> list[tuple[int, Call]]:
@@ -234,6 +237,7 @@ def spec_of(job: JobSpec | Mapping[str, Any]) -> JobSpec:
         case_id=job["case_id"],
         params=job.get("params") or {},
         idempotency_key=job.get("idempotency_key"),
+        priority=job.get("priority"),
     )
 
 

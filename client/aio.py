@@ -56,8 +56,11 @@ class AsyncClient:
         *,
         idempotency_key: str | None = None,
         correlation_id: str | None = None,
+        priority: str | None = None,
     ) -> AsyncJobHandle:
-        call = self._core.submit(job_type, case_id, params, idempotency_key, correlation_id)
+        call = self._core.submit(
+            job_type, case_id, params, idempotency_key, correlation_id, priority
+        )
         return AsyncJobHandle(self, _core.submitted(await self._send(call)))
 
     async def submit_many(

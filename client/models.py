@@ -28,6 +28,7 @@ class Job:
     progress_message: str
     attempt: int
     max_attempts: int
+    priority: str
     error: str | None
     result: dict[str, Any] | None
     correlation_id: str
@@ -56,6 +57,7 @@ class Job:
             progress_message=data.get("progress_message", ""),
             attempt=data.get("attempt", 0),
             max_attempts=data.get("max_attempts", 0),
+            priority=data.get("priority", "normal"),
             error=data.get("error"),
             result=data.get("result"),
             correlation_id=data.get("correlation_id", ""),
@@ -204,6 +206,7 @@ class JobSpec:
     case_id: str
     params: Mapping[str, Any] = field(default_factory=dict)
     idempotency_key: str | None = None
+    priority: str | None = None  # high, normal or low; None: the job type's own
 
     def to_json(self) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -213,6 +216,8 @@ class JobSpec:
         }
         if self.idempotency_key is not None:
             body["idempotency_key"] = self.idempotency_key
+        if self.priority is not None:
+            body["priority"] = self.priority
         return body
 
 

@@ -59,10 +59,14 @@ class Client:
         *,
         idempotency_key: str | None = None,
         correlation_id: str | None = None,
+        priority: str | None = None,
     ) -> JobHandle:
         """Submit a job (``POST /jobs``). With an ``idempotency_key`` used before, the
-        handle is the earlier job's (``handle.created`` is False)."""
-        call = self._core.submit(job_type, case_id, params, idempotency_key, correlation_id)
+        handle is the earlier job's (``handle.created`` is False). ``priority``
+        (high, normal, low) overrides the job type's."""
+        call = self._core.submit(
+            job_type, case_id, params, idempotency_key, correlation_id, priority
+        )
         return JobHandle(self, _core.submitted(self._send(call)))
 
     def submit_many(self, jobs: Iterable[JobSpec | Mapping[str, Any]]) -> list[JobHandle]:

@@ -17,8 +17,14 @@ from uuid import UUID
 from eventsourcing.domain import Aggregate
 
 from domain import storable
-from domain.errors import InvalidProgress, InvalidTransition, LedgerError, StaleDelivery
+from domain.errors import (
+    InvalidProgress,
+    InvalidTransition,
+    LedgerError,
+    StaleDelivery,
+)
 from domain.origin import Origin
+from domain.priority import Priority
 
 
 class Status(StrEnum):
@@ -35,6 +41,8 @@ class Status(StrEnum):
 
 
 TERMINAL = frozenset({Status.SUCCEEDED, Status.FAILED, Status.CANCELLED})
+
+
 STARTABLE = frozenset({Status.QUEUED, Status.RETRY_SCHEDULED})
 
 
@@ -64,6 +72,13 @@ class Job(Aggregate):
         params: dict[str, Any]
         pool: str
         max_attempts: int
+        priority: str
+
+        class_version = 2
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state["priority"] = Priority.NORMAL.value  # submitted before priorities
 
     class Started(Event):
         """``delivery_id`` names the message copy that started the attempt: that copy,
@@ -157,12 +172,14 @@ class Job(Aggregate):
         params: dict[str, Any],
         pool: str,
         max_attempts: int,
+        priority: str,
         actor: str,
         correlation_id: str,
         timestamp: datetime,
     ) -> None:
         self.tenant, self.case_id, self.job_type = tenant, case_id, job_type
         self.params, self.pool, self.max_attempts = params, pool, max_attempts
+        self.priority = priority
         self.correlation_id = correlation_id
         self.submitted_by, self.submitted_at = actor, timestamp
         self.status = Status.QUEUED
@@ -190,9 +207,11 @@ class Job(Aggregate):
         pool: str,
         max_attempts: int,
         origin: Origin,
+        priority: str = Priority.NORMAL,
     ) -> Job:
         if max_attempts < 1:
             raise LedgerError("a job needs at least one attempt")
+        priority = Priority.of(priority).value
         return cls._create(
             cls.Submitted,
             id=job_id,
@@ -203,6 +222,7 @@ class Job(Aggregate):
             params=params,
             pool=pool,
             max_attempts=max_attempts,
+            priority=priority,
             actor=storable.text(origin.actor),
             correlation_id=storable.text(origin.correlation_id),
             traceparent=origin.traceparent,

@@ -73,6 +73,7 @@ class JobLedger(Application[UUID]):
         pool: str,
         max_attempts: int,
         origin: Origin,
+        priority: str = "normal",
     ) -> Committed:
         job = Job.submit(
             job_id=job_id,
@@ -83,6 +84,7 @@ class JobLedger(Application[UUID]):
             pool=pool,
             max_attempts=max_attempts,
             origin=origin,
+            priority=priority,
         )
         return self.append_submitted(job)
 

@@ -11,6 +11,7 @@ from application.submissions import BatchRefused
 from domain.errors import (
     DuplicateSubmission,
     InvalidParams,
+    InvalidPriority,
     InvalidProgress,
     InvalidTransition,
     JobNotFound,
@@ -25,6 +26,7 @@ STATUS: dict[type[LedgerError], int] = {
     UnknownJobType: 422,
     InvalidParams: 422,
     InvalidProgress: 422,
+    InvalidPriority: 422,
 }
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field
@@ -15,6 +15,15 @@ from projections.projection import JobRow
 
 CASE_ID = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 JOB_TYPE = r"^[a-z][a-z0-9_]{0,62}$"
+
+
+PRIORITY_DESCRIPTION = (
+    "high, normal or low: a worker starts a waiting job of a higher priority first "
+    "(a lower one is passed over a bounded number of times). Absent: the job type's own."
+)
+PriorityIn = Annotated[
+    Literal["high", "normal", "low"] | None, Field(default=None, description=PRIORITY_DESCRIPTION)
+]
 
 
 class SubmitJob(BaseModel):
@@ -28,6 +37,7 @@ class SubmitJob(BaseModel):
     type: str = Field(pattern=JOB_TYPE, description="A registered job type.")
     case_id: str = Field(pattern=CASE_ID, description="The patient case the job works on.")
     params: dict[str, Any] = Field(default_factory=dict, description="The job type's params.")
+    priority: PriorityIn = None
 
 
 class BatchItem(BaseModel):
@@ -39,6 +49,7 @@ class BatchItem(BaseModel):
     idempotency_key: str | None = Field(
         default=None, max_length=128, description="Submitting again with it returns this job."
     )
+    priority: PriorityIn = None
 
 
 class SubmitBatch(BaseModel):
@@ -68,6 +79,7 @@ class JobOut(BaseModel):
     progress_message: str
     attempt: int
     max_attempts: int
+    priority: str
     error: str | None
     result: dict[str, Any] | None
     correlation_id: str
@@ -89,6 +101,7 @@ class JobOut(BaseModel):
             progress_message=job.progress_message,
             attempt=job.attempt,
             max_attempts=job.max_attempts,
+            priority=job.priority,
             error=job.error,
             result=job.result,
             correlation_id=job.correlation_id,

@@ -103,7 +103,9 @@ def _submit(args: argparse.Namespace, token: str | None) -> int:
     params = dict(_param(p) for p in args.param)
     if args.count > 1:
         return asyncio.run(
-            demo.submit_alike(args.url, args.type, args.case_id, params, args.count, token)
+            demo.submit_alike(
+                args.url, args.type, args.case_id, params, args.count, token, args.priority
+            )
         )
     return asyncio.run(
         demo.submit_and_watch(
@@ -114,6 +116,7 @@ def _submit(args: argparse.Namespace, token: str | None) -> int:
             watch=args.watch,
             token=token,
             idempotency_key=args.idempotency_key,
+            priority=args.priority,
         )
     )
 
@@ -464,7 +467,7 @@ def _parser() -> argparse.ArgumentParser:
                 "run: every pool the app registers unless named)",
             )
             sub.add_argument("--concurrency", type=int, help="jobs run at once per worker")
-            sub.add_argument("--prefetch", type=int, help="messages held unacked per worker")
+            sub.add_argument("--prefetch", type=int, help="unacked messages per lane")
         if name == "worker":
             sub.add_argument("--processes", type=int, help="worker processes to run and keep up")
         if name == "run":
@@ -513,6 +516,11 @@ def _parser() -> argparse.ArgumentParser:
     submit.add_argument("--url", default="http://127.0.0.1:8000")
     submit.add_argument("--watch", action="store_true", help="follow it until it ends")
     submit.add_argument("--idempotency-key", help="a key used before returns the earlier job")
+    submit.add_argument(
+        "--priority",
+        choices=("high", "normal", "low"),
+        help="taken before lower ones by a worker (default: the job type's own)",
+    )
     submit.add_argument(
         "--count", type=int, default=1, help="submit this many alike (POST /jobs/batch)"
     )

@@ -27,10 +27,13 @@ async def submit_and_watch(
     watch: bool,
     token: str | None = None,
     idempotency_key: str | None = None,
+    priority: str | None = None,
 ) -> int:
     async with AsyncClient(url, token) as jobs:
         try:
-            handle = await jobs.submit(job_type, case_id, params, idempotency_key=idempotency_key)
+            handle = await jobs.submit(
+                job_type, case_id, params, idempotency_key=idempotency_key, priority=priority
+            )
         except (ApiError, Unreachable) as exc:
             return _refused(exc)
     job = handle.submitted.job if handle.submitted else None
@@ -48,11 +51,14 @@ async def submit_alike(
     params: dict[str, Any],
     count: int,
     token: str | None = None,
+    priority: str | None = None,
 ) -> int:
     """``count`` jobs alike, through POST /jobs/batch, 1,000 to a request."""
     async with AsyncClient(url, token, timeout=60) as jobs:
         try:
-            await jobs.submit_many(JobSpec(job_type, case_id, params) for _ in range(count))
+            await jobs.submit_many(
+                JobSpec(job_type, case_id, params, priority=priority) for _ in range(count)
+            )
         except (ApiError, Unreachable) as exc:
             return _refused(exc)
     print(f"submitted {count} {job_type} jobs on case {case_id}", flush=True)
@@ -60,7 +66,7 @@ async def submit_alike(
 
 
 async def submit_ndjson(url: str, lines: Iterable[str], token: str | None = None) -> int:
-    """Jobs read as NDJSON, one ``{"type", "case_id", "params", "idempotency_key"}``
+    """Jobs read as NDJSON, one ``{"type", "case_id", "params", "idempotency_key", "priority"}``
     a line, through POST /jobs/batch; a line per job (id, type, case, status), then
     how many."""
     try:
@@ -91,6 +97,7 @@ def _spec(number: int, line: str) -> JobSpec:
             case_id=job["case_id"],
             params=job.get("params") or {},
             idempotency_key=job.get("idempotency_key"),
+            priority=job.get("priority"),
         )
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise ValueError(

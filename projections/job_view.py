@@ -25,6 +25,7 @@ COLUMNS = (
     "progress_message",
     "attempt",
     "max_attempts",
+    "priority",
     "error",
     "result",
     "correlation_id",
@@ -67,6 +68,12 @@ class PostgresJobView(PostgresTrackingRecorder):
                     "started_at timestamptz, finished_at timestamptz, retry_at timestamptz, "
                     "updated_at timestamptz NOT NULL, submitted_position bigint NOT NULL, "
                     "position bigint NOT NULL)"
+                ).format(t=self.table),
+                # Added in place to a view created before priorities: the rows of
+                # jobs submitted then are normal, as their upcast events say.
+                SQL(
+                    "ALTER TABLE {t} ADD COLUMN IF NOT EXISTS priority text NOT NULL "
+                    "DEFAULT 'normal'"
                 ).format(t=self.table),
                 SQL(
                     "CREATE INDEX IF NOT EXISTS {i} ON {t} "

@@ -10,7 +10,7 @@ from __future__ import annotations
 import inspect
 import logging
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from fastapi import APIRouter, Header, HTTPException, Path, Query, Request, Response
@@ -26,6 +26,7 @@ from gateway.caller import Caller, origin_of
 from gateway.guarded import GuardedRoute
 from gateway.schemas import (
     CASE_ID,
+    PRIORITY_DESCRIPTION,
     BatchJobOut,
     BatchOut,
     ErrorOut,
@@ -80,6 +81,9 @@ Cursor = Annotated[
     Query(pattern=r"^[0-9]{1,19}$", description="`next_cursor` of the previous page."),
     AfterValidator(_a_position),
 ]
+PriorityQuery = Annotated[
+    Literal["high", "normal", "low"] | None, Query(description=PRIORITY_DESCRIPTION)
+]
 IdempotencyKey = Annotated[
     str | None,
     Header(
@@ -121,6 +125,7 @@ def build_router(services: Services) -> APIRouter:
         case_id: str,
         params: dict[str, Any],
         idempotency_key: str | None,
+        priority: str | None = None,
     ) -> JobOut:
         # On the event loop: the job is validated here and awaited while the ledger's
         # writer appends it with the others' (no worker thread a request).
@@ -133,6 +138,7 @@ def build_router(services: Services) -> APIRouter:
                 job_type=job_type,
                 params=params,
                 origin=origin_of(request, who),
+                priority=priority,
             )
             if submitted.created:
                 log.info("accepted a job of type %s", job_type)
@@ -163,6 +169,7 @@ def build_router(services: Services) -> APIRouter:
             case_id=body.case_id,
             params=body.params,
             idempotency_key=idempotency_key,
+            priority=body.priority,
         )
 
     @router.post(
@@ -178,7 +185,8 @@ def build_router(services: Services) -> APIRouter:
         submitted and every invalid one is named (``body.jobs.<index>…``). The valid
         batch is appended in one transaction. Idempotency keys are per job."""
         items = [
-            Submission(job.type, job.case_id, job.params, job.idempotency_key) for job in body.jobs
+            Submission(job.type, job.case_id, job.params, job.idempotency_key, job.priority)
+            for job in body.jobs
         ]
         with appending_batch(len(items)):
             submitted = services.submissions.submit_many(
@@ -327,6 +335,7 @@ def _add_typed_submit(router: APIRouter, name: str, model: type[BaseModel], subm
         response: Response,
         who: Caller,
         idempotency_key: str | None = None,
+        priority: str | None = None,
     ) -> JobOut:
         return await submit(  # type: ignore[no-any-return]
             request,
@@ -336,6 +345,7 @@ def _add_typed_submit(router: APIRouter, name: str, model: type[BaseModel], subm
             case_id=case_id,
             params=params.model_dump(mode="json"),
             idempotency_key=idempotency_key,
+            priority=priority,
         )
 
     param = inspect.Parameter
@@ -347,6 +357,7 @@ def _add_typed_submit(router: APIRouter, name: str, model: type[BaseModel], subm
             param("response", param.POSITIONAL_OR_KEYWORD, annotation=Response),
             param("who", param.POSITIONAL_OR_KEYWORD, annotation=Writing),
             param("idempotency_key", param.KEYWORD_ONLY, annotation=IdempotencyKey, default=None),
+            param("priority", param.KEYWORD_ONLY, annotation=PriorityQuery, default=None),
         ],
         return_annotation=JobOut,
     )

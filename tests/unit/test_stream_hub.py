@@ -74,7 +74,7 @@ def test_an_event_carries_its_position_status_and_data_but_never_the_params() ->
     data = drained(subscription)
     assert [d["status"] for d in data] == ["queued", "running", "running", "succeeded"]
     assert "secret-scan" not in "".join(frames)
-    assert data[0]["data"] == {"max_attempts": 1}  # pool and params stay out
+    assert data[0]["data"] == {"max_attempts": 1, "priority": "normal"}  # no pool or params
     assert data[3]["type"] == "Succeeded" and data[3]["data"] == {"result": {"ok": True}}
 
 

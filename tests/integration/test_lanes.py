@@ -1,0 +1,87 @@
+"""Lanes through the real stack: with a backlog queued before any worker consumes, a
+high job, another tenant's job and a failing job's due retry all start before most
+of the backlog."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+from typing import Any
+
+import aio_pika
+
+from application.lanes import LANES
+from consumers.routing import Names
+from tests.integration.conftest import Stack, eventually, start_workers
+
+BACKLOG = 150
+NAP = {"seconds": 0.05}
+
+
+def queued(stack: Stack) -> int:
+    """Messages ready in every lane of the default pool."""
+    names = Names(stack.env["JOBLEDGER_AMQP__PREFIX"])
+
+    async def count() -> int:
+        connection = await aio_pika.connect(stack.env["JOBLEDGER_AMQP__URL"])
+        async with connection:
+            channel = await connection.channel()
+            total = 0
+            for lane in LANES:
+                queue = await channel.declare_queue(names.work_queue("default", lane), passive=True)
+                total += queue.declaration_result.message_count or 0
+            return total
+
+    return asyncio.run(count())
+
+
+def post(client: Any, job_type: str, case_id: str, params: dict[str, Any], **body: Any) -> str:
+    response = client.post(
+        "/jobs", json={"type": job_type, "case_id": case_id, "params": params, **body}
+    )
+    assert response.status_code == 202, response.text
+    return str(response.json()["id"])
+
+
+def started(job: dict[str, Any]) -> datetime:
+    return datetime.fromisoformat(job["started_at"])
+
+
+def test_high_jobs_other_tenants_and_due_retries_go_ahead_of_a_backlog(stack: Stack) -> None:
+    stack.start("run", JOBLEDGER_WORKER__POOL="elsewhere")  # no worker on the default pool
+    stack.wait_ready()
+    with stack.client() as client, stack.client(tenant="other") as other:
+        batch = {"jobs": [{"type": "nap", "case_id": "backlog", "params": NAP}] * BACKLOG}
+        assert client.post("/jobs/batch", json=batch).status_code == 202
+        high = post(client, "nap", "high", NAP, priority="high")
+        flaky = post(client, "flaky", "retry", {"fail_attempts": 1}, priority="high")
+        theirs = post(other, "nap", "theirs", NAP)
+        assert client.get(f"/jobs/{high}").json()["priority"] == "high"
+        eventually(lambda: queued(stack) == BACKLOG + 3, 60, "every job to be queued")
+
+        start_workers(stack, JOBLEDGER_WORKER__CONCURRENCY="1")
+
+        def backlog_done() -> list[dict[str, Any]] | None:
+            page = client.get("/jobs/backlog/jobs", params={"limit": 200}).json()["items"]
+            done = [job for job in page if job["status"] == "succeeded"]
+            return done if len(done) == BACKLOG else None
+
+        backlog = [started(job) for job in eventually(backlog_done, 120, "the backlog to run")]
+        assert all(
+            job["priority"] == "normal" for job in client.get("/jobs/backlog/jobs").json()["items"]
+        )
+        retried = client.get(f"/jobs/{flaky}").json()
+        assert (retried["status"], retried["attempt"]) == ("succeeded", 2)
+        firsts = {
+            "high": started(client.get(f"/jobs/{high}").json()),
+            "theirs": started(other.get(f"/jobs/{theirs}").json()),
+            "retry": started(retried),
+        }
+
+    after = {name: sum(b > at for b in backlog) for name, at in firsts.items()}
+    # The high job goes first (the flaky one is high too); another tenant's job waits
+    # behind the backlog's first share in the normal lane, not behind its bulk; the due
+    # retry (about a second after its failure) goes ahead of what is still queued.
+    assert after["high"] >= BACKLOG - 2, after
+    assert after["theirs"] >= BACKLOG - 16 - 10, after
+    assert after["retry"] >= BACKLOG // 2, after
