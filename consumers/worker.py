@@ -49,15 +49,9 @@ class WorkerOptions:
     heartbeat_interval_s: float = 2.0
     log_tracebacks: bool = True
     starvation_bound: int = DEFAULT_STARVATION_BOUND
-    # What the broker may send ahead to each lane's consumer; the low and bulk lanes
-    # get ``concurrency`` at most, so a busy worker holds few of them that another
-    # worker could start.
+    # Unacked messages each lane's consumer may hold, the running ones included: at
+    # least ``concurrency``, so that one lane alone keeps every slot busy.
     prefetch: int = 8
-
-    def prefetch_of(self, lane: Lane) -> int:
-        if lane in (Lane.LOW, Lane.BULK):
-            return self.concurrency
-        return max(self.prefetch, self.concurrency)
 
 
 class Worker:
@@ -97,10 +91,13 @@ class Worker:
             await self.attempts.beat()
             heart = asyncio.create_task(self._heartbeat())
             stop_listening = await self.messages.listen_for_cancels(self.channel, self._on_cancel)
-            consuming = []
-            for lane, queue in queues:  # a consumer's prefetch is the qos set before it
-                await self.channel.set_qos(prefetch_count=self.options.prefetch_of(lane))
-                consuming.append((queue, await queue.consume(partial(self._on_message, lane))))
+            # A per-consumer prefetch (the only kind quorum queues take): each lane's.
+            prefetch = max(self.options.prefetch, self.options.concurrency)
+            await self.channel.set_qos(prefetch_count=prefetch)
+            consuming = [
+                (queue, await queue.consume(partial(self._on_message, lane)))
+                for lane, queue in queues
+            ]
             picking = asyncio.create_task(self._pick())
             log.info(
                 "worker %s consuming the lanes of %s", self.attempts.worker_id, self.queue_name
