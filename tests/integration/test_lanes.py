@@ -5,14 +5,27 @@ of the backlog."""
 from __future__ import annotations
 
 import asyncio
+import uuid
 from datetime import datetime
 from typing import Any
 
 import aio_pika
+from aio_pika import ExchangeType
 
+from application.delivery import Delivery
 from application.lanes import LANES
+from consumers.messages import delivery_message
 from consumers.routing import Names
-from tests.integration.conftest import Stack, eventually, start_workers
+from domain.origin import Origin
+from infra import ledger_store
+from infra.settings import LedgerSettings, PostgresSettings
+from tests.integration.conftest import (
+    Stack,
+    eventually,
+    start_workers,
+    submit,
+    wait_for_status,
+)
 
 BACKLOG = 150
 NAP = {"seconds": 0.05}
@@ -85,3 +98,60 @@ def test_high_jobs_other_tenants_and_due_retries_go_ahead_of_a_backlog(stack: St
     assert after["high"] >= BACKLOG - 2, after
     assert after["theirs"] >= BACKLOG - 16 - 10, after
     assert after["retry"] >= BACKLOG // 2, after
+
+
+def test_a_work_queue_declared_before_lanes_keeps_its_messages_and_is_drained(
+    stack: Stack, pg: PostgresSettings
+) -> None:
+    """A deployment upgraded with a delivery waiting: the pool's queue as the code
+    before lanes declared it (same name, arguments and binding), a message in it."""
+    names = Names(
+        stack.env["JOBLEDGER_AMQP__PREFIX"], int(stack.env["JOBLEDGER_AMQP__DELAY_LEVELS"])
+    )
+    ledger = ledger_store.open_ledger(pg, LedgerSettings(group_commit=False))
+    job_id = uuid.uuid4()
+    try:
+        ledger.submit_job(
+            job_id=job_id,
+            tenant="dev",
+            case_id="case-1",
+            job_type="echo",
+            params={"text": "queued before lanes"},
+            pool="default",
+            max_attempts=1,
+            origin=Origin("older-gateway"),
+        )
+    finally:
+        ledger.close()
+
+    async def declare_as_before_lanes() -> None:
+        connection = await aio_pika.connect(stack.env["JOBLEDGER_AMQP__URL"])
+        async with connection:
+            channel = await connection.channel(publisher_confirms=True)
+            work = await channel.declare_exchange(
+                names.work_exchange, ExchangeType.TOPIC, durable=True
+            )
+            queue = await channel.declare_queue(
+                f"{names.prefix}.work.default",
+                durable=True,
+                arguments={
+                    "x-queue-type": "quorum",
+                    "x-dead-letter-exchange": names.dead_exchange,
+                    "x-dead-letter-strategy": "at-least-once",
+                    "x-overflow": "reject-publish",
+                    "x-delivery-limit": int(stack.env.get("JOBLEDGER_AMQP__DELIVERY_LIMIT", "20")),
+                },
+            )
+            await queue.bind(work, routing_key="#.default")
+            old = Delivery(job_id, 1, "echo", "dev", "case-1", "default")
+            await work.publish(delivery_message(old, 0), routing_key=names.routing_key("default"))
+
+    asyncio.run(declare_as_before_lanes())
+    stack.start("run")  # declares the lanes beside it; its dispatcher sends a copy too
+    stack.wait_ready()
+    with stack.client() as client:
+        assert wait_for_status(client, str(job_id))["status"] == "succeeded"
+        events = client.get(f"/jobs/{job_id}/events").json()
+        assert [e["type"] for e in events].count("Started") == 1
+        assert submit(client, "echo", {"text": "after"})["priority"] == "normal"
+    eventually(lambda: queued(stack) == 0, 30, "the old queue to be drained")
