@@ -8,8 +8,10 @@ import asyncio
 import uuid
 from datetime import datetime
 from typing import Any
+from urllib.parse import quote
 
 import aio_pika
+import httpx
 from aio_pika import ExchangeType
 
 from application.delivery import Delivery
@@ -20,6 +22,7 @@ from domain.origin import Origin
 from infra import ledger_store
 from infra.settings import LedgerSettings, PostgresSettings
 from tests.integration.conftest import (
+    MANAGEMENT,
     Stack,
     eventually,
     start_workers,
@@ -31,17 +34,18 @@ BACKLOG = 150
 NAP = {"seconds": 0.05}
 
 
-def queued(stack: Stack) -> int:
-    """Messages ready in every lane of the default pool."""
+def queued(stack: Stack, *queues: str) -> int:
+    """Messages in ``queues``, or in every lane of the default pool."""
     names = Names(stack.env["JOBLEDGER_AMQP__PREFIX"])
+    queues = queues or tuple(names.work_queue("default", lane) for lane in LANES)
 
     async def count() -> int:
         connection = await aio_pika.connect(stack.env["JOBLEDGER_AMQP__URL"])
         async with connection:
             channel = await connection.channel()
             total = 0
-            for lane in LANES:
-                queue = await channel.declare_queue(names.work_queue("default", lane), passive=True)
+            for name in queues:
+                queue = await channel.declare_queue(name, passive=True)
                 total += queue.declaration_result.message_count or 0
             return total
 
@@ -132,7 +136,7 @@ def test_a_work_queue_declared_before_lanes_keeps_its_messages_and_is_drained(
                 names.work_exchange, ExchangeType.TOPIC, durable=True
             )
             queue = await channel.declare_queue(
-                f"{names.prefix}.work.default",
+                f"{names.prefix}.work.default",  # the name the code before lanes gave it
                 durable=True,
                 arguments={
                     "x-queue-type": "quorum",
@@ -153,5 +157,15 @@ def test_a_work_queue_declared_before_lanes_keeps_its_messages_and_is_drained(
         assert wait_for_status(client, str(job_id))["status"] == "succeeded"
         events = client.get(f"/jobs/{job_id}/events").json()
         assert [e["type"] for e in events].count("Started") == 1
-        assert submit(client, "echo", {"text": "after"})["priority"] == "normal"
-    eventually(lambda: queued(stack) == 0, 30, "the old queue to be drained")
+        after = submit(client, "echo", {"text": "after"})
+        assert after["priority"] == "normal"
+        assert wait_for_status(client, after["id"])["status"] == "succeeded"
+    # Both copies (the old one and the dispatcher's) settled: none ready, none unacked
+    # (the management API's figures, sampled every few seconds).
+    old_queue = f"{MANAGEMENT}/queues/%2F/{quote(names.prefix + '.work.default', safe='')}"
+
+    def settled() -> bool:
+        queue = httpx.get(old_queue, auth=("guest", "guest"), timeout=10).json()
+        return "messages" in queue and queue["messages"] == 0
+
+    eventually(settled, 30, "both copies in the old queue to be settled")
