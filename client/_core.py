@@ -91,14 +91,17 @@ class Core:
         correlation_id: str | None,
         run_at: datetime | str | None = None,
         delay_s: float | None = None,
+        priority: str | None = None,
     ) -> Call:
         headers = {}
         if idempotency_key is not None:
             headers["Idempotency-Key"] = idempotency_key
         if correlation_id is not None:
             headers["X-Correlation-ID"] = correlation_id
-        body = {"type": job_type, "case_id": case_id, "params": dict(params or {})}
+        body: dict[str, Any] = {"type": job_type, "case_id": case_id, "params": dict(params or {})}
         body.update(timing(run_at, delay_s))
+        if priority is not None:
+            body["priority"] = priority
         return Call("POST", "/jobs", json=body, headers=headers)
 
     def batches(self, jobs: Iterable[JobSpec | Mapping[str, Any]]) -> list[tuple[int, Call]]:
@@ -267,6 +270,7 @@ def spec_of(job: JobSpec | Mapping[str, Any]) -> JobSpec:
         idempotency_key=job.get("idempotency_key"),
         run_at=job.get("run_at"),
         delay_s=job.get("delay_s"),
+        priority=job.get("priority"),
     )
 
 

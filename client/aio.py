@@ -58,9 +58,10 @@ class AsyncClient:
         correlation_id: str | None = None,
         run_at: datetime | str | None = None,
         delay_s: float | None = None,
+        priority: str | None = None,
     ) -> AsyncJobHandle:
         call = self._core.submit(
-            job_type, case_id, params, idempotency_key, correlation_id, run_at, delay_s
+            job_type, case_id, params, idempotency_key, correlation_id, run_at, delay_s, priority
         )
         return AsyncJobHandle(self, _core.submitted(await self._send(call)))
 

@@ -36,6 +36,7 @@ class Job:
     progress_message: str
     attempt: int
     max_attempts: int
+    priority: str
     error: str | None
     result: dict[str, Any] | None
     correlation_id: str
@@ -65,6 +66,7 @@ class Job:
             progress_message=data.get("progress_message", ""),
             attempt=data.get("attempt", 0),
             max_attempts=data.get("max_attempts", 0),
+            priority=data.get("priority", "normal"),
             error=data.get("error"),
             result=data.get("result"),
             correlation_id=data.get("correlation_id", ""),
@@ -216,6 +218,7 @@ class JobSpec:
     idempotency_key: str | None = None
     run_at: datetime | str | None = None  # not before then (aware, or RFC 3339)
     delay_s: float | None = None  # or not before this many seconds from now
+    priority: str | None = None  # high, normal or low; None: the job type's own
 
     def to_json(self) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -229,6 +232,8 @@ class JobSpec:
             body["run_at"] = rfc3339(self.run_at)
         if self.delay_s is not None:
             body["delay_s"] = self.delay_s
+        if self.priority is not None:
+            body["priority"] = self.priority
         return body
 
 

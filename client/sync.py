@@ -61,12 +61,14 @@ class Client:
         correlation_id: str | None = None,
         run_at: datetime | str | None = None,
         delay_s: float | None = None,
+        priority: str | None = None,
     ) -> JobHandle:
         """Submit a job (``POST /jobs``). With an ``idempotency_key`` used before, the
         handle is the earlier job's (``handle.created`` is False). ``run_at`` (an aware
-        datetime or RFC 3339) or ``delay_s``: the job is ``scheduled`` until then."""
+        datetime or RFC 3339) or ``delay_s``: the job is ``scheduled`` until then.
+        ``priority`` (high, normal, low) overrides the job type's."""
         call = self._core.submit(
-            job_type, case_id, params, idempotency_key, correlation_id, run_at, delay_s
+            job_type, case_id, params, idempotency_key, correlation_id, run_at, delay_s, priority
         )
         return JobHandle(self, _core.submitted(self._send(call)))
 

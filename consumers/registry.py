@@ -26,7 +26,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from consumers.routing import check_pool_name
 from domain.errors import InvalidParams, UnknownJobType
+from domain.priority import Priority
 from domain.retry import RetryPolicy
 
 Handler = Callable[..., Awaitable[Any]] | Callable[..., Any]
@@ -74,6 +76,7 @@ class JobType:
     # (params {}; see README "Cron schedules").
     schedule: str | None = None
     schedule_zone: str = "UTC"
+    priority: str = Priority.NORMAL.value  # the default of a submit that names none
 
     @property
     def is_async(self) -> bool:
@@ -122,12 +125,14 @@ class JobRegistry:
         limits: Limits | None = None,
         schedule: str | None = None,
         schedule_zone: str = "UTC",
+        priority: str = "normal",
     ) -> Callable[[Handler], Handler]:
         """Register the decorated function as the handler of job type ``name``.
         ``retry`` (or just ``max_attempts``) overrides the worker's default policy;
         only errors in ``retry_on`` are retried. ``run_in="process"`` runs a ``def``
         handler in its own process (killable, memory-capped). ``schedule`` (a cron
-        expression, in ``schedule_zone``) submits one with empty params at each tick."""
+        expression, in ``schedule_zone``) submits one with empty params at each tick.
+        ``priority`` (high, normal, low) is the default of a submit that names none."""
 
         def register(handler: Handler) -> Handler:
             policy = retry
@@ -143,6 +148,7 @@ class JobRegistry:
                 limits=limits or Limits(),
                 schedule=schedule,
                 schedule_zone=schedule_zone,
+                priority=priority,
             )
             return handler
 
@@ -160,9 +166,14 @@ class JobRegistry:
         limits: Limits | None = None,
         schedule: str | None = None,
         schedule_zone: str = "UTC",
+        priority: str = "normal",
     ) -> JobType:
         if not NAME.fullmatch(name) or name in RESERVED:
             msg = f"job type name {name!r} must match {NAME.pattern}, not one of {sorted(RESERVED)}"
+            raise ValueError(msg)
+        check_pool_name(pool)
+        if priority not in {p.value for p in Priority}:
+            msg = f"{name}: priority {priority!r} is not one of high, normal, low"
             raise ValueError(msg)
         if name in self._types:
             msg = f"job type {name!r} is already registered"
@@ -184,6 +195,7 @@ class JobRegistry:
             limits=limits or Limits(),
             schedule=schedule,
             schedule_zone=schedule_zone,
+            priority=priority,
         )
         self._types[name] = job_type
         return job_type

@@ -74,6 +74,7 @@ class JobLedger(Application[UUID]):
         max_attempts: int,
         origin: Origin,
         run_at: datetime | None = None,
+        priority: str = "normal",
     ) -> Committed:
         job = Job.submit(
             job_id=job_id,
@@ -85,6 +86,7 @@ class JobLedger(Application[UUID]):
             max_attempts=max_attempts,
             origin=origin,
             run_at=run_at,
+            priority=priority,
         )
         return self.append_submitted(job)
 

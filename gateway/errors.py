@@ -12,6 +12,7 @@ from application.ticks import InvalidSchedule
 from domain.errors import (
     DuplicateSubmission,
     InvalidParams,
+    InvalidPriority,
     InvalidProgress,
     InvalidTransition,
     JobNotFound,
@@ -32,6 +33,7 @@ STATUS: dict[type[LedgerError], int] = {
     ScheduleDeleted: 404,
     ScheduleExists: 409,
     InvalidSchedule: 422,
+    InvalidPriority: 422,
 }
 
 

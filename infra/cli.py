@@ -104,7 +104,16 @@ def _submit(args: argparse.Namespace, token: str | None) -> int:
     when = {"run_at": args.run_at, "delay_s": args.delay_s}
     if args.count > 1:
         return asyncio.run(
-            demo.submit_alike(args.url, args.type, args.case_id, params, args.count, token, **when)
+            demo.submit_alike(
+                args.url,
+                args.type,
+                args.case_id,
+                params,
+                args.count,
+                token,
+                priority=args.priority,
+                **when,
+            )
         )
     return asyncio.run(
         demo.submit_and_watch(
@@ -116,6 +125,7 @@ def _submit(args: argparse.Namespace, token: str | None) -> int:
             token=token,
             idempotency_key=args.idempotency_key,
             **when,
+            priority=args.priority,
         )
     )
 
@@ -476,7 +486,7 @@ def _parser() -> argparse.ArgumentParser:
                 "run: every pool the app registers unless named)",
             )
             sub.add_argument("--concurrency", type=int, help="jobs run at once per worker")
-            sub.add_argument("--prefetch", type=int, help="messages held unacked per worker")
+            sub.add_argument("--prefetch", type=int, help="unacked messages per lane")
         if name == "worker":
             sub.add_argument("--processes", type=int, help="worker processes to run and keep up")
         if name == "run":
@@ -548,6 +558,11 @@ def _add_submit(commands: Any, dev_help: str) -> None:
     submit.add_argument("--watch", action="store_true", help="follow it until it ends")
     submit.add_argument("--idempotency-key", help="a key used before returns the earlier job")
     submit.add_argument(
+        "--priority",
+        choices=("high", "normal", "low"),
+        help="taken before lower ones by a worker (default: the job type's own)",
+    )
+    submit.add_argument(
         "--count", type=int, default=1, help="submit this many alike (POST /jobs/batch)"
     )
     when = submit.add_mutually_exclusive_group()
@@ -558,7 +573,8 @@ def _add_submit(commands: Any, dev_help: str) -> None:
         dest="jobs_from",
         metavar="FILE",
         help='NDJSON jobs, one {"type", "case_id", "params", "idempotency_key", "run_at" or '
-        "\"delay_s\"} a line ('-': standard input), submitted through POST /jobs/batch",
+        '"delay_s", "priority"} a line (\'-\': standard input), submitted through '
+        "POST /jobs/batch",
     )
 
 

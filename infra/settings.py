@@ -39,6 +39,9 @@ class AmqpSettings(BaseModel):
     delay_levels: int = Field(default=16, ge=1, le=24)
     delivery_limit: int = 20
     publish_window: int = 256
+    # Deliveries a tenant may have waiting (sent, not started) in a pool's priority
+    # lanes before its next ones go to the pool's bulk lane (application/lanes.py).
+    tenant_share: int = Field(default=16, ge=1)
 
 
 class LedgerSettings(BaseModel):
@@ -89,6 +92,9 @@ class WorkerSettings(BaseModel):
     pool: str = "default"
     concurrency: int = 4
     prefetch: int = 8
+    # Picks of a higher lane a waiting lower lane may be passed over before it is
+    # served once (application/lanes.py).
+    starvation_bound: int = Field(default=8, ge=1)
     progress_interval_s: float = 0.1
     # A failed attempt's traceback, logged at ERROR with the job's ids (it is kept in
     # the ledger either way): off where error texts may hold patient data.

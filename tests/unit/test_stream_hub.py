@@ -75,7 +75,11 @@ def test_an_event_carries_its_position_status_and_data_but_never_the_params() ->
     data = drained(subscription)
     assert [d["status"] for d in data] == ["queued", "running", "running", "succeeded"]
     assert "secret-scan" not in "".join(frames)
-    assert data[0]["data"] == {"max_attempts": 1, "run_at": None}  # pool and params stay out
+    assert data[0]["data"] == {
+        "max_attempts": 1,
+        "run_at": None,
+        "priority": "normal",
+    }  # pool and params stay out
     assert data[3]["type"] == "Succeeded" and data[3]["data"] == {"result": {"ok": True}}
 
 
