@@ -29,6 +29,9 @@ class SubmittableType(Protocol):
     @property
     def max_attempts(self) -> int | None: ...
 
+    @property
+    def priority(self) -> str: ...
+
 
 class SubmittableTypes(Protocol):
     def get(self, name: str) -> SubmittableType:
@@ -53,6 +56,7 @@ class Submission:
     params: dict[str, Any]
     idempotency_key: str | None = None
     run_at: datetime | None = None
+    priority: str | None = None  # None: the job type's own
 
 
 class BeyondHorizon(LedgerError):
@@ -114,12 +118,13 @@ class Submissions:
         params: dict[str, Any],
         origin: Origin,
         run_at: datetime | None = None,
+        priority: str | None = None,
     ) -> Submitted:
         """Append the job, within the tenant's quota (else QuotaExceeded). Submitted
         again under the same id (its idempotency key),
         the job there is the answer, if it is this tenant's and of this type and case;
         another tenant's is JobNotFound, another type's or case's DuplicateSubmission."""
-        job = self._admitted(job_id, tenant, case_id, job_type, params, origin, run_at)
+        job = self._admitted(job_id, tenant, case_id, job_type, params, origin, run_at, priority)
         try:
             committed = self.ledger.append_submitted(job)
         except DuplicateSubmission:
@@ -136,6 +141,7 @@ class Submissions:
         params: dict[str, Any],
         origin: Origin,
         run_at: datetime | None = None,
+        priority: str | None = None,
     ) -> Submitted:
         """``submit`` for a caller on an event loop: validated and handed to the
         ledger's writer on the loop, awaited while the batch is written; only what
@@ -154,9 +160,10 @@ class Submissions:
                     params=params,
                     origin=origin,
                     run_at=run_at,
+                    priority=priority,
                 )
             )
-        job = self._admitted(job_id, tenant, case_id, job_type, params, origin, run_at)
+        job = self._admitted(job_id, tenant, case_id, job_type, params, origin, run_at, priority)
         try:
             committed = await asyncio.wrap_future(self.ledger.append_submitted_later(job))
         except DuplicateSubmission:
@@ -172,9 +179,10 @@ class Submissions:
         params: dict[str, Any],
         origin: Origin,
         run_at: datetime | None,
+        priority: str | None = None,
     ) -> Job:
         """The job, validated and within the tenant's quota, not yet appended."""
-        job = self._new_job(job_id, tenant, case_id, job_type, params, origin, run_at)
+        job = self._new_job(job_id, tenant, case_id, job_type, params, origin, run_at, priority)
         if self.quotas is not None:
             self.quotas.admit(tenant)  # raises QuotaExceeded
         return job
@@ -188,9 +196,11 @@ class Submissions:
         params: dict[str, Any],
         origin: Origin,
         run_at: datetime | None = None,
+        priority: str | None = None,
     ) -> Job:
-        """The job as submitted, its params validated (UnknownJobType, InvalidParams)
-        and its ``run_at`` within the horizon (BeyondHorizon; a time past runs now)."""
+        """The job as submitted, its params validated (UnknownJobType, InvalidParams),
+        its ``run_at`` within the horizon (BeyondHorizon; a time past runs now), at
+        ``priority`` or its type's (InvalidPriority)."""
         if run_at is not None and run_at - datetime.now(UTC) > timedelta(seconds=self.horizon_s):
             raise BeyondHorizon(run_at, self.horizon_s)
         normalised = self.job_types.validate(job_type, params)
@@ -205,6 +215,7 @@ class Submissions:
             max_attempts=kind.max_attempts or self.default_max_attempts,
             origin=origin,
             run_at=run_at,
+            priority=priority or kind.priority,
         )
 
     def _answer_taken(self, submitted: Job) -> Submitted:
@@ -270,7 +281,14 @@ class Submissions:
     def _job(self, tenant: str, item: Submission, origin: Origin) -> Job:
         job_id = self.job_id(tenant, item.idempotency_key)
         return self._new_job(
-            job_id, tenant, item.case_id, item.job_type, item.params, origin, item.run_at
+            job_id,
+            tenant,
+            item.case_id,
+            item.job_type,
+            item.params,
+            origin,
+            item.run_at,
+            item.priority,
         )
 
     def _existing(

@@ -27,7 +27,7 @@ from client.errors import (
     Unreachable,
     WaitTimeout,
 )
-from client.models import HistoryEvent, Job, JobSpec, StreamEvent, Submitted, rfc3339
+from client.models import HistoryEvent, Job, JobSpec, Schedule, StreamEvent, Submitted, rfc3339
 from client.sse import SseParser
 
 POSITION_HEADER = "X-Ledger-Position"
@@ -91,14 +91,17 @@ class Core:
         correlation_id: str | None,
         run_at: datetime | str | None = None,
         delay_s: float | None = None,
+        priority: str | None = None,
     ) -> Call:
         headers = {}
         if idempotency_key is not None:
             headers["Idempotency-Key"] = idempotency_key
         if correlation_id is not None:
             headers["X-Correlation-ID"] = correlation_id
-        body = {"type": job_type, "case_id": case_id, "params": dict(params or {})}
+        body: dict[str, Any] = {"type": job_type, "case_id": case_id, "params": dict(params or {})}
         body.update(timing(run_at, delay_s))
+        if priority is not None:
+            body["priority"] = priority
         return Call("POST", "/jobs", json=body, headers=headers)
 
     def batches(self, jobs: Iterable[JobSpec | Mapping[str, Any]]) -> list[tuple[int, Call]]:
@@ -133,6 +136,26 @@ class Core:
     def retry(self, job_id: str) -> Call:
         return Call("POST", f"/jobs/{_seg(job_id)}/retry")
 
+    def add_schedule(self, name: str, cron: str, job_type: str, case_id: str, **opts: Any) -> Call:
+        """``opts``: params, zone, catch_up, paused (absent: the gateway's defaults)."""
+        body = {"name": name, "cron": cron, "type": job_type, "case_id": case_id}
+        body.update({k: v for k, v in opts.items() if v is not None})
+        return Call("POST", "/schedules", json=body)
+
+    def schedules(self) -> Call:
+        return Call("GET", "/schedules")
+
+    def get_schedule(self, schedule_id: str) -> Call:
+        return Call("GET", f"/schedules/{_seg(schedule_id)}")
+
+    def change_schedule(self, schedule_id: str, **fields: Any) -> Call:
+        """``fields``: cron, zone, type, case_id, params, catch_up, paused."""
+        body = {k: v for k, v in fields.items() if v is not None}
+        return Call("PATCH", f"/schedules/{_seg(schedule_id)}", json=body)
+
+    def delete_schedule(self, schedule_id: str) -> Call:
+        return Call("DELETE", f"/schedules/{_seg(schedule_id)}")
+
     def stream_timeout(self, read_s: float | None) -> httpx.Timeout:
         return httpx.Timeout(self.timeout, read=read_s)
 
@@ -156,6 +179,14 @@ def batch_submitted(response: httpx.Response) -> list[Submitted]:
 
 def job(response: httpx.Response) -> Job:
     return Job.from_json(response.json())
+
+
+def schedule(response: httpx.Response) -> Schedule:
+    return Schedule.from_json(response.json())
+
+
+def schedules(response: httpx.Response) -> list[Schedule]:
+    return [Schedule.from_json(s) for s in response.json()["schedules"]]
 
 
 def history(response: httpx.Response) -> list[HistoryEvent]:
@@ -239,6 +270,7 @@ def spec_of(job: JobSpec | Mapping[str, Any]) -> JobSpec:
         idempotency_key=job.get("idempotency_key"),
         run_at=job.get("run_at"),
         delay_s=job.get("delay_s"),
+        priority=job.get("priority"),
     )
 
 

@@ -14,7 +14,7 @@ import httpx
 
 from client import _core
 from client.errors import ApiError, Unreachable
-from client.models import HistoryEvent, Job, JobSpec, StreamEvent, Submitted
+from client.models import HistoryEvent, Job, JobSpec, Schedule, StreamEvent, Submitted
 
 
 class AsyncClient:
@@ -58,9 +58,10 @@ class AsyncClient:
         correlation_id: str | None = None,
         run_at: datetime | str | None = None,
         delay_s: float | None = None,
+        priority: str | None = None,
     ) -> AsyncJobHandle:
         call = self._core.submit(
-            job_type, case_id, params, idempotency_key, correlation_id, run_at, delay_s
+            job_type, case_id, params, idempotency_key, correlation_id, run_at, delay_s, priority
         )
         return AsyncJobHandle(self, _core.submitted(await self._send(call)))
 
@@ -99,6 +100,54 @@ class AsyncClient:
                 yield item
             if cursor is None:
                 return
+
+    async def add_schedule(
+        self,
+        name: str,
+        cron: str,
+        job_type: str,
+        case_id: str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        zone: str | None = None,
+        catch_up: str | None = None,
+        paused: bool | None = None,
+    ) -> Schedule:
+        """A job of ``job_type`` on ``case_id`` at each tick of ``cron`` in ``zone``
+        (default UTC); ``catch_up``: all, latest (default) or none."""
+        call = self._core.add_schedule(
+            name,
+            cron,
+            job_type,
+            case_id,
+            params=dict(params) if params is not None else None,
+            zone=zone,
+            catch_up=catch_up,
+            paused=paused,
+        )
+        return _core.schedule(await self._send(call))
+
+    async def schedules(self) -> list[Schedule]:
+        """The tenant's schedules, by name."""
+        return _core.schedules(await self._send(self._core.schedules()))
+
+    async def get_schedule(self, schedule_id: str) -> Schedule:
+        """The schedule with its history (every change and tick fired)."""
+        return _core.schedule(await self._send(self._core.get_schedule(str(schedule_id))))
+
+    async def change_schedule(self, schedule_id: str, **fields: Any) -> Schedule:
+        """Change only the fields given: cron, zone, type, case_id, params, catch_up."""
+        call = self._core.change_schedule(str(schedule_id), **fields)
+        return _core.schedule(await self._send(call))
+
+    async def pause_schedule(self, schedule_id: str) -> Schedule:
+        return await self.change_schedule(schedule_id, paused=True)
+
+    async def resume_schedule(self, schedule_id: str) -> Schedule:
+        return await self.change_schedule(schedule_id, paused=False)
+
+    async def delete_schedule(self, schedule_id: str) -> None:
+        await self._send(self._core.delete_schedule(str(schedule_id)))
 
     async def _send(self, call: _core.Call) -> httpx.Response:
         try:

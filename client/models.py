@@ -36,6 +36,7 @@ class Job:
     progress_message: str
     attempt: int
     max_attempts: int
+    priority: str
     error: str | None
     result: dict[str, Any] | None
     correlation_id: str
@@ -65,6 +66,7 @@ class Job:
             progress_message=data.get("progress_message", ""),
             attempt=data.get("attempt", 0),
             max_attempts=data.get("max_attempts", 0),
+            priority=data.get("priority", "normal"),
             error=data.get("error"),
             result=data.get("result"),
             correlation_id=data.get("correlation_id", ""),
@@ -216,6 +218,7 @@ class JobSpec:
     idempotency_key: str | None = None
     run_at: datetime | str | None = None  # not before then (aware, or RFC 3339)
     delay_s: float | None = None  # or not before this many seconds from now
+    priority: str | None = None  # high, normal or low; None: the job type's own
 
     def to_json(self) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -229,6 +232,8 @@ class JobSpec:
             body["run_at"] = rfc3339(self.run_at)
         if self.delay_s is not None:
             body["delay_s"] = self.delay_s
+        if self.priority is not None:
+            body["priority"] = self.priority
         return body
 
 
@@ -243,3 +248,43 @@ class Submitted:
     status: str
     created: bool
     job: Job | None = None
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """A cron schedule (``/schedules``): a job of ``type`` on ``case_id`` at each tick
+    of ``cron`` in ``zone``. ``history`` is read only by ``get_schedule``."""
+
+    id: str
+    name: str
+    cron: str
+    zone: str
+    type: str
+    case_id: str
+    params: dict[str, Any]
+    catch_up: str
+    paused: bool
+    created_by: str
+    last_tick: datetime | None
+    last_job_id: str | None
+    next_tick: datetime | None
+    history: list[HistoryEvent] = field(default_factory=list)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Schedule:
+        return cls(
+            id=str(data["id"]),
+            name=data["name"],
+            cron=data["cron"],
+            zone=data["zone"],
+            type=data["type"],
+            case_id=data["case_id"],
+            params=dict(data.get("params") or {}),
+            catch_up=data["catch_up"],
+            paused=data["paused"],
+            created_by=data.get("created_by", ""),
+            last_tick=_time(data.get("last_tick")),
+            last_job_id=None if data.get("last_job_id") is None else str(data["last_job_id"]),
+            next_tick=_time(data.get("next_tick")),
+            history=[HistoryEvent.from_json(e) for e in data.get("history", [])],
+        )

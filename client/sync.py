@@ -12,7 +12,7 @@ import httpx
 
 from client import _core
 from client.errors import ApiError, Unreachable
-from client.models import HistoryEvent, Job, JobSpec, StreamEvent, Submitted
+from client.models import HistoryEvent, Job, JobSpec, Schedule, StreamEvent, Submitted
 
 
 class Client:
@@ -61,12 +61,14 @@ class Client:
         correlation_id: str | None = None,
         run_at: datetime | str | None = None,
         delay_s: float | None = None,
+        priority: str | None = None,
     ) -> JobHandle:
         """Submit a job (``POST /jobs``). With an ``idempotency_key`` used before, the
         handle is the earlier job's (``handle.created`` is False). ``run_at`` (an aware
-        datetime or RFC 3339) or ``delay_s``: the job is ``scheduled`` until then."""
+        datetime or RFC 3339) or ``delay_s``: the job is ``scheduled`` until then.
+        ``priority`` (high, normal, low) overrides the job type's."""
         call = self._core.submit(
-            job_type, case_id, params, idempotency_key, correlation_id, run_at, delay_s
+            job_type, case_id, params, idempotency_key, correlation_id, run_at, delay_s, priority
         )
         return JobHandle(self, _core.submitted(self._send(call)))
 
@@ -109,6 +111,54 @@ class Client:
             yield from items
             if cursor is None:
                 return
+
+    def add_schedule(
+        self,
+        name: str,
+        cron: str,
+        job_type: str,
+        case_id: str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        zone: str | None = None,
+        catch_up: str | None = None,
+        paused: bool | None = None,
+    ) -> Schedule:
+        """A job of ``job_type`` on ``case_id`` at each tick of ``cron`` in ``zone``
+        (default UTC); ``catch_up``: all, latest (default) or none."""
+        call = self._core.add_schedule(
+            name,
+            cron,
+            job_type,
+            case_id,
+            params=dict(params) if params is not None else None,
+            zone=zone,
+            catch_up=catch_up,
+            paused=paused,
+        )
+        return _core.schedule(self._send(call))
+
+    def schedules(self) -> list[Schedule]:
+        """The tenant's schedules, by name."""
+        return _core.schedules(self._send(self._core.schedules()))
+
+    def get_schedule(self, schedule_id: str) -> Schedule:
+        """The schedule with its history (every change and tick fired)."""
+        return _core.schedule(self._send(self._core.get_schedule(str(schedule_id))))
+
+    def change_schedule(self, schedule_id: str, **fields: Any) -> Schedule:
+        """Change only the fields given: cron, zone, type, case_id, params, catch_up."""
+        call = self._core.change_schedule(str(schedule_id), **fields)
+        return _core.schedule(self._send(call))
+
+    def pause_schedule(self, schedule_id: str) -> Schedule:
+        return self.change_schedule(schedule_id, paused=True)
+
+    def resume_schedule(self, schedule_id: str) -> Schedule:
+        return self.change_schedule(schedule_id, paused=False)
+
+    def delete_schedule(self, schedule_id: str) -> None:
+        self._send(self._core.delete_schedule(str(schedule_id)))
 
     def _send(self, call: _core.Call) -> httpx.Response:
         try:

@@ -24,7 +24,8 @@ from eventsourcing.persistence import Tracking
 from opentelemetry.trace import SpanKind
 
 from application.delivery import CONTENT_TYPE, Delivery
-from application.outbox import BroadcastCancel, Send, messages_for
+from application.lanes import Lane, TenantShares
+from application.outbox import BroadcastCancel, Send, messages_shared_fairly
 from consumers.messages import delivery_message
 from consumers.routing import Names
 from consumers.telemetry import current_traceparent, messaging_span
@@ -56,6 +57,7 @@ class Dispatcher:
         publish_window: int = 256,
         batches_in_flight: int = 4,
         record_interval_s: float = 0.05,
+        shares: TenantShares | None = None,
     ) -> None:
         self.source = source
         self.positions = positions
@@ -67,6 +69,7 @@ class Dispatcher:
         self.window = asyncio.Semaphore(publish_window)
         self.batches_in_flight = batches_in_flight
         self.record_interval_s = record_interval_s
+        self.shares = shares or TenantShares()
         self.published = 0
         # Batches read and published, in ledger order, not yet recorded: each with
         # its last position and its publishes' confirms.
@@ -104,7 +107,9 @@ class Dispatcher:
                 m
                 for event, _ in batch
                 if event is not None
-                for m in messages_for(event, now, range_s=self.names.max_delay_s)
+                for m in messages_shared_fairly(
+                    event, now, self.shares, range_s=self.names.max_delay_s
+                )
             ]
             publishes = [asyncio.create_task(self._publish(m)) for m in messages]
             for publish in publishes:
@@ -149,22 +154,23 @@ class Dispatcher:
 
     async def _publish(self, message: Send | BroadcastCancel) -> None:
         match message:
-            case Send(delivery, delay_s):
-                await self.publish(delivery, delay_s)
+            case Send(delivery, delay_s, lane):
+                await self.publish(delivery, delay_s, lane)
             case BroadcastCancel(job_id):
                 await self.broadcast_cancel(job_id)
 
-    async def publish(self, delivery: Delivery, delay: float = 0) -> None:
-        """Publish and wait for the broker's confirm (raises if it refuses)."""
+    async def publish(self, delivery: Delivery, delay: float = 0, lane: Lane = Lane.NORMAL) -> None:
+        """Publish to ``lane`` and wait for the broker's confirm (raises if it refuses)."""
         delay_s = self.names.clamp_delay(delay)
         exchange = self.delay_exchange if delay_s else self.work_exchange
         with messaging_span("publish", SpanKind.PRODUCER, delivery, exchange.name) as span:
             span.set_attribute("jobledger.delay_s", delay_s)
+            span.set_attribute("jobledger.lane", lane.value)
             message = delivery_message(delivery, delay_s, current_traceparent(delivery.traceparent))
             async with self.window:
                 await exchange.publish(
                     message,
-                    routing_key=self.names.routing_key(delivery.pool, delay_s),
+                    routing_key=self.names.routing_key(delivery.pool, delay_s, lane),
                     mandatory=True,
                 )
 

@@ -16,6 +16,7 @@ import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractIncomingMessage
 
 from application.delivery import CONTENT_TYPE, DUE_AT_HEADER, Delivery, new_delivery_id
+from application.lanes import Lane
 from consumers.routing import Names
 
 log = logging.getLogger("jobledger.worker")
@@ -75,13 +76,19 @@ class Messages:
         log.warning("dead-lettered %s: %s", message.message_id, reason)
 
     async def defer(
-        self, message: AbstractIncomingMessage, delivery: Delivery, wait_s: float
+        self,
+        message: AbstractIncomingMessage,
+        delivery: Delivery,
+        wait_s: float,
+        lane: Lane = Lane.NORMAL,
     ) -> None:
-        """Send a new copy of the delivery round the delay queues for ``wait_s``, then
-        ack this one. Nothing started, so no copy is the attempt's own yet."""
+        """Send a new copy of the delivery round the delay queues for ``wait_s``, back
+        to its ``lane``, then ack this one. Nothing started, so no copy is the
+        attempt's own yet."""
         delay_s = max(self.names.clamp_delay(wait_s), 1)
         again = delivery_message(replace(delivery, delivery_id=new_delivery_id()), delay_s)
-        await self.delay.publish(again, routing_key=self.names.routing_key(delivery.pool, delay_s))
+        key = self.names.routing_key(delivery.pool, delay_s, lane)
+        await self.delay.publish(again, routing_key=key)
         await message.ack()
 
     async def listen_for_cancels(

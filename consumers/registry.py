@@ -26,7 +26,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from consumers.routing import check_pool_name
 from domain.errors import InvalidParams, UnknownJobType
+from domain.priority import Priority
 from domain.retry import RetryPolicy
 
 Handler = Callable[..., Awaitable[Any]] | Callable[..., Any]
@@ -70,6 +72,11 @@ class JobType:
     retry: RetryPolicy | None = None
     retry_on: tuple[type[BaseException], ...] = (Exception,)
     limits: Limits = field(default_factory=Limits)
+    # A cron expression: the scheduler submits a job of this type at each tick
+    # (params {}; see README "Cron schedules").
+    schedule: str | None = None
+    schedule_zone: str = "UTC"
+    priority: str = Priority.NORMAL.value  # the default of a submit that names none
 
     @property
     def is_async(self) -> bool:
@@ -116,11 +123,16 @@ class JobRegistry:
         retry_on: tuple[type[BaseException], ...] = (Exception,),
         run_in: RunIn | None = None,
         limits: Limits | None = None,
+        schedule: str | None = None,
+        schedule_zone: str = "UTC",
+        priority: str = "normal",
     ) -> Callable[[Handler], Handler]:
         """Register the decorated function as the handler of job type ``name``.
         ``retry`` (or just ``max_attempts``) overrides the worker's default policy;
         only errors in ``retry_on`` are retried. ``run_in="process"`` runs a ``def``
-        handler in its own process (killable, memory-capped)."""
+        handler in its own process (killable, memory-capped). ``schedule`` (a cron
+        expression, in ``schedule_zone``) submits one with empty params at each tick.
+        ``priority`` (high, normal, low) is the default of a submit that names none."""
 
         def register(handler: Handler) -> Handler:
             policy = retry
@@ -134,6 +146,9 @@ class JobRegistry:
                 retry_on=retry_on,
                 run_in=run_in,
                 limits=limits or Limits(),
+                schedule=schedule,
+                schedule_zone=schedule_zone,
+                priority=priority,
             )
             return handler
 
@@ -149,9 +164,16 @@ class JobRegistry:
         retry_on: tuple[type[BaseException], ...] = (Exception,),
         run_in: RunIn | None = None,
         limits: Limits | None = None,
+        schedule: str | None = None,
+        schedule_zone: str = "UTC",
+        priority: str = "normal",
     ) -> JobType:
         if not NAME.fullmatch(name) or name in RESERVED:
             msg = f"job type name {name!r} must match {NAME.pattern}, not one of {sorted(RESERVED)}"
+            raise ValueError(msg)
+        check_pool_name(pool)
+        if priority not in {p.value for p in Priority}:
+            msg = f"{name}: priority {priority!r} is not one of high, normal, low"
             raise ValueError(msg)
         if name in self._types:
             msg = f"job type {name!r} is already registered"
@@ -171,6 +193,9 @@ class JobRegistry:
             retry=retry,
             retry_on=retry_on,
             limits=limits or Limits(),
+            schedule=schedule,
+            schedule_zone=schedule_zone,
+            priority=priority,
         )
         self._types[name] = job_type
         return job_type
@@ -183,6 +208,10 @@ class JobRegistry:
 
     def names(self) -> list[str]:
         return sorted(self._types)
+
+    def scheduled(self) -> list[JobType]:
+        """The job types declared with a ``schedule``."""
+        return [t for _, t in sorted(self._types.items()) if t.schedule is not None]
 
     def validate(self, name: str, params: dict[str, Any]) -> dict[str, Any]:
         """The params as a client may submit them (unknown fields refused), in the JSON

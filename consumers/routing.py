@@ -6,6 +6,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from application.lanes import LANES, Lane
+
 DELAY_LEVELS = 16
 
 
@@ -25,8 +27,19 @@ class Names:
     def work_exchange(self) -> str:
         return f"{self.prefix}.work"
 
-    def work_queue(self, pool: str) -> str:
-        return f"{self.prefix}.work.{pool}"
+    def work_queue(self, pool: str, lane: Lane = Lane.NORMAL) -> str:
+        """The queue of ``pool``'s ``lane``: ``normal`` keeps the pool's original name,
+        so what a deployment had queued before lanes is still consumed."""
+        if lane is Lane.NORMAL:
+            return f"{self.prefix}.work.{pool}"
+        return f"{self.prefix}.work.{pool}.{lane}"
+
+    def lane_binding(self, pool: str, lane: Lane) -> str:
+        """The binding of a lane's queue: ``#.<pool>`` for ``normal`` (as before lanes),
+        the pool and the lane after exactly the delay's bits for any other."""
+        if lane is Lane.NORMAL:
+            return f"#.{pool}"
+        return ".".join(["*"] * self.delay_levels + [pool, lane])
 
     @property
     def dead_exchange(self) -> str:
@@ -47,15 +60,25 @@ class Names:
     def delay_entry(self) -> str:
         return self.delay(self.delay_levels - 1)
 
-    def routing_key(self, pool: str, delay_s: int = 0) -> str:
-        """The key that carries a delivery to ``pool`` after ``delay_s`` seconds: the
-        delay's bits, most significant first, then the pool."""
+    def routing_key(self, pool: str, delay_s: int = 0, lane: Lane = Lane.NORMAL) -> str:
+        """The key that carries a delivery to ``pool``'s ``lane`` after ``delay_s``
+        seconds: the delay's bits, most significant first, then the pool, then the
+        lane unless it is ``normal`` (whose keys are those from before lanes)."""
         if not 0 <= delay_s <= self.max_delay_s:
             msg = f"delay of {delay_s}s is outside 0..{self.max_delay_s}s"
             raise ValueError(msg)
         bits = format(delay_s, f"0{self.delay_levels}b")
-        return ".".join([*bits, pool])
+        return ".".join([*bits, pool] if lane is Lane.NORMAL else [*bits, pool, lane])
 
     def clamp_delay(self, delay_s: float) -> int:
         """Whole seconds, rounded up, within what the delay levels can carry."""
         return min(max(math.ceil(delay_s), 0), self.max_delay_s)
+
+
+def check_pool_name(pool: str) -> str:
+    """A pool may not be named after a lane: its queue's binding ``#.<pool>`` would
+    take the other pools' deliveries to that lane."""
+    if pool in {lane.value for lane in LANES} - {Lane.NORMAL.value} or not pool or "." in pool:
+        msg = f"pool name {pool!r} must be non-empty, without dots, and not a lane's name"
+        raise ValueError(msg)
+    return pool

@@ -44,6 +44,13 @@ class InvalidProgress(LedgerError):
     """Progress must be a percentage between 0 and 100."""
 
 
+class InvalidPriority(LedgerError):
+    """A job's priority is high, normal or low."""
+
+    def __init__(self, value: str) -> None:
+        super().__init__(f"priority {value!r} is not one of high, normal, low")
+
+
 class UnknownJobType(LedgerError):
     """No job type of this name is registered."""
 

@@ -27,6 +27,7 @@ from domain.errors import (
     StaleDelivery,
 )
 from domain.origin import Origin
+from domain.priority import Priority
 
 
 class Status(StrEnum):
@@ -74,12 +75,14 @@ class Job(Aggregate):
         pool: str
         max_attempts: int
         run_at: datetime | None  # v2: not before then (None: at once)
+        priority: str
 
         class_version = 2
 
         @staticmethod
         def upcast_v1_v2(state: dict[str, Any]) -> None:
             state["run_at"] = None  # submitted before jobs could be delayed
+            state["priority"] = Priority.NORMAL.value  # submitted before priorities
 
     class Started(Event):
         """``delivery_id`` names the message copy that started the attempt: that copy,
@@ -156,9 +159,10 @@ class Job(Aggregate):
     class HandedOver(Event):
         """A scheduled job held in the ledger (its ``run_at`` was beyond what the delay
         queues carry when it was submitted) came within their range: the dispatcher
-        sends its delivery to arrive at ``run_at``."""
+        sends its delivery to arrive at ``run_at``, in the lane of its ``priority``."""
 
         run_at: datetime
+        priority: str
 
         def apply(self, job: Job) -> None:
             job.handed_over = True
@@ -183,6 +187,7 @@ class Job(Aggregate):
         params: dict[str, Any],
         pool: str,
         max_attempts: int,
+        priority: str,
         actor: str,
         correlation_id: str,
         timestamp: datetime,
@@ -190,6 +195,7 @@ class Job(Aggregate):
     ) -> None:
         self.tenant, self.case_id, self.job_type = tenant, case_id, job_type
         self.params, self.pool, self.max_attempts = params, pool, max_attempts
+        self.priority = priority
         self.correlation_id = correlation_id
         self.submitted_by, self.submitted_at = actor, timestamp
         self.run_at = run_at
@@ -220,12 +226,14 @@ class Job(Aggregate):
         max_attempts: int,
         origin: Origin,
         run_at: datetime | None = None,
+        priority: str = Priority.NORMAL,
     ) -> Job:
         """``run_at``: not before then; a time already past is no delay at all."""
         if max_attempts < 1:
             raise LedgerError("a job needs at least one attempt")
         if run_at is not None and run_at <= cls.Event.create_timestamp():
             run_at = None
+        priority = Priority.of(priority).value
         return cls._create(
             cls.Submitted,
             id=job_id,
@@ -236,6 +244,7 @@ class Job(Aggregate):
             params=params,
             pool=pool,
             max_attempts=max_attempts,
+            priority=priority,
             actor=storable.text(origin.actor),
             correlation_id=storable.text(origin.correlation_id),
             traceparent=origin.traceparent,
@@ -354,7 +363,7 @@ class Job(Aggregate):
             return False
         if self.run_at - (now or self.Event.create_timestamp()) > timedelta(seconds=range_s):
             return False
-        self._record(self.HandedOver, origin, run_at=self.run_at)
+        self._record(self.HandedOver, origin, run_at=self.run_at, priority=self.priority)
         return True
 
     def retry(self, origin: Origin) -> None:

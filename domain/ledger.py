@@ -74,6 +74,7 @@ class JobLedger(Application[UUID]):
         max_attempts: int,
         origin: Origin,
         run_at: datetime | None = None,
+        priority: str = "normal",
     ) -> Committed:
         job = Job.submit(
             job_id=job_id,
@@ -85,6 +86,7 @@ class JobLedger(Application[UUID]):
             max_attempts=max_attempts,
             origin=origin,
             run_at=run_at,
+            priority=priority,
         )
         return self.append_submitted(job)
 
@@ -250,13 +252,14 @@ class JobLedger(Application[UUID]):
             job: object = self.repository.get(job_id)
         except AggregateNotFoundError:
             raise JobNotFound from None
-        assert isinstance(job, Job)
+        if not isinstance(job, Job):
+            raise JobNotFound  # a schedule's id (schedules share the ledger)
         return job
 
     def job_history(self, job_id: UUID) -> Sequence[Job.Event | Job.Submitted]:
         """Every event of the job, oldest first."""
         history = list(self.events.get(job_id))
-        if not history:
+        if not history or not isinstance(history[0], Job.Submitted):
             raise JobNotFound
         return history  # type: ignore[return-value]
 

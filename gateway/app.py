@@ -10,7 +10,7 @@ from gateway import errors
 from gateway.correlation import CorrelationMiddleware
 from gateway.limits import RequestLimits
 from gateway.ops import Ops
-from gateway.routes import audit, dashboard, dlq, jobs, ops, queues, status_page, stream
+from gateway.routes import audit, dashboard, dlq, jobs, ops, queues, schedules, status_page, stream
 from gateway.services import Services
 
 
@@ -53,6 +53,8 @@ def create_app(
     app.include_router(jobs.build_router(services))
     app.include_router(dlq.build_router())
     app.include_router(audit.build_router())
+    if services.schedules is not None:
+        app.include_router(schedules.build_router(services.schedules))
     app.include_router(ops.build_router(operations or Ops()))
     app.include_router(queues.build_router())
     app.include_router(dashboard.build_router(trace_url))

@@ -8,15 +8,18 @@ from fastapi.responses import JSONResponse
 
 from application.quotas import QuotaExceeded, retry_after
 from application.submissions import BatchRefused, BeyondHorizon
+from application.ticks import InvalidSchedule
 from domain.errors import (
     DuplicateSubmission,
     InvalidParams,
+    InvalidPriority,
     InvalidProgress,
     InvalidTransition,
     JobNotFound,
     LedgerError,
     UnknownJobType,
 )
+from domain.schedule import ScheduleDeleted, ScheduleExists, ScheduleNotFound
 
 STATUS: dict[type[LedgerError], int] = {
     JobNotFound: 404,
@@ -26,6 +29,11 @@ STATUS: dict[type[LedgerError], int] = {
     InvalidParams: 422,
     InvalidProgress: 422,
     BeyondHorizon: 422,
+    ScheduleNotFound: 404,
+    ScheduleDeleted: 404,
+    ScheduleExists: 409,
+    InvalidSchedule: 422,
+    InvalidPriority: 422,
 }
 
 
@@ -53,6 +61,8 @@ async def ledger_error(request: Request, exc: Exception) -> JSONResponse:
             ]
         case BeyondHorizon():
             body["detail"] = [{"loc": ["body", "run_at"], "msg": str(exc), "type": "value_error"}]
+        case InvalidSchedule():
+            body["detail"] = [{"loc": ["body", exc.field], "msg": str(exc), "type": "value_error"}]
     return JSONResponse(body, status_code=_status_of(exc))
 
 

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 from uuid import UUID
 
+from domain.schedule import is_schedule_event
 from gateway.stream import Feed, StreamEvent, to_stream_event
 
 
@@ -123,7 +124,7 @@ class StreamHub:
 
     def _wanted(self, event: Any) -> bool:
         tenant = getattr(event, "tenant", None)
-        if tenant is None:
+        if tenant is None or is_schedule_event(event):  # streams follow jobs
             return False
         return (
             event.originator_id in self._by_job

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from pydantic import (
@@ -73,6 +73,15 @@ class Timing(BaseModel):
         return run_at_of(self.run_at, self.delay_s)
 
 
+PRIORITY_DESCRIPTION = (
+    "high, normal or low: a worker starts a waiting job of a higher priority first "
+    "(a lower one is passed over a bounded number of times). Absent: the job type's own."
+)
+PriorityIn = Annotated[
+    Literal["high", "normal", "low"] | None, Field(default=None, description=PRIORITY_DESCRIPTION)
+]
+
+
 class SubmitJob(Timing):
     model_config = ConfigDict(
         extra="forbid",
@@ -84,6 +93,7 @@ class SubmitJob(Timing):
     type: str = Field(pattern=JOB_TYPE, description="A registered job type.")
     case_id: str = Field(pattern=CASE_ID, description="The patient case the job works on.")
     params: dict[str, Any] = Field(default_factory=dict, description="The job type's params.")
+    priority: PriorityIn = None
 
 
 class BatchItem(Timing):
@@ -95,6 +105,7 @@ class BatchItem(Timing):
     idempotency_key: str | None = Field(
         default=None, max_length=128, description="Submitting again with it returns this job."
     )
+    priority: PriorityIn = None
 
 
 class SubmitBatch(BaseModel):
@@ -125,6 +136,7 @@ class JobOut(BaseModel):
     progress_message: str
     attempt: int
     max_attempts: int
+    priority: str
     error: str | None
     result: dict[str, Any] | None
     correlation_id: str
@@ -147,6 +159,7 @@ class JobOut(BaseModel):
             progress_message=job.progress_message,
             attempt=job.attempt,
             max_attempts=job.max_attempts,
+            priority=job.priority,
             error=job.error,
             result=job.result,
             correlation_id=job.correlation_id,

@@ -10,6 +10,7 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel
 
+from application.schedules import Schedules
 from application.submissions import Submissions
 from domain.ledger import JobLedger
 from gateway.caller import Identify
@@ -133,3 +134,4 @@ class Services:
     audit: AuditLog | None = None
     queues: Queues | None = None
     recent_figures: RecentFigures | None = None
+    schedules: Schedules | None = None

@@ -1,4 +1,4 @@
-"""``jobledger run``: every process in one, for development. The worker keeps a
+"""``jobledger run``: every process in one (the scheduler too), for development. The worker keeps a
 ledger of its own, as a ``jobledger worker`` process does."""
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from infra import auth
 from infra.bootstrap import open_ledger
 from infra.gateway_process import run_gateway
 from infra.ledger_processes import run_dispatcher, run_projector
+from infra.scheduler_process import run_scheduler
 from infra.settings import Settings
 from infra.worker_process import run_worker
 
@@ -23,6 +24,9 @@ async def run_all(settings: Settings, stopping: asyncio.Event, ready: asyncio.Ev
         asyncio.create_task(run_gateway(settings, stopping, gateway_ready, ledger), name="gateway"),
         asyncio.create_task(run_dispatcher(settings, stopping, ledger), name="dispatcher"),
         asyncio.create_task(run_projector(settings, stopping, ledger), name="projector"),
+        asyncio.create_task(
+            run_scheduler(settings, stopping, asyncio.Event(), ledger), name="scheduler"
+        ),
         asyncio.create_task(
             run_worker(settings, stopping, worker_ready, every_pool=True), name="worker"
         ),

@@ -25,7 +25,7 @@ from aio_pika.abc import AbstractRobustConnection
 from eventsourcing.persistence import InterfaceError, OperationalError
 
 from consumers.registry import JobRegistry
-from consumers.routing import Names
+from consumers.routing import Names, check_pool_name
 from domain.ledger import JobLedger
 from domain.retry import RetryPolicy
 from infra import ledger_store, topology
@@ -75,7 +75,7 @@ def pools_of(settings: Settings, registry: JobRegistry) -> list[str]:
 
 def served_pools(settings: Settings) -> list[str]:
     """The pools a ``jobledger worker`` consumes: ``--pool a,b`` names several."""
-    pools = [p.strip() for p in settings.worker.pool.split(",") if p.strip()]
+    pools = [check_pool_name(p.strip()) for p in settings.worker.pool.split(",") if p.strip()]
     return list(dict.fromkeys(pools)) or ["default"]
 
 

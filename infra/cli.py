@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "audit" and args.action == "head":
             return _audit_head(settings)
-        if args.command in ("submit", "watch", "history", "audit"):
+        if args.command in ("submit", "watch", "history", "audit", "schedule"):
             return _client_command(args, settings)
         if args.command == "verify":
             return _verify(settings, args.head)
@@ -104,7 +104,16 @@ def _submit(args: argparse.Namespace, token: str | None) -> int:
     when = {"run_at": args.run_at, "delay_s": args.delay_s}
     if args.count > 1:
         return asyncio.run(
-            demo.submit_alike(args.url, args.type, args.case_id, params, args.count, token, **when)
+            demo.submit_alike(
+                args.url,
+                args.type,
+                args.case_id,
+                params,
+                args.count,
+                token,
+                priority=args.priority,
+                **when,
+            )
         )
     return asyncio.run(
         demo.submit_and_watch(
@@ -116,6 +125,7 @@ def _submit(args: argparse.Namespace, token: str | None) -> int:
             token=token,
             idempotency_key=args.idempotency_key,
             **when,
+            priority=args.priority,
         )
     )
 
@@ -281,6 +291,11 @@ def _client_command(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "submit":
         return _submit(args, auth.client_token(settings))
     token = auth.client_token(settings) or ""
+    if args.command == "schedule":
+        from infra.schedule_cli import schedule_command  # noqa: PLC0415
+
+        params = dict(_param(p) for p in getattr(args, "param", []))
+        return schedule_command(args, token, params, sys.stdout)
     if args.command == "audit":
         from infra.audit_export import export  # noqa: PLC0415
 
@@ -391,6 +406,10 @@ def _process(command: str) -> Process:
                 await run_projector(s, stopping)
 
             return projector
+        case "scheduler":
+            from infra.scheduler_process import run_scheduler  # noqa: PLC0415
+
+            return run_scheduler
     raise ValueError(command)
 
 
@@ -454,6 +473,7 @@ def _parser() -> argparse.ArgumentParser:
         ("dispatcher", "publish the deliveries the ledger calls for"),
         ("projector", "maintain the job view"),
         ("worker", "run jobs"),
+        ("scheduler", "fire the cron schedules' ticks"),
     ]:
         sub = commands.add_parser(name, help=help_text)
         sub.add_argument("--app", help="module[:attribute] of the JobRegistry (JOBLEDGER_APP)")
@@ -466,7 +486,7 @@ def _parser() -> argparse.ArgumentParser:
                 "run: every pool the app registers unless named)",
             )
             sub.add_argument("--concurrency", type=int, help="jobs run at once per worker")
-            sub.add_argument("--prefetch", type=int, help="messages held unacked per worker")
+            sub.add_argument("--prefetch", type=int, help="unacked messages per lane")
         if name == "worker":
             sub.add_argument("--processes", type=int, help="worker processes to run and keep up")
         if name == "run":
@@ -522,6 +542,7 @@ def _parser() -> argparse.ArgumentParser:
     watcher.add_argument("job_id")
     watcher.add_argument("--url", default="http://127.0.0.1:8000")
     _add_audit_commands(commands, dev_help)
+    _add_schedule_command(commands, dev_help)
     return parser
 
 
@@ -537,6 +558,11 @@ def _add_submit(commands: Any, dev_help: str) -> None:
     submit.add_argument("--watch", action="store_true", help="follow it until it ends")
     submit.add_argument("--idempotency-key", help="a key used before returns the earlier job")
     submit.add_argument(
+        "--priority",
+        choices=("high", "normal", "low"),
+        help="taken before lower ones by a worker (default: the job type's own)",
+    )
+    submit.add_argument(
         "--count", type=int, default=1, help="submit this many alike (POST /jobs/batch)"
     )
     when = submit.add_mutually_exclusive_group()
@@ -547,8 +573,38 @@ def _add_submit(commands: Any, dev_help: str) -> None:
         dest="jobs_from",
         metavar="FILE",
         help='NDJSON jobs, one {"type", "case_id", "params", "idempotency_key", "run_at" or '
-        "\"delay_s\"} a line ('-': standard input), submitted through POST /jobs/batch",
+        '"delay_s", "priority"} a line (\'-\': standard input), submitted through '
+        "POST /jobs/batch",
     )
+
+
+def _add_schedule_command(commands: Any, dev_help: str) -> None:
+    schedule = commands.add_parser(
+        "schedule",
+        help="cron schedules of the token's tenant over HTTP: add, list, pause, resume, rm "
+        "(JOBLEDGER_TOKEN)",
+    )
+    actions = schedule.add_subparsers(dest="action", required=True)
+    add = actions.add_parser("add", help="add NAME CRON TYPE CASE_ID [--param k=v …]")
+    add.add_argument("name")
+    add.add_argument("cron", help='"*/5 * * * *"; 6 fields for seconds')
+    add.add_argument("type", help="the job type each tick submits")
+    add.add_argument("case_id", help="the case its jobs work on")
+    add.add_argument("--param", action="append", default=[], help="key=value (JSON value)")
+    add.add_argument("--zone", help="an IANA time zone (default UTC)")
+    add.add_argument(
+        "--catch-up", choices=["all", "latest", "none"], help="missed ticks (default latest)"
+    )
+    add.add_argument("--paused", action="store_true", help="paused from the start")
+    listing = actions.add_parser("list", help="the tenant's schedules")
+    named = [listing]
+    for action in ("pause", "resume", "rm"):
+        one = actions.add_parser(action, help=f"{action} a schedule, by name or id")
+        one.add_argument("name")
+        named.append(one)
+    for sub in (add, *named):
+        sub.add_argument("--dev", action="store_true", help=dev_help)
+        sub.add_argument("--url", default="http://127.0.0.1:8000")
 
 
 def _add_audit_commands(commands: Any, dev_help: str) -> None:

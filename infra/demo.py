@@ -29,6 +29,7 @@ async def submit_and_watch(
     idempotency_key: str | None = None,
     run_at: str | None = None,
     delay_s: float | None = None,
+    priority: str | None = None,
 ) -> int:
     async with AsyncClient(url, token) as jobs:
         try:
@@ -39,6 +40,7 @@ async def submit_and_watch(
                 idempotency_key=idempotency_key,
                 run_at=run_at,
                 delay_s=delay_s,
+                priority=priority,
             )
         except (ApiError, Unreachable) as exc:
             return _refused(exc)
@@ -61,9 +63,10 @@ async def submit_alike(
     token: str | None = None,
     run_at: str | None = None,
     delay_s: float | None = None,
+    priority: str | None = None,
 ) -> int:
     """``count`` jobs alike, through POST /jobs/batch, 1,000 to a request."""
-    spec = JobSpec(job_type, case_id, params, run_at=run_at, delay_s=delay_s)
+    spec = JobSpec(job_type, case_id, params, run_at=run_at, delay_s=delay_s, priority=priority)
     async with AsyncClient(url, token, timeout=60) as jobs:
         try:
             await jobs.submit_many(spec for _ in range(count))
@@ -74,7 +77,7 @@ async def submit_alike(
 
 
 async def submit_ndjson(url: str, lines: Iterable[str], token: str | None = None) -> int:
-    """Jobs read as NDJSON, one ``{"type", "case_id", "params", "idempotency_key"}``
+    """Jobs read as NDJSON, one ``{"type", "case_id", "params", "idempotency_key", "priority"}``
     a line, through POST /jobs/batch; a line per job (id, type, case, status), then
     how many."""
     try:
@@ -107,6 +110,7 @@ def _spec(number: int, line: str) -> JobSpec:
             idempotency_key=job.get("idempotency_key"),
             run_at=job.get("run_at"),
             delay_s=job.get("delay_s"),
+            priority=job.get("priority"),
         )
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise ValueError(

@@ -13,9 +13,11 @@ import uvicorn
 from fastapi import FastAPI
 
 from application.quotas import Quota, TenantQuotas
+from application.schedules import Schedules
 from application.submissions import Submissions
 from domain.errors import JobNotFound
 from domain.ledger import JobLedger
+from domain.schedule_book import ScheduleBook
 from gateway.app import create_app
 from gateway.http_server import with_header_timeout
 from gateway.ops import LiveWorker, Ops
@@ -27,6 +29,7 @@ from infra.bootstrap import load_registry, names_of, open_ledger, supervise, whe
 from infra.dead_letters import ManagementDeadLetters, ManagementQueues
 from infra.follower import LedgerFollower
 from infra.health import probes
+from infra.schedule_index import open_schedule_index
 from infra.settings import Settings
 from infra.streams import PostgresAuditLog, feed_hub, open_streams
 from projections.projection import JobView
@@ -65,6 +68,9 @@ def build_gateway(settings: Settings, ledger: JobLedger, streams: Streams | None
             settings.amqp.management_url, settings.amqp.url, names_of(settings)
         ),
         recent_figures=view.recent_figures,
+        schedules=Schedules(
+            ScheduleBook(ledger), registry, open_schedule_index(settings.postgres, ledger)
+        ),
     )
     workers = ledger_store.open_workers(settings.postgres, settings.worker.heartbeat_ttl_s)
 

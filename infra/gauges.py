@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 
 from aio_pika.abc import AbstractRobustConnection
 from opentelemetry import metrics
@@ -28,6 +28,7 @@ class QueueDepths:
         self.depths: dict[str, int] = {}
         self.unserved_since: dict[str, float] = {}  # queue: when it was first seen so
         self.warned: set[str] = set()
+        self.pools: dict[str, str] = {}  # each work queue's pool
         meter.create_observable_gauge(
             "jobledger.queue.depth",
             [self._work],
@@ -52,9 +53,14 @@ class QueueDepths:
         return []
 
     async def watch(
-        self, connection: AbstractRobustConnection, queues: list[str], interval_s: float
+        self,
+        connection: AbstractRobustConnection,
+        queues: Mapping[str, str],
+        interval_s: float,
     ) -> None:
-        """Sample every ``interval_s`` until cancelled (a passive declare per queue)."""
+        """Sample every ``interval_s`` until cancelled (a passive declare per queue);
+        ``queues`` maps each work queue (every lane of a pool) to its pool."""
+        self.pools.update(queues)
         while True:
             try:
                 async with connection.channel() as channel:
@@ -76,7 +82,7 @@ class QueueDepths:
         waited = time.monotonic() - since
         if waited >= self.unserved_after_s and queue not in self.warned:
             self.warned.add(queue)
-            pool = queue.rsplit(".", 1)[-1]
+            pool = self.pools.get(queue, queue.rsplit(".", 1)[-1])
             log.warning(
                 "queue %s holds %d jobs and has had no consumer for %.0f s: no worker "
                 "serves pool %r (start one with `jobledger worker --pool %s`)",

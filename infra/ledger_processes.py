@@ -7,7 +7,8 @@ import asyncio
 from functools import partial
 
 from application.handover import HandOver
-from application.outbox import DISPATCHED_TOPICS
+from application.lanes import LANES, TenantShares
+from application.outbox import FOLLOWED_TOPICS
 from consumers.dispatcher import Dispatcher
 from domain.ledger import JobLedger
 from infra import ledger_store
@@ -49,7 +50,11 @@ async def run_dispatcher(
     registry = load_registry(settings.app)
     names = names_of(settings)
     depths = QueueDepths(names.dead_queue, settings.observability.unserved_pool_warning_s)
-    work_queues = [names.work_queue(pool) for pool in pools_of(settings, registry)]
+    work_queues = {
+        names.work_queue(pool, lane): pool
+        for pool in pools_of(settings, registry)
+        for lane in LANES
+    }
 
     async def dispatch() -> None:
         async with broker(settings, registry) as connection:
@@ -58,7 +63,7 @@ async def run_dispatcher(
             )
             channel = await connection.channel(publisher_confirms=True)
             dispatcher = Dispatcher(
-                source=LedgerFollower(ledger, settings.postgres.conninfo, topics=DISPATCHED_TOPICS),
+                source=LedgerFollower(ledger, settings.postgres.conninfo, topics=FOLLOWED_TOPICS),
                 positions=positions,
                 application_name=ledger.name,
                 names=names,
@@ -66,6 +71,7 @@ async def run_dispatcher(
                 delay_exchange=await channel.get_exchange(names.delay_entry),
                 control_exchange=await channel.get_exchange(names.control_exchange),
                 publish_window=settings.amqp.publish_window,
+                shares=TenantShares(settings.amqp.tenant_share),
             )
             try:
                 await dispatcher.run()

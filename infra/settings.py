@@ -39,6 +39,9 @@ class AmqpSettings(BaseModel):
     delay_levels: int = Field(default=16, ge=1, le=24)
     delivery_limit: int = 20
     publish_window: int = 256
+    # Deliveries a tenant may have waiting (sent, not started) in a pool's priority
+    # lanes before its next ones go to the pool's bulk lane (application/lanes.py).
+    tenant_share: int = Field(default=16, ge=1)
 
 
 class LedgerSettings(BaseModel):
@@ -89,6 +92,9 @@ class WorkerSettings(BaseModel):
     pool: str = "default"
     concurrency: int = 4
     prefetch: int = 8
+    # Picks of a higher lane a waiting lower lane may be passed over before it is
+    # served once (application/lanes.py).
+    starvation_bound: int = Field(default=8, ge=1)
     progress_interval_s: float = 0.1
     # A failed attempt's traceback, logged at ERROR with the job's ids (it is kept in
     # the ledger either way): off where error texts may hold patient data.
@@ -203,6 +209,21 @@ class StreamSettings(BaseModel):
     max_catch_up_events: int = Field(default=100_000, ge=0)
 
 
+class SchedulerSettings(BaseModel):
+    """The scheduler: fires the cron schedules' ticks (``jobledger scheduler``, and a
+    task of ``jobledger run``)."""
+
+    # The longest it waits before looking for schedules created or changed (the ticks
+    # it knows of it fires at their time).
+    interval_s: float = Field(default=1.0, gt=0)
+    # A tick at most this old is on time; older ones were missed and follow catch_up.
+    on_time_s: float = Field(default=60.0, gt=0)
+    max_ticks_per_pass: int = Field(default=1000, ge=1)  # catch_up=all: missed ticks a pass
+    # Where the schedules declared in code (@registry.job(..., schedule=...)) live.
+    code_tenant: str = "system"
+    code_case_id: str = "schedules"
+
+
 class Settings(BaseSettings):
     """Read from JOBLEDGER_* variables; nested groups use a double underscore,
     e.g. JOBLEDGER_POSTGRES__HOST or JOBLEDGER_WORKER__CONCURRENCY."""
@@ -225,4 +246,5 @@ class Settings(BaseSettings):
     input: InputSettings = InputSettings()
     quota: QuotaSettings = QuotaSettings()
     stream: StreamSettings = StreamSettings()
+    scheduler: SchedulerSettings = SchedulerSettings()
     token: SecretStr | None = None  # the bearer token `jobledger submit` sends (JOBLEDGER_TOKEN)

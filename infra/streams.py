@@ -7,6 +7,7 @@ import asyncio
 from typing import Any
 
 from domain.ledger import JobLedger
+from domain.schedule import is_schedule_event
 from gateway.hub import StreamHub
 from gateway.sse import Streams
 from gateway.stream import Feed, Page
@@ -84,6 +85,7 @@ class PostgresAuditLog:
             (event, at)
             for event, at in events
             if event.tenant == tenant
+            and not is_schedule_event(event)  # a schedule's history: GET /schedules/{id}
             and (case_id is None or event.case_id == case_id)
             and (job_type is None or event.job_type == job_type)
         ]
@@ -95,7 +97,8 @@ def _taken(feed: Feed, events: list[Any]) -> list[Any]:
     return [
         (event, at)
         for event, at in events
-        if feed.accepts(
+        if not is_schedule_event(event)
+        and feed.accepts(
             getattr(event, "tenant", ""), getattr(event, "case_id", ""), event.originator_id
         )
     ]

@@ -1,6 +1,8 @@
 """The RabbitMQ topology, declared idempotently at every start.
 
-jobledger.work (topic) ──#.<pool>──► jobledger.work.<pool>  (quorum, one per pool)
+jobledger.work (topic) ──#.<pool>──► jobledger.work.<pool>  (quorum: the pool's normal lane)
+                       ──<bits>.<pool>.<lane>──► jobledger.work.<pool>.<lane>
+                         (quorum: lanes retry, high, low, bulk; application/lanes.py)
      │ dead letters: x-delivery-limit, worker rejections
      ▼
 jobledger.dead (fanout) ──► jobledger.dead  (quorum; the DLQ operators read)
@@ -20,6 +22,7 @@ from typing import Any
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractExchange, ExchangeType
 
+from application.lanes import LANES
 from consumers.routing import Names
 
 
@@ -45,14 +48,15 @@ async def declare(
     await dlq.bind(dead)
     await channel.declare_exchange(names.control_exchange, ExchangeType.FANOUT, durable=True)
     for pool in pools:
-        queue = await channel.declare_queue(
-            names.work_queue(pool),
-            durable=True,
-            arguments=_quorum(
-                **_dead_lettering(names.dead_exchange), **{"x-delivery-limit": delivery_limit}
-            ),
-        )
-        await queue.bind(work, routing_key=f"#.{pool}")
+        for lane in LANES:
+            queue = await channel.declare_queue(
+                names.work_queue(pool, lane),
+                durable=True,
+                arguments=_quorum(
+                    **_dead_lettering(names.dead_exchange), **{"x-delivery-limit": delivery_limit}
+                ),
+            )
+            await queue.bind(work, routing_key=names.lane_binding(pool, lane))
     await declare_delays(channel, names, work)
     return work
 

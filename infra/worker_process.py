@@ -109,7 +109,6 @@ async def _pool_worker(
         dead_for_s=options.heartbeat_interval_s + 1.0,
     )
     channel = await connection.channel(publisher_confirms=True)
-    await channel.set_qos(prefetch_count=max(options.prefetch, options.concurrency))
     return Worker(
         attempts=attempts,
         channel=channel,
@@ -127,6 +126,8 @@ async def _pool_worker(
             shutdown_timeout_s=options.shutdown_timeout_s,
             heartbeat_interval_s=options.heartbeat_interval_s,
             log_tracebacks=options.log_tracebacks,
+            starvation_bound=options.starvation_bound,
+            prefetch=options.prefetch,
         ),
         processes=processes,
     )

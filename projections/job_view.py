@@ -28,6 +28,7 @@ COLUMNS = (
     "progress_message",
     "attempt",
     "max_attempts",
+    "priority",
     "error",
     "result",
     "correlation_id",
@@ -78,6 +79,12 @@ class PostgresJobView(PostgresTrackingRecorder):
                 SQL(
                     "ALTER TABLE {t} ADD COLUMN IF NOT EXISTS run_at timestamptz, "
                     "ADD COLUMN IF NOT EXISTS handed_over boolean NOT NULL DEFAULT false"
+                ).format(t=self.table),
+                # Added in place to a view created before priorities: the rows of
+                # jobs submitted then are normal, as their upcast events say.
+                SQL(
+                    "ALTER TABLE {t} ADD COLUMN IF NOT EXISTS priority text NOT NULL "
+                    "DEFAULT 'normal'"
                 ).format(t=self.table),
                 SQL(
                     "CREATE INDEX IF NOT EXISTS {i} ON {t} "

@@ -35,6 +35,7 @@ class JobRow:
     progress_message: str
     attempt: int
     max_attempts: int
+    priority: str
     error: str | None
     result: dict[str, Any] | None
     correlation_id: str
@@ -60,6 +61,7 @@ SHARED_WITH_THE_JOB = (
     "progress_message",
     "attempt",
     "max_attempts",
+    "priority",
     "error",
     "result",
     "correlation_id",
@@ -200,6 +202,7 @@ def _values_for(event: Any) -> dict[str, Any] | None:
                 "progress_message": "",
                 "attempt": 0,
                 "max_attempts": event.max_attempts,
+                "priority": event.priority,
                 "error": None,
                 "result": None,
                 "correlation_id": event.correlation_id,

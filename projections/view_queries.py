@@ -31,6 +31,7 @@ def job_view(schema: str, name: str) -> sa.Table:
         sa.Column("progress_message", sa.Text, nullable=False),
         sa.Column("attempt", sa.Integer, nullable=False),
         sa.Column("max_attempts", sa.Integer, nullable=False),
+        sa.Column("priority", sa.Text, nullable=False),
         sa.Column("error", sa.Text),
         sa.Column("result", postgresql.JSONB),
         sa.Column("correlation_id", sa.Text, nullable=False),

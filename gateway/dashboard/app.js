@@ -594,6 +594,8 @@
           el("dt", { text: "status" }), el("dd", {}, [statusCell]),
           el("dt", { text: "case" }), el("dd", { text: job.case_id }),
           el("dt", { text: "attempt" }), el("dd", { id: "job-attempt", text: job.attempt + " / " + job.max_attempts }),
+          job.priority ? el("dt", { text: "priority" }) : null,
+          job.priority ? el("dd", { id: "job-priority", text: job.priority }) : null,
           el("dt", { text: "progress" }), el("dd", {}, [bar, " ", percent]),
           el("dt", { text: "submitted" }), el("dd", { text: job.submitted_at + " by " + job.submitted_by }),
           job.error ? el("dt", { text: "error" }) : null,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import inspect
 import logging
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from fastapi import APIRouter, Header, Path, Query, Request, Response
@@ -28,6 +28,7 @@ from gateway.schemas import (
     CASE_ID,
     DELAY_S,
     MAX_DELAY_S,
+    PRIORITY_DESCRIPTION,
     RUN_AT,
     BatchJobOut,
     BatchOut,
@@ -87,6 +88,9 @@ Cursor = Annotated[
     Query(pattern=r"^[0-9]{1,19}$", description="`next_cursor` of the previous page."),
     AfterValidator(_a_position),
 ]
+PriorityQuery = Annotated[
+    Literal["high", "normal", "low"] | None, Query(description=PRIORITY_DESCRIPTION)
+]
 IdempotencyKey = Annotated[
     str | None,
     Header(
@@ -136,6 +140,7 @@ def build_router(services: Services) -> APIRouter:
         params: dict[str, Any],
         idempotency_key: str | None,
         run_at: datetime | None = None,
+        priority: str | None = None,
     ) -> JobOut:
         # On the event loop: the job is validated here and awaited while the ledger's
         # writer appends it with the others' (no worker thread a request).
@@ -149,6 +154,7 @@ def build_router(services: Services) -> APIRouter:
                 params=params,
                 origin=origin_of(request, who),
                 run_at=run_at,
+                priority=priority,
             )
             if submitted.created:
                 log.info("accepted a job of type %s", job_type)
@@ -180,6 +186,7 @@ def build_router(services: Services) -> APIRouter:
             params=body.params,
             idempotency_key=idempotency_key,
             run_at=body.when(),
+            priority=body.priority,
         )
 
     @router.post(
@@ -195,7 +202,14 @@ def build_router(services: Services) -> APIRouter:
         submitted and every invalid one is named (``body.jobs.<index>…``). The valid
         batch is appended in one transaction. Idempotency keys are per job."""
         items = [
-            Submission(job.type, job.case_id, job.params, job.idempotency_key, job.when())
+            Submission(
+                job.type,
+                job.case_id,
+                job.params,
+                job.idempotency_key,
+                run_at=job.when(),
+                priority=job.priority,
+            )
             for job in body.jobs
         ]
         with appending_batch(len(items)):
@@ -397,6 +411,7 @@ def _add_typed_submit(router: APIRouter, name: str, model: type[BaseModel], subm
         idempotency_key: str | None = None,
         run_at: datetime | None = None,
         delay_s: float | None = None,
+        priority: str | None = None,
     ) -> JobOut:
         if run_at is not None and delay_s is not None:
             raise invalid(("query", "delay_s"), "give run_at or delay_s, not both")
@@ -409,6 +424,7 @@ def _add_typed_submit(router: APIRouter, name: str, model: type[BaseModel], subm
             params=params.model_dump(mode="json"),
             idempotency_key=idempotency_key,
             run_at=run_at_of(run_at, delay_s),
+            priority=priority,
         )
 
     param = inspect.Parameter
@@ -422,6 +438,7 @@ def _add_typed_submit(router: APIRouter, name: str, model: type[BaseModel], subm
             param("idempotency_key", param.KEYWORD_ONLY, annotation=IdempotencyKey, default=None),
             param("run_at", param.KEYWORD_ONLY, annotation=RunAt, default=None),
             param("delay_s", param.KEYWORD_ONLY, annotation=DelayS, default=None),
+            param("priority", param.KEYWORD_ONLY, annotation=PriorityQuery, default=None),
         ],
         return_annotation=JobOut,
     )

@@ -12,6 +12,7 @@ from datetime import datetime
 
 import aio_pika
 
+from application.lanes import LANES
 from consumers.routing import Names
 from domain.origin import Origin
 from infra import ledger_store, topology
@@ -59,6 +60,48 @@ def test_a_delay_is_kept_to_a_second_and_a_long_one_does_not_hold_back_a_short_o
     assert 0.95 <= arrived[1] <= 2.0
     assert 2.95 <= arrived[3] <= 4.0
     assert 30 not in arrived
+
+
+def test_each_lane_gets_its_own_deliveries_direct_or_through_the_delay_queues(
+    stack: Stack,
+) -> None:
+    names = Names(
+        stack.env["JOBLEDGER_AMQP__PREFIX"], int(stack.env["JOBLEDGER_AMQP__DELAY_LEVELS"])
+    )
+
+    async def route() -> dict[str, list[bytes]]:
+        connection = await aio_pika.connect(stack.env["JOBLEDGER_AMQP__URL"])
+        async with connection:
+            channel = await connection.channel(publisher_confirms=True)
+            work = await topology.declare(channel, names, ["default", "side"], delivery_limit=5)
+            entry = await channel.get_exchange(names.delay_entry)
+            for lane in LANES:  # one direct, one round the delay queues, each lane
+                key = names.routing_key("default", 0, lane)
+                await work.publish(aio_pika.Message(f"{lane}:0".encode()), routing_key=key)
+                key = names.routing_key("default", 1, lane)
+                await entry.publish(aio_pika.Message(f"{lane}:1".encode()), routing_key=key)
+            held: dict[str, list[bytes]] = {}
+            for pool, lane in itertools.product(("default", "side"), LANES):
+                queue = await channel.get_queue(names.work_queue(pool, lane))
+                held[queue.name] = []
+                deadline = time.monotonic() + (20 if pool == "default" else 0)
+                while len(held[queue.name]) < (2 if pool == "default" else 0):
+                    message = await queue.get(fail=False)
+                    if message is None:
+                        assert time.monotonic() < deadline, f"{queue.name} holds {held}"
+                        await asyncio.sleep(0.05)
+                        continue
+                    await message.ack()
+                    held[queue.name].append(message.body)
+                assert await queue.get(fail=False) is None  # nothing more, nothing misrouted
+            return held
+
+    held = asyncio.run(route())
+    for lane in LANES:
+        assert sorted(held[names.work_queue("default", lane)]) == [
+            f"{lane}:0".encode(),
+            f"{lane}:1".encode(),
+        ]
 
 
 def test_a_rate_limit_spaces_the_starts_of_a_type_across_workers(stack: Stack) -> None:

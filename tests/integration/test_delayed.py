@@ -37,9 +37,11 @@ def schedule(client: httpx.Client, **when: Any) -> dict[str, Any]:
 
 def test_a_delayed_job_is_scheduled_then_runs_no_earlier_than_run_at(running: Stack) -> None:
     with running.client() as client:
-        job = schedule(client, delay_s=2)
-        cancelled = schedule(client, delay_s=1)
-        typed = client.post("/jobs/later/echo?delay_s=1", json={"text": "typed"})
+        # Delays of whole seconds: a loaded machine may take a second between the
+        # request and its decision, and a run_at past by then runs at once (queued).
+        job = schedule(client, delay_s=3)
+        cancelled = schedule(client, delay_s=2)
+        typed = client.post("/jobs/later/echo?delay_s=2", json={"text": "typed"})
         with Client(running.url, running.token()) as jobs:
             by_client = jobs.submit("echo", "later", {"text": "c"}, run_at=at(job["run_at"]))
             assert by_client.get().status == "scheduled"

@@ -127,3 +127,22 @@ def test_a_submit_carries_run_at_or_delay_s_and_a_job_reads_its_run_at() -> None
         }
     )
     assert job.run_at is not None and job.run_at.isoformat().startswith("2026-12-03T09:30:00")
+
+
+def test_schedule_calls_send_only_the_fields_given() -> None:
+    core = Core("http://gw/", "tok", 5.0)
+    add = core.add_schedule("nightly", "30 2 * * *", "segment", "c1", zone=None, paused=True)
+    assert (add.method, add.path) == ("POST", "/schedules")
+    assert add.json == {
+        "name": "nightly",
+        "cron": "30 2 * * *",
+        "type": "segment",
+        "case_id": "c1",
+        "paused": True,
+    }
+    change = core.change_schedule("a/b", cron=None, paused=False)
+    assert (change.method, change.path, change.json) == (
+        "PATCH",
+        "/schedules/a%2Fb",
+        {"paused": False},
+    )

@@ -116,7 +116,7 @@ def test_a_scheduled_job_is_cancelled_at_once_and_can_no_longer_start() -> None:
 def test_a_submission_recorded_before_jobs_could_be_delayed_loads_with_no_run_at() -> None:
     state: dict[str, Any] = {"params": {}, "max_attempts": 3}
     Job.Submitted.upcast_v1_v2(state)
-    assert state["run_at"] is None
+    assert state["run_at"] is None and state["priority"] == "normal"
 
 
 def test_only_a_job_held_at_submission_is_handed_over_and_only_once_within_range() -> None:

@@ -10,6 +10,7 @@ from uuid import uuid4
 
 from domain.job import Job
 from domain.origin import Origin
+from domain.schedule import Schedule
 from gateway.hub import StreamHub
 from gateway.stream import Feed
 
@@ -74,7 +75,11 @@ def test_an_event_carries_its_position_status_and_data_but_never_the_params() ->
     data = drained(subscription)
     assert [d["status"] for d in data] == ["queued", "running", "running", "succeeded"]
     assert "secret-scan" not in "".join(frames)
-    assert data[0]["data"] == {"max_attempts": 1, "run_at": None}  # pool and params stay out
+    assert data[0]["data"] == {
+        "max_attempts": 1,
+        "run_at": None,
+        "priority": "normal",
+    }  # pool and params stay out
     assert data[3]["type"] == "Succeeded" and data[3]["data"] == {"result": {"ok": True}}
 
 
@@ -125,3 +130,28 @@ async def test_every_stream_gets_a_keep_alive_from_the_hubs_one_timer() -> None:
     finally:
         beating.cancel()
     assert all(s.wake.is_set() for s in subscriptions)
+
+
+def test_a_schedules_events_in_the_ledger_pass_the_job_streams_by() -> None:
+    """Schedules share the ledger; a tenant's feed follows its jobs and is not broken
+    by a schedule's events (they have no job status to encode)."""
+    hub = StreamHub(position=0, client_queue_size=100)
+    by_tenant = hub.subscribe(Feed(tenant="t1"))
+    schedule = Schedule.create(
+        tenant="t1",
+        name="nightly",
+        definition={
+            "cron": "* * * * *",
+            "zone": "UTC",
+            "job_type": "segment",
+            "case_id": "case-1",
+            "params": {},
+            "catch_up": "latest",
+        },
+        paused=False,
+        origin=ORIGIN,
+    )
+    schedule.pause(ORIGIN)
+    jobs = job_events()
+    hub.publish(positioned(list(schedule.collect_events()), 1) + positioned(jobs, 3))
+    assert [e["position"] for e in drained(by_tenant)] == list(range(3, 3 + len(jobs)))
