@@ -85,7 +85,11 @@ class LedgerFollower:
                 backoff = min(backoff * 2, self.max_backoff_s)
 
     async def _follow(self, position: int) -> AsyncGenerator[Batch, None]:
-        async with await psycopg.AsyncConnection.connect(self.conninfo, autocommit=True) as conn:
+        conn = await psycopg.AsyncConnection.connect(self.conninfo, autocommit=True)
+        # Closed in ``finally``, not by ``async with``: its exit awaits a rollback first,
+        # and a cancel landing there (a stopping process, a closed stream) would skip
+        # the close and leave the connection to the garbage collector.
+        try:
             await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
             committed = True  # since the head was last read: not known yet
             while True:
@@ -120,6 +124,8 @@ class LedgerFollower:
                 wait_s = read_at + self.min_interval_s - time.monotonic()
                 if wait_s > 0:
                     await asyncio.sleep(wait_s)
+        finally:
+            await conn.close()  # no await inside for a connection of its own: never cut short
 
     async def _skipping(self, conn: psycopg.AsyncConnection[Any]) -> bool:
         """While no events are needed: sleep until something is committed, then wait
