@@ -333,12 +333,50 @@ async def _serve(args: argparse.Namespace, settings: Settings) -> int:
         from infra.health import serve_ops  # noqa: PLC0415
 
         ops = asyncio.create_task(serve_ops(settings, stopping), name="ops")
+    watching = asyncio.create_task(_name_a_slow_stop(stopping), name="stop-watch")
     try:
         return await _run(args, settings, stopping, ready)
     finally:
         stopping.set()
         if ops is not None:
             await ops
+        watching.cancel()
+
+
+async def _name_a_slow_stop(stopping: asyncio.Event, after_s: float = 10.0) -> None:
+    """A stop that lasts longer than ``after_s`` logs every task it still waits for,
+    with where each one waits: the operator (or a test's log) sees what holds it."""
+    await stopping.wait()
+    await asyncio.sleep(after_s)
+    me = asyncio.current_task()
+    for task in asyncio.all_tasks():
+        if task is me or task.done():
+            continue
+        where = " -> ".join(_awaiting(task.get_coro()))
+        logging.getLogger("jobledger").warning(
+            "stopping for %.0fs: task %s still waits in %s", after_s, task.get_name(), where
+        )
+    faulthandler.dump_traceback(all_threads=True)  # and every thread, as kill -USR2 would
+
+
+def _awaiting(awaitable: object, depth: int = 24) -> list[str]:
+    """Where a coroutine waits: each frame of its chain of awaits, outermost first."""
+    found = []
+    while awaitable is not None and depth > 0:
+        frame = getattr(awaitable, "cr_frame", None) or getattr(awaitable, "ag_frame", None)
+        frame = frame or getattr(awaitable, "gi_frame", None)
+        if frame is None:
+            found.append(type(awaitable).__name__)
+            break
+        path = frame.f_code.co_filename.rsplit("/", 2)
+        found.append(f"{frame.f_code.co_name} ({'/'.join(path[-2:])}:{frame.f_lineno})")
+        awaitable = (
+            getattr(awaitable, "cr_await", None)
+            or getattr(awaitable, "ag_await", None)
+            or getattr(awaitable, "gi_yieldfrom", None)
+        )
+        depth -= 1
+    return found
 
 
 async def _run(
