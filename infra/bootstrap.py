@@ -16,12 +16,13 @@ import logging
 import os
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import TypeVar
 
 import aio_pika
 import psycopg
 from aio_pika.abc import AbstractRobustConnection
+from aio_pika.connection import make_url
 from eventsourcing.persistence import InterfaceError, OperationalError
 
 from consumers.registry import JobRegistry
@@ -89,46 +90,94 @@ def retry_policy(settings: Settings) -> RetryPolicy:
     )
 
 
-async def connect_broker(settings: Settings) -> AbstractRobustConnection:
+class StoppedStarting(Exception):
+    """The process was told to stop before it reached what it was starting on."""
+
+
+async def unless_stopped(awaitable: Awaitable[T], stopping: asyncio.Event) -> T | None:
+    """``awaitable``'s result, or None if ``stopping`` is set first: it is cancelled then,
+    so a stop never waits out a connect's timeout."""
+    task = asyncio.ensure_future(awaitable)
+    stop = asyncio.ensure_future(stopping.wait())
     try:
-        return await aio_pika.connect_robust(settings.amqp.url, timeout=10)
-    except (OSError, aio_pika.exceptions.AMQPConnectionError) as exc:
-        raise BrokerUnavailable(
-            f"RabbitMQ at {settings.amqp.url.rsplit('@', 1)[-1]} is unreachable ({exc}). "
-            "Start it with: rabbitmq-server -detached"
-        ) from exc
+        await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
+    except BaseException:
+        task.cancel()
+        raise
+    finally:
+        stop.cancel()
+    if task.done():
+        return task.result()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    return None
+
+
+async def connect_broker(settings: Settings) -> AbstractRobustConnection:
+    """A robust connection. Failed or cancelled, the attempt is closed: left open, its
+    reconnection task would go on connecting on its own, and hold the process's exit."""
+    connection = aio_pika.RobustConnection(make_url(settings.amqp.url))
+    try:
+        await connection.connect(timeout=10)
+    except BaseException as exc:
+        await connection.close()
+        if isinstance(exc, OSError | aio_pika.exceptions.AMQPConnectionError):
+            raise BrokerUnavailable(
+                f"RabbitMQ at {settings.amqp.url.rsplit('@', 1)[-1]} is unreachable ({exc!r}). "
+                "Start it with: rabbitmq-server -detached"
+            ) from exc
+        raise
+    return connection
 
 
 async def wait_for_broker(settings: Settings, stopping: asyncio.Event) -> None:
     """Return once the broker accepts connections (a worker started while RabbitMQ is
-    down, or restarting, waits for it instead of exiting)."""
+    down, or restarting, waits for it instead of exiting), or once stopping."""
     backoff = 0.5
     while not stopping.is_set():
         try:
-            connection = await connect_broker(settings)
+            connection = await unless_stopped(connect_broker(settings), stopping)
         except BrokerUnavailable as exc:
             log.warning("%s; retrying in %.1fs", exc, backoff)
             await _wait(stopping, backoff)
             backoff = min(backoff * 2, MAX_BACKOFF_S)
         else:
-            await connection.close()
+            if connection is not None:
+                await connection.close()
             return
 
 
 @contextlib.asynccontextmanager
 async def broker(
-    settings: Settings, registry: JobRegistry
+    settings: Settings, registry: JobRegistry, stopping: asyncio.Event | None = None
 ) -> AsyncIterator[AbstractRobustConnection]:
-    """A connection, with the topology declared."""
-    connection = await connect_broker(settings)
+    """A connection, with the topology declared. Given ``stopping``, a stop while it
+    connects or declares raises StoppedStarting at once."""
+
+    async def connected() -> AbstractRobustConnection:
+        connection = await connect_broker(settings)
+        try:
+            async with connection.channel() as channel:
+                await topology.declare(
+                    channel,
+                    names_of(settings),
+                    pools_of(settings, registry),
+                    settings.amqp.delivery_limit,
+                )
+        except BaseException:
+            await connection.close()
+            raise
+        return connection
+
+    if stopping is None:
+        connection = await connected()
+    else:
+        reached = await unless_stopped(connected(), stopping)
+        if reached is None:
+            raise StoppedStarting("stopped before the broker was reached")
+        connection = reached
     try:
-        async with connection.channel() as channel:
-            await topology.declare(
-                channel,
-                names_of(settings),
-                pools_of(settings, registry),
-                settings.amqp.delivery_limit,
-            )
         yield connection
     finally:
         await connection.close()

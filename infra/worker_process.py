@@ -19,6 +19,7 @@ from consumers.worker import Worker, WorkerOptions
 from domain.ledger import JobLedger
 from infra import ledger_store
 from infra.bootstrap import (
+    StoppedStarting,
     broker,
     load_registry,
     names_of,
@@ -67,7 +68,7 @@ async def run_worker(
     if processes.modules:
         processes.open()
     try:
-        async with broker(settings, registry) as connection:
+        async with broker(settings, registry, stopping) as connection:
             consumers = [
                 await _pool_worker(settings, registry, ledger, workers, connection, pool, processes)
                 for pool in pools
@@ -78,6 +79,8 @@ async def run_worker(
                 await asyncio.gather(*(worker.run(stopping) for worker in consumers))
             finally:
                 await asyncio.to_thread(ledger.close)
+    except StoppedStarting:
+        return
     finally:
         await processes.close()
 

@@ -3,7 +3,11 @@ database."""
 
 from __future__ import annotations
 
+import signal
+import socket
+import subprocess
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -80,3 +84,35 @@ def test_processes_starting_together_on_a_new_database_all_start(fresh_database:
     assert errors == []
     with psycopg.connect(_pg_conninfo(fresh_database)) as conn:
         assert conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = 'race'").fetchone()
+
+
+@pytest.mark.parametrize("command", ["worker", "dispatcher", "run"])
+def test_a_process_stopped_while_its_broker_connect_hangs_stops_at_once(
+    stack: Stack, command: str
+) -> None:
+    """The broker's port accepts and then says nothing (a broker starting, a network
+    eating packets): SIGTERM ends the process at once. It waited out the connect's
+    10-s timeout; and a cancelled connect went on reconnecting on its own, which a
+    test's stack, stopped right after start on a busy machine, waited 30 s for."""
+    silent = socket.create_server(("127.0.0.1", 0))
+    port = silent.getsockname()[1]
+    accepted: list[socket.socket] = []
+    threading.Thread(target=lambda: accepted.append(silent.accept()[0]), daemon=True).start()
+    url = stack.env["JOBLEDGER_AMQP__URL"].replace(":5672/", f":{port}/")
+    process = stack.start(command, JOBLEDGER_AMQP__URL=url)
+    try:
+        eventually(lambda: accepted or process.poll() is not None, 60, "a connect to begin")
+        assert process.poll() is None, stack.logs[-1].read_text()[-2000:]
+        began = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"{command} did not stop in 30 s:\n{stack.logs[-1].read_text()[-3000:]}")
+        took = time.monotonic() - began
+        assert process.returncode == 0, stack.logs[-1].read_text()[-2000:]
+        assert took < 5, f"{command} took {took:.1f}s to stop:\n{stack.logs[-1].read_text()}"
+    finally:
+        silent.close()
+        for conn in accepted:
+            conn.close()
