@@ -200,13 +200,18 @@ async def run_gateway(
     # Once listening: the listings' SQL module (SQLAlchemy Core: 1.7-2.6 s to import on
     # the busy two-core development machine) is imported now, in a thread, rather than
     # by the first listing a person waits for (the dashboard's first screen).
-    warming = asyncio.create_task(asyncio.to_thread(_import_view_queries))
+    warming = (
+        asyncio.create_task(asyncio.to_thread(_import_view_queries))
+        if settings.gateway.warm_up
+        else None
+    )
     await stopping.wait()
     streams.hub.close()  # open streams end, so the server can stop
     server.stop()
     await serving
     await following
-    await warming
+    if warming is not None:
+        await warming
 
 
 def _import_view_queries() -> None:

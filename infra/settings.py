@@ -135,6 +135,10 @@ class GatewaySettings(BaseModel):
     keep_alive_timeout_s: float = Field(default=5.0, gt=0)
     dev_tenant: str = "dev"
     dev_subject: str = "dev"
+    # Import the listings' SQL module once listening, in a thread (about a CPU-second),
+    # rather than in the first listing a person waits for; off where the gateway
+    # starts often and lives briefly (the tests).
+    warm_up: bool = True
 
 
 class ObservabilitySettings(BaseModel):

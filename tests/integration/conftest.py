@@ -287,6 +287,8 @@ def stack_env(postgres: str, vhost: str, schema: str, tmp_path: Path) -> dict[st
         JOBLEDGER_WORKER__HEARTBEAT_INTERVAL_S="1",
         JOBLEDGER_GATEWAY__PORT=str(free_port()),
         JOBLEDGER_GATEWAY__DEV_TENANT=TENANT,
+        # A second of CPU a gateway start, for the dashboard's first listing.
+        JOBLEDGER_GATEWAY__WARM_UP="false",
         JOBLEDGER_AUTH__ENVIRONMENT="development",
         JOBLEDGER_AUTH__SECRET=AUTH_SECRET,
         JOBLEDGER_TEST_LOGDIR=str(tmp_path),
