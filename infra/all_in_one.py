@@ -4,6 +4,7 @@ ledger of its own, as a ``jobledger worker`` process does."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 from infra import auth
 from infra.bootstrap import open_ledger
@@ -39,6 +40,8 @@ async def run_all(settings: Settings, stopping: asyncio.Event, ready: asyncio.Ev
         ready.set()
     else:  # a process could not start (the gateway's port is taken, say): stop them all
         started.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await started  # retrieved, or asyncio logs it as an error when it is collected
         stopping.set()
     try:
         await asyncio.gather(*tasks)
