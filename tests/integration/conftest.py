@@ -233,7 +233,8 @@ class Stack:
         def up() -> bool:
             self.check_alive()
             try:
-                return httpx.get(f"{self.url}/openapi.json", timeout=1).status_code == 200
+                # (/openapi.json would build the schema: a fifth of a CPU-second a stack)
+                return httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200
             except httpx.TransportError:
                 return False
 
