@@ -272,6 +272,10 @@ class Stack:
 
 @pytest.fixture
 def stack_env(postgres: str, vhost: str, schema: str, tmp_path: Path) -> dict[str, str]:
+    return _stack_env(postgres, vhost, schema, tmp_path)
+
+
+def _stack_env(postgres: str, vhost: str, schema: str, tmp_path: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("JOBLEDGER_")}
     env.update(
         JOBLEDGER_APP="tests.integration.app",
@@ -338,6 +342,35 @@ def running(stack: Stack) -> Stack:
     stack.start("run")
     stack.wait_ready()
     return stack
+
+
+@pytest.fixture(scope="module")
+def shared_running(
+    postgres: str, vhost: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
+    """One ``jobledger run`` for a module's tests, in a schema and name prefix of its own.
+    A module opts in (``running = shared`` in it) when each of its tests keeps to jobs,
+    cases and tenants of its own and stops no process: a stack's start is a few
+    CPU-seconds, most of what such a test costs."""
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    env = _stack_env(postgres, vhost, schema, tmp_path_factory.mktemp("shared"))
+    s = Stack(env=env, url=f"http://127.0.0.1:{env['JOBLEDGER_GATEWAY__PORT']}")
+    try:
+        s.start("run")
+        s.wait_ready()
+        yield s
+    finally:
+        s.stop_all()
+        delete_broker_objects(vhost, env["JOBLEDGER_AMQP__PREFIX"])
+        with psycopg.connect(_pg_conninfo(postgres), autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+
+
+@pytest.fixture
+def shared(shared_running: Stack) -> Iterator[Stack]:
+    """The module's shared stack, checked alive after each test that uses it."""
+    yield shared_running
+    shared_running.check_alive()
 
 
 TERMINAL = {"succeeded", "failed", "cancelled"}
