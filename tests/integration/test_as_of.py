@@ -8,7 +8,16 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
+
 from tests.integration.conftest import Stack, eventually, submit, wait_for_status
+
+
+@pytest.fixture
+def running(shared: Stack) -> Stack:
+    """One stack for the module: each test keeps to jobs and cases of its own."""
+    return shared
+
 
 SETTLED_S = 0.3  # longer than a commit takes after its event's time is taken
 

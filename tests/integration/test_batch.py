@@ -5,7 +5,15 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from tests.integration.conftest import Stack, eventually, wait_for_status
+
+
+@pytest.fixture
+def running(shared: Stack) -> Stack:
+    """One stack for the module: each test keeps to jobs and cases of its own."""
+    return shared
 
 
 def job(n: int, **fields: Any) -> dict[str, Any]:
@@ -58,12 +66,15 @@ def test_a_batch_with_invalid_jobs_names_each_and_appends_none(running: Stack) -
 
 
 def test_idempotency_keys_are_per_job_and_a_resent_batch_creates_nothing(running: Stack) -> None:
-    batch = {"jobs": [job(n, idempotency_key=f"key-{n}") for n in range(5)]}
+    batch = {"jobs": [job(n, idempotency_key=f"key-{n}", case_id="keyed") for n in range(5)]}
     with running.client() as client:
         first = client.post("/jobs/batch", json=batch).json()["jobs"]
         again = client.post("/jobs/batch", json=batch).json()["jobs"]
         mixed = client.post(
-            "/jobs/batch", json={"jobs": [job(0, idempotency_key="key-0"), job(9)]}
+            "/jobs/batch",
+            json={
+                "jobs": [job(0, idempotency_key="key-0", case_id="keyed"), job(9, case_id="keyed")]
+            },
         ).json()["jobs"]
         listed = eventually(lambda: _listed(client, 6), 10, "six jobs listed")
     assert [j["id"] for j in again] == [j["id"] for j in first]
@@ -83,5 +94,5 @@ def test_a_batch_counts_against_the_tenants_quota_job_by_job(stack: Stack) -> No
 
 
 def _listed(client: Any, count: int) -> list[dict[str, Any]] | None:
-    items: list[dict[str, Any]] = client.get("/jobs/batch/jobs").json()["items"]
+    items: list[dict[str, Any]] = client.get("/jobs/keyed/jobs").json()["items"]
     return items if len(items) == count else None

@@ -32,6 +32,12 @@ from tests.faults import TcpProxy
 from tests.integration.conftest import Stack, eventually
 
 
+@pytest.fixture
+def running(shared: Stack) -> Stack:
+    """One stack for the module: each test keeps to jobs and cases of its own."""
+    return shared
+
+
 def jobs_client(stack: Stack, url: str | None = None, **token: Any) -> Client:
     return Client(url or stack.url, stack.token(**token), timeout=30)
 

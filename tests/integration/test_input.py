@@ -9,9 +9,17 @@ import uuid
 from collections.abc import Iterator
 
 import aio_pika
+import pytest
 
 from consumers.routing import Names
 from tests.integration.conftest import Stack, submit, wait_for_status
+
+
+@pytest.fixture
+def running(shared: Stack) -> Stack:
+    """One stack for the module: each test keeps to jobs and cases of its own."""
+    return shared
+
 
 LIMIT = 65536  # JOBLEDGER_INPUT__MAX_BODY_BYTES's default
 
