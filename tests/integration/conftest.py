@@ -191,13 +191,22 @@ class Stack:
             check=False,
         )
 
-    def start(self, *command: str, **overrides: str) -> subprocess.Popen[bytes]:
+    def start(
+        self,
+        *command: str,
+        cwd: Path = ROOT,
+        program: tuple[str, ...] = (sys.executable, "-m", "infra.cli"),
+        **overrides: str,
+    ) -> subprocess.Popen[bytes]:
+        """Start ``jobledger COMMAND`` with the stack's settings plus ``overrides``;
+        ``program`` and ``cwd`` run it as a user would (the installed ``jobledger``,
+        whose path lacks the working directory that ``python -m`` puts on it)."""
         env = {**self.env, **overrides}
         log_path = Path(env["JOBLEDGER_TEST_LOGDIR"]) / f"{len(self.logs)}-{command[0]}.log"
         with log_path.open("wb") as log:  # the child keeps its own handle
             process = subprocess.Popen(
-                [sys.executable, "-m", "infra.cli", *command],
-                cwd=ROOT,
+                [*program, *command],
+                cwd=cwd,
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
