@@ -10,9 +10,17 @@ import uuid
 from typing import Any
 
 import httpx
+import pytest
 
 from gateway.caller import ADMIN, READ, WRITE
 from tests.integration.conftest import ROOT, Stack, submit, wait_for_status
+
+
+@pytest.fixture
+def running(shared: Stack) -> Stack:
+    """One stack for the module's tests that need no stack of their own: each keeps to
+    jobs, cases and tenants of its own."""
+    return shared
 
 
 def _export(client: httpx.Client, **params: Any) -> list[dict[str, Any]]:

@@ -11,6 +11,7 @@ from typing import Any
 import aio_pika
 import httpx
 import psycopg
+import pytest
 
 from application.delivery import Delivery
 from consumers.routing import Names
@@ -29,6 +30,14 @@ from tests.integration.conftest import (
     wait_for_status,
 )
 from tests.integration.otlp import OtlpReceiver
+
+
+@pytest.fixture
+def running(shared: Stack) -> Stack:
+    """One stack for the module's tests that need no stack of their own: each keeps to
+    jobs, cases and tenants of its own."""
+    return shared
+
 
 SECRET = "PATIENT_SECRET_7f3a"
 # Raw JSON bodies Python's parser takes and no stored JSON can hold, with where.

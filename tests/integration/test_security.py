@@ -8,6 +8,7 @@ import time
 import uuid
 
 import httpx
+import pytest
 
 from application.submissions import IDEMPOTENCY_NAMESPACE
 from domain.origin import Origin
@@ -21,6 +22,13 @@ from tests.integration.conftest import (
     submit,
     wait_for_status,
 )
+
+
+@pytest.fixture
+def running(shared: Stack) -> Stack:
+    """One stack for the module's tests that need no stack of their own: each keeps to
+    jobs, cases and tenants of its own."""
+    return shared
 
 
 def _b64(data: dict[str, object]) -> str:

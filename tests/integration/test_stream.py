@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import pytest
 
 from client.sse import SseEvent, SseParser
 from tests.integration.conftest import (
@@ -19,6 +20,14 @@ from tests.integration.conftest import (
     submit,
     wait_for_status,
 )
+
+
+@pytest.fixture
+def running(shared: Stack) -> Stack:
+    """One stack for the module's tests that need no stack of their own: each keeps to
+    jobs, cases and tenants of its own."""
+    return shared
+
 
 TERMINAL_TYPES = {"Succeeded", "Failed", "Cancelled"}
 
