@@ -109,7 +109,11 @@ def vhost() -> str:
 def schema(postgres: str) -> Iterator[str]:
     name = f"t_{uuid.uuid4().hex[:12]}"
     yield name
-    with psycopg.connect(_pg_conninfo(postgres), autocommit=True) as conn:
+    _drop_schema(postgres, name)
+
+
+def _drop_schema(database: str, name: str) -> None:
+    with psycopg.connect(_pg_conninfo(database), autocommit=True) as conn:
         conn.execute(f"DROP SCHEMA IF EXISTS {name} CASCADE")
 
 
@@ -346,11 +350,19 @@ def stack(stack_env: dict[str, str], vhost: str) -> Iterator[Stack]:
 
 
 @pytest.fixture
-def running(stack: Stack) -> Stack:
-    """Every process in one (``jobledger run``), ready."""
+def running(request: pytest.FixtureRequest) -> Iterator[Stack]:
+    """Every process in one (``jobledger run``), ready: the test's own, or in a module
+    marked ``shared_stack`` the module's (``shared_running``), checked alive after each
+    test."""
+    if request.node.get_closest_marker("shared_stack") is not None:
+        shared: Stack = request.getfixturevalue("shared_running")
+        yield shared
+        shared.check_alive()
+        return
+    stack: Stack = request.getfixturevalue("stack")
     stack.start("run")
     stack.wait_ready()
-    return stack
+    yield stack
 
 
 @pytest.fixture(scope="module")
@@ -358,9 +370,9 @@ def shared_running(
     postgres: str, vhost: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Stack]:
     """One ``jobledger run`` for a module's tests, in a schema and name prefix of its own.
-    A module opts in (``running = shared`` in it) when each of its tests keeps to jobs,
-    cases and tenants of its own and stops no process: a stack's start is a few
-    CPU-seconds, most of what such a test costs."""
+    A module opts in (``pytestmark = pytest.mark.shared_stack``) when each of its tests
+    that takes ``running`` keeps to jobs, cases and tenants of its own and stops no
+    process: a stack's start is a few CPU-seconds, most of what such a test costs."""
     schema = f"t_{uuid.uuid4().hex[:12]}"
     env = _stack_env(postgres, vhost, schema, tmp_path_factory.mktemp("shared"))
     s = Stack(env=env, url=f"http://127.0.0.1:{env['JOBLEDGER_GATEWAY__PORT']}")
@@ -371,15 +383,7 @@ def shared_running(
     finally:
         s.stop_all()
         delete_broker_objects(vhost, env["JOBLEDGER_AMQP__PREFIX"])
-        with psycopg.connect(_pg_conninfo(postgres), autocommit=True) as conn:
-            conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
-
-
-@pytest.fixture
-def shared(shared_running: Stack) -> Iterator[Stack]:
-    """The module's shared stack, checked alive after each test that uses it."""
-    yield shared_running
-    shared_running.check_alive()
+        _drop_schema(postgres, schema)
 
 
 TERMINAL = {"succeeded", "failed", "cancelled"}

@@ -12,11 +12,8 @@ import pytest
 
 from tests.integration.conftest import Stack, eventually, submit, wait_for_status
 
-
-@pytest.fixture
-def running(shared: Stack) -> Stack:
-    """One stack for the module: each test keeps to jobs and cases of its own."""
-    return shared
+# Its tests that take ``running`` keep to jobs, cases and tenants of their own.
+pytestmark = pytest.mark.shared_stack
 
 
 SETTLED_S = 0.3  # longer than a commit takes after its event's time is taken

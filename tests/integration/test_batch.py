@@ -9,11 +9,8 @@ import pytest
 
 from tests.integration.conftest import Stack, eventually, wait_for_status
 
-
-@pytest.fixture
-def running(shared: Stack) -> Stack:
-    """One stack for the module: each test keeps to jobs and cases of its own."""
-    return shared
+# Its tests that take ``running`` keep to jobs, cases and tenants of their own.
+pytestmark = pytest.mark.shared_stack
 
 
 def job(n: int, **fields: Any) -> dict[str, Any]:

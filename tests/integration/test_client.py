@@ -31,11 +31,8 @@ from client import (
 from tests.faults import TcpProxy
 from tests.integration.conftest import Stack, eventually
 
-
-@pytest.fixture
-def running(shared: Stack) -> Stack:
-    """One stack for the module: each test keeps to jobs and cases of its own."""
-    return shared
+# Its tests that take ``running`` keep to jobs, cases and tenants of their own.
+pytestmark = pytest.mark.shared_stack
 
 
 def jobs_client(stack: Stack, url: str | None = None, **token: Any) -> Client:

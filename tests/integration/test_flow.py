@@ -8,11 +8,8 @@ import pytest
 
 from tests.integration.conftest import Stack, eventually, submit, wait_for_status
 
-
-@pytest.fixture
-def running(shared: Stack) -> Stack:
-    """One stack for the module: each test keeps to jobs and cases of its own."""
-    return shared
+# Its tests that take ``running`` keep to jobs, cases and tenants of their own.
+pytestmark = pytest.mark.shared_stack
 
 
 def test_a_submitted_job_succeeds_and_its_history_shows_every_transition_in_order(

@@ -31,12 +31,8 @@ from tests.integration.conftest import (
 )
 from tests.integration.otlp import OtlpReceiver
 
-
-@pytest.fixture
-def running(shared: Stack) -> Stack:
-    """One stack for the module's tests that need no stack of their own: each keeps to
-    jobs, cases and tenants of its own."""
-    return shared
+# Its tests that take ``running`` keep to jobs, cases and tenants of their own.
+pytestmark = pytest.mark.shared_stack
 
 
 SECRET = "PATIENT_SECRET_7f3a"

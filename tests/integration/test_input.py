@@ -14,11 +14,8 @@ import pytest
 from consumers.routing import Names
 from tests.integration.conftest import Stack, submit, wait_for_status
 
-
-@pytest.fixture
-def running(shared: Stack) -> Stack:
-    """One stack for the module: each test keeps to jobs and cases of its own."""
-    return shared
+# Its tests that take ``running`` keep to jobs, cases and tenants of their own.
+pytestmark = pytest.mark.shared_stack
 
 
 LIMIT = 65536  # JOBLEDGER_INPUT__MAX_BODY_BYTES's default

@@ -23,12 +23,8 @@ from tests.integration.conftest import (
     wait_for_status,
 )
 
-
-@pytest.fixture
-def running(shared: Stack) -> Stack:
-    """One stack for the module's tests that need no stack of their own: each keeps to
-    jobs, cases and tenants of its own."""
-    return shared
+# Its tests that take ``running`` keep to jobs, cases and tenants of their own.
+pytestmark = pytest.mark.shared_stack
 
 
 def _b64(data: dict[str, object]) -> str:
