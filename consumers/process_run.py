@@ -248,7 +248,8 @@ class ChildProcess:
         code, or None if that is unknown (its zygote died)."""
         try:
             try:
-                return await asyncio.wait_for(asyncio.shield(self.exited), EXIT_WAIT_S)
+                async with asyncio.timeout(EXIT_WAIT_S):
+                    return await asyncio.shield(self.exited)
             except TimeoutError:
                 self.kill()
                 return await self.exited

@@ -53,7 +53,8 @@ class ProgressReporter:
             self._wake.clear()
             await self._flush()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._closing.wait(), self.interval_s)
+                async with asyncio.timeout(self.interval_s):
+                    await self._closing.wait()
 
     async def _flush(self) -> None:
         value = self._latest

@@ -120,14 +120,17 @@ class Worker:
                 # worker whose broker is gone still stops (its messages go back anyway).
                 for queue, tag in consuming:
                     with contextlib.suppress(Exception):
-                        await asyncio.wait_for(queue.cancel(tag), BROKER_GRACE_S)
+                        async with asyncio.timeout(BROKER_GRACE_S):
+                            await queue.cancel(tag)
                 with contextlib.suppress(Exception):
-                    await asyncio.wait_for(stop_listening(), BROKER_GRACE_S)
+                    async with asyncio.timeout(BROKER_GRACE_S):
+                        await stop_listening()
                 picking.cancel()
                 await self._drain()
                 heart.cancel()
                 with contextlib.suppress(Exception):
-                    await asyncio.wait_for(self.attempts.stop(), 3)
+                    async with asyncio.timeout(3):
+                        await self.attempts.stop()
                 self.threads.shutdown(wait=False, cancel_futures=True)
 
     async def _drain(self) -> None:
@@ -137,7 +140,8 @@ class Worker:
         self.draining = True
         for message in self.waiting.take_all():
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(_quietly(message.nack(requeue=True)), BROKER_GRACE_S)
+                async with asyncio.timeout(BROKER_GRACE_S):
+                    await _quietly(message.nack(requeue=True))
         for task in self.holding:  # their copies go back to the queue with the channel
             task.cancel()
         if not self.tasks:

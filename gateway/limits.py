@@ -100,7 +100,8 @@ class RequestLimits:
 async def _within(awaitable: Any, seconds: float) -> Any:
     if seconds == float("inf"):
         return await awaitable
-    return await asyncio.wait_for(awaitable, seconds)
+    async with asyncio.timeout(seconds):
+        return await awaitable
 
 
 async def _refuse(send: Send, status: int, reason: str) -> None:

@@ -42,7 +42,8 @@ async def check_all(ops: Ops) -> dict[str, str]:
 
     async def check(name: str) -> str:
         try:
-            await asyncio.wait_for(ops.probes[name](), PROBE_TIMEOUT_S)
+            async with asyncio.timeout(PROBE_TIMEOUT_S):
+                await ops.probes[name]()
         except TimeoutError:
             return f"no answer within {PROBE_TIMEOUT_S:.0f}s"
         except Exception as exc:  # noqa: BLE001 - any failure means not ready

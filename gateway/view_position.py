@@ -31,7 +31,8 @@ class ViewPosition:
         if self._poller is None or self._poller.done():
             self._poller = asyncio.create_task(self._poll())
         try:
-            await asyncio.wait_for(done, timeout_s)
+            async with asyncio.timeout(timeout_s):
+                await done
         except TimeoutError:
             return False
         finally:

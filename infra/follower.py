@@ -148,7 +148,8 @@ class LedgerFollower:
         needed.clear()
         if not self.decode_if():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(needed.wait(), self.skip_interval_s)
+                async with asyncio.timeout(self.skip_interval_s):
+                    await needed.wait()
         await _drained(conn)
         return True
 
@@ -178,7 +179,8 @@ async def _notified(
     loop.add_reader(fd, readable.set)
     try:
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(readable.wait(), timeout_s)
+            async with asyncio.timeout(timeout_s):
+                await readable.wait()
     finally:
         loop.remove_reader(fd)
     return await _drained(conn)

@@ -142,7 +142,8 @@ class _EmbeddedServer(uvicorn.Server):
     async def main_loop(self) -> None:
         while not await self.on_tick(0):  # tick 0: the Date header is renewed
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), 1.0)
+                async with asyncio.timeout(1.0):
+                    await self._stop.wait()
 
 
 async def run_gateway(

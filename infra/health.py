@@ -43,7 +43,8 @@ async def serve_ops(settings: Settings, stopping: asyncio.Event) -> None:
 
     async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            request = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+            async with asyncio.timeout(5):
+                request = await reader.readuntil(b"\r\n\r\n")
             path = request.split(b" ", 2)[1].split(b"?", 1)[0].decode("ascii", "replace")
             status, content_type, body = await _route(ops, path)
             head = (

@@ -87,6 +87,7 @@ async def run_scheduler(
                 until_tick = (scheduler.next_tick - datetime.now(UTC)).total_seconds() + 0.005
                 wait_s = min(wait_s, max(until_tick, 0.0))
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stopping.wait(), wait_s)
+                async with asyncio.timeout(wait_s):
+                    await stopping.wait()
 
     await supervise("scheduler", fire, stopping)

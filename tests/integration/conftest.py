@@ -272,15 +272,21 @@ class Stack:
             pytest.fail(f"{process.args} did not stop within 60 s:\n{log.read_text()[-20000:]}")
 
     def stop_all(self) -> None:
+        """SIGTERM to each process still running; one that has not exited 30 s later
+        is killed and fails the test (a stop must not hang, even under load)."""
         for process in self.processes:
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
-        for process in self.processes:
+        hung = []
+        for process, log in zip(self.processes, self.logs, strict=True):
             try:
                 process.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+                hung.append(f"{process.args} did not stop within 30 s:\n{log.read_text()[-6000:]}")
+        if hung:
+            pytest.fail("\n\n".join(hung))
 
 
 @pytest.fixture

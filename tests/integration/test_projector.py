@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 import uuid
 from collections.abc import AsyncGenerator, Iterator, Sequence
 from typing import Any
@@ -211,6 +212,35 @@ async def test_a_stream_opened_while_the_head_is_read_is_not_passed_by(
     finally:
         await batches.aclose()
     assert [(type(e), e.originator_id) for e, _ in batch] == [(Job.Submitted, job_id)]
+
+
+async def test_a_follower_stops_when_told_to_as_a_commit_wakes_it(
+    pg: PostgresSettings,
+) -> None:
+    """A stop that lands in the loop step after a commit's NOTIFY woke the follower
+    (common while the ledger is busy) still stops it. Python 3.11's
+    ``asyncio.wait_for`` returned the wake-up and dropped the cancel: a dispatcher
+    told to stop under load went on following the ledger until it was killed."""
+    ledger = ledger_store.open_ledger(pg)
+    follower = LedgerFollower(ledger, pg.conninfo, idle_poll_s=60)
+
+    async def follow() -> None:
+        async for _ in follower.batches(None):
+            pass
+
+    following = asyncio.create_task(follow())
+    await asyncio.sleep(0.5)  # parked: waiting for a NOTIFY
+    assert not following.done()
+    with psycopg.connect(pg.conninfo, autocommit=True) as other:
+        other.execute(f"NOTIFY {follower.channel}")
+    time.sleep(0.2)  # (blocking the loop) the NOTIFY reaches the follower's socket
+    loop = asyncio.get_running_loop()
+    # The next loop step runs the follower's socket callback; the cancel comes in
+    # the step after it, as a stop in another task would.
+    loop.call_soon(loop.call_soon, following.cancel)
+    with pytest.raises(asyncio.CancelledError):
+        async with asyncio.timeout(5):
+            await following
 
 
 class _Wakeups:
