@@ -31,6 +31,8 @@ from consumers.routing import Names
 from consumers.telemetry import current_traceparent, messaging_span
 
 log = logging.getLogger("jobledger.dispatcher")
+# How long a stopping dispatcher tries to record the position it published up to.
+FINAL_RECORD_S = 5.0
 
 
 class EventSource(Protocol):
@@ -91,8 +93,13 @@ class Dispatcher:
             for task in (reading, recording):
                 task.cancel()
             await asyncio.gather(reading, recording, return_exceptions=True)
+            # Stopping: keep what is confirmed, unless the ledger cannot take it soon
+            # (PostgreSQL down: its pool would wait out its own timeout, and the stop
+            # with it). Not recorded, those batches are published again at the next
+            # start, and the workers, deciding from the ledger, run none of them twice.
             with contextlib.suppress(Exception, asyncio.CancelledError):
-                await self._record_confirmed()  # stopping: keep what is confirmed
+                async with asyncio.timeout(FINAL_RECORD_S):
+                    await self._record_confirmed()
             for publish in self._publishes:
                 publish.cancel()
             await asyncio.gather(

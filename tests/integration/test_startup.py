@@ -48,6 +48,13 @@ def test_a_stack_started_before_postgresql_waits_for_it_and_then_runs_jobs(
             job = submit(client, "echo", {"text": "late database"})
             assert wait_for_status(client, job["id"])["status"] == "succeeded"
     assert "cannot open the ledger" in stack.logs[-1].read_text()
+    # PostgreSQL gone again: a stop still ends (the dispatcher waited out its pool's
+    # 30 s timeout and more, to record a position it publishes again at its next start).
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"no stop within 20 s:\n{stack.logs[-1].read_text()[-4000:]}")
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ whatever stops it stops it with its own error."""
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 from uuid import uuid4
@@ -12,6 +13,7 @@ from uuid import uuid4
 import pytest
 from eventsourcing.persistence import Tracking
 
+from consumers import dispatcher as dispatcher_module
 from consumers.dispatcher import Dispatcher
 from consumers.routing import Names
 from domain.job import Job
@@ -144,3 +146,38 @@ async def test_stopping_records_what_the_broker_confirmed() -> None:
         await running
 
     assert positions.recorded[-1] == 2
+
+
+class UnreachablePositions(Positions):
+    """A ledger whose PostgreSQL is gone: a record waits (as its pool would, for a
+    connection) until the test lets it go."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.released = threading.Event()
+
+    def insert_tracking(self, tracking: Tracking) -> None:
+        self.released.wait()
+
+
+async def test_a_stop_while_the_ledger_is_unreachable_gives_up_recording(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """It waited for the record for as long as the pool did (30 s and more): a stop
+    with PostgreSQL down hung. What it gives up on is published again next start."""
+    monkeypatch.setattr(dispatcher_module, "FINAL_RECORD_S", 0.2)
+    ledger = Ledger([[submitted(1)], [submitted(2)]], then=None)
+    broker, positions = Broker(), UnreachablePositions()
+    running = asyncio.create_task(dispatcher(ledger, broker, positions).run())
+    await until(lambda: len(broker.confirms) == 2)
+    broker.confirms[0].set_result(None)
+    await asyncio.sleep(0.05)  # recording position 1: waiting on the ledger
+    broker.confirms[1].set_result(None)  # position 2 for the stop to record
+    await asyncio.sleep(0)
+    running.cancel()
+    try:
+        with pytest.raises(asyncio.CancelledError):
+            async with asyncio.timeout(5):
+                await running
+    finally:
+        positions.released.set()
