@@ -36,12 +36,15 @@ from gateway.tokens import mint
 from infra import ledger_store
 from infra.settings import PostgresSettings
 from tests.faults import free_port
+from tests.integration.forks import Forked, ForkServer
 
 ROOT = Path(__file__).resolve().parents[2]
 PG = {"host": "127.0.0.1", "port": 5432, "user": "postgres", "dbname": "jobledger_test"}
 AMQP_HOST = "127.0.0.1:5672"
 MANAGEMENT = "http://127.0.0.1:15672/api"
 T = TypeVar("T")
+Process = subprocess.Popen[bytes] | Forked
+PROGRAM = (sys.executable, "-m", "infra.cli")
 TENANT = "dev"  # the tests' default caller's tenant
 AUTH_SECRET = "integration-tests-hs256-secret-0123456789abcdef"
 
@@ -176,7 +179,8 @@ class Stack:
 
     env: dict[str, str]
     url: str
-    processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    forks: ForkServer | None = None  # starts the processes, if there is one
+    processes: list[Process] = field(default_factory=list)
     logs: list[Path] = field(default_factory=list)
 
     def cli(
@@ -199,22 +203,27 @@ class Stack:
         self,
         *command: str,
         cwd: Path = ROOT,
-        program: tuple[str, ...] = (sys.executable, "-m", "infra.cli"),
+        program: tuple[str, ...] = PROGRAM,
         **overrides: str,
-    ) -> subprocess.Popen[bytes]:
-        """Start ``jobledger COMMAND`` with the stack's settings plus ``overrides``;
+    ) -> Process:
+        """Start ``jobledger COMMAND`` with the stack's settings plus ``overrides``,
+        forked from the session's fork server if there is one (``forks.py``);
         ``program`` and ``cwd`` run it as a user would (the installed ``jobledger``,
         whose path lacks the working directory that ``python -m`` puts on it)."""
         env = {**self.env, **overrides}
         log_path = Path(env["JOBLEDGER_TEST_LOGDIR"]) / f"{len(self.logs)}-{command[0]}.log"
-        with log_path.open("wb") as log:  # the child keeps its own handle
-            process = subprocess.Popen(
-                [*program, *command],
-                cwd=cwd,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
+        process: Process
+        if self.forks is not None and program == PROGRAM and cwd == ROOT:
+            process = self.forks.start(list(command), env, cwd, log_path)
+        else:
+            with log_path.open("wb") as log:  # the child keeps its own handle
+                process = subprocess.Popen(
+                    [*program, *command],
+                    cwd=cwd,
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
         self.processes.append(process)
         self.logs.append(log_path)
         return process
@@ -260,7 +269,7 @@ class Stack:
                     f"{process.args} exited {process.returncode}:\n{log.read_text()[-3000:]}"
                 )
 
-    def stop(self, process: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> int:
+    def stop(self, process: Process, sig: int = signal.SIGTERM) -> int:
         process.send_signal(sig)
         try:
             return process.wait(timeout=60)
@@ -346,10 +355,28 @@ def delete_broker_objects(vhost: str, prefix: str) -> None:
                 client.delete(f"{MANAGEMENT}/{kind}/{v}/{quote(item['name'], safe='')}")
 
 
+@pytest.fixture(scope="session")
+def forks() -> Iterator[ForkServer | None]:
+    """The test process's fork server (``forks.py``), or None with ``TESTS_EXEC=1``:
+    every process a new interpreter."""
+    if os.environ.get("TESTS_EXEC") == "1":
+        yield None
+        return
+    server = ForkServer()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
 @pytest.fixture
-def stack(stack_env: dict[str, str], vhost: str) -> Iterator[Stack]:
+def stack(stack_env: dict[str, str], vhost: str, forks: ForkServer | None) -> Iterator[Stack]:
     """An empty stack: tests start the processes they need."""
-    s = Stack(env=stack_env, url=f"http://127.0.0.1:{stack_env['JOBLEDGER_GATEWAY__PORT']}")
+    s = Stack(
+        env=stack_env,
+        url=f"http://127.0.0.1:{stack_env['JOBLEDGER_GATEWAY__PORT']}",
+        forks=forks,
+    )
     yield s
     s.stop_all()
     delete_broker_objects(vhost, stack_env["JOBLEDGER_AMQP__PREFIX"])
@@ -373,7 +400,7 @@ def running(request: pytest.FixtureRequest) -> Iterator[Stack]:
 
 @pytest.fixture(scope="module")
 def shared_running(
-    postgres: str, vhost: str, tmp_path_factory: pytest.TempPathFactory
+    postgres: str, vhost: str, tmp_path_factory: pytest.TempPathFactory, forks: ForkServer | None
 ) -> Iterator[Stack]:
     """One ``jobledger run`` for a module's tests, in a schema and name prefix of its own.
     A module opts in (``pytestmark = pytest.mark.shared_stack``) when each of its tests
@@ -381,7 +408,7 @@ def shared_running(
     process: a stack's start is a few CPU-seconds, most of what such a test costs."""
     schema = f"t_{uuid.uuid4().hex[:12]}"
     env = _stack_env(postgres, vhost, schema, tmp_path_factory.mktemp("shared"))
-    s = Stack(env=env, url=f"http://127.0.0.1:{env['JOBLEDGER_GATEWAY__PORT']}")
+    s = Stack(env=env, url=f"http://127.0.0.1:{env['JOBLEDGER_GATEWAY__PORT']}", forks=forks)
     try:
         s.start("run")
         s.wait_ready()
@@ -440,7 +467,7 @@ def start_workers(stack: Stack, *args: str, count: int = 1, **env: str) -> list[
     return workers
 
 
-def kill_the_worker(stack: Stack, worker: subprocess.Popen[bytes]) -> None:
+def kill_the_worker(stack: Stack, worker: Process) -> None:
     """SIGKILL the pool's only worker and wait until the broker has dropped its
     consumer, so the next ``start_workers`` counts from zero, not from a ghost."""
     worker.send_signal(signal.SIGKILL)
