@@ -34,6 +34,7 @@ import signal
 import socket
 import sys
 import traceback
+from collections.abc import Iterator
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -143,15 +144,9 @@ class Zygote:
             os._exit(code)
 
     def _reap(self) -> None:
-        while True:
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                return
-            if pid == 0:
-                return
+        for pid, code in reaped():
             self.children.discard(pid)
-            _send(self.control, ("exited", pid, os.waitstatus_to_exitcode(status)))
+            _send(self.control, ("exited", pid, code))
 
     def _stop(self) -> None:
         """The worker has gone: its jobs' processes go with it."""
@@ -172,3 +167,15 @@ def _die_with_parent(parent: int) -> None:
 def _send(control: socket.socket, message: tuple[Any, ...]) -> None:
     with contextlib.suppress(OSError):  # the worker has gone: its EOF ends the loop
         control.send(pickle.dumps(message))
+
+
+def reaped() -> Iterator[tuple[int, int]]:
+    """Reap each child that has exited: its pid and exit code (-N: killed by signal N)."""
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        yield pid, os.waitstatus_to_exitcode(status)

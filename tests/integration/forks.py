@@ -33,6 +33,8 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from consumers.zygote import reaped
+
 ROOT = Path(__file__).resolve().parents[2]
 # What `jobledger run`, `worker`, `gateway`, `dispatcher`, `projector` and `scheduler`
 # import, and the tests' job module.
@@ -87,21 +89,10 @@ def serve(path: str) -> None:
                             _child(request, [listener, conn], selector, (wake_r, wake_w))
                         answer: dict[str, Any] = {"pid": pid}
                     else:
-                        _reap(codes)
+                        codes.update(reaped())
                         answer = {"code": codes.get(request["pid"])}
                     conn.sendall(json.dumps(answer).encode() + b"\n")
-        _reap(codes)
-
-
-def _reap(codes: dict[int, int]) -> None:
-    while True:
-        try:
-            pid, status = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
-        codes[pid] = os.waitstatus_to_exitcode(status)
+        codes.update(reaped())
 
 
 def _child(
