@@ -378,8 +378,10 @@ def stack(stack_env: dict[str, str], vhost: str, forks: ForkServer | None) -> It
         forks=forks,
     )
     yield s
-    s.stop_all()
-    delete_broker_objects(vhost, stack_env["JOBLEDGER_AMQP__PREFIX"])
+    try:
+        s.stop_all()
+    finally:
+        delete_broker_objects(vhost, stack_env["JOBLEDGER_AMQP__PREFIX"])
 
 
 @pytest.fixture
@@ -414,9 +416,11 @@ def shared_running(
         s.wait_ready()
         yield s
     finally:
-        s.stop_all()
-        delete_broker_objects(vhost, env["JOBLEDGER_AMQP__PREFIX"])
-        _drop_schema(postgres, schema)
+        try:
+            s.stop_all()
+        finally:
+            delete_broker_objects(vhost, env["JOBLEDGER_AMQP__PREFIX"])
+            _drop_schema(postgres, schema)
 
 
 TERMINAL = {"succeeded", "failed", "cancelled"}
