@@ -37,7 +37,7 @@ class LedgerFollower:
         conninfo: str,
         *,
         batch_size: int = 500,
-        idle_poll_s: float = 1.0,
+        idle_poll_s: float = 10.0,
         max_backoff_s: float = 5.0,
         min_interval_s: float = 0.0,
         decode_if: Callable[[], bool] | None = None,
@@ -119,7 +119,8 @@ class LedgerFollower:
                     yield batch
                     if len(rows) == self.batch_size:
                         continue
-                # Wait for a NOTIFY, or poll now and then in case one was missed.
+                # Wait for a NOTIFY (every append sends one, in its own transaction:
+                # the recorder's insert function), or poll now and then all the same.
                 await _notified(conn, self.idle_poll_s)
                 wait_s = read_at + self.min_interval_s - time.monotonic()
                 if wait_s > 0:

@@ -9,7 +9,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
 
-from aio_pika.abc import AbstractRobustConnection
+from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
 from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, Observation
 
@@ -58,17 +58,23 @@ class QueueDepths:
         queues: Mapping[str, str],
         interval_s: float,
     ) -> None:
-        """Sample every ``interval_s`` until cancelled (a passive declare per queue);
-        ``queues`` maps each work queue (every lane of a pool) to its pool."""
+        """Sample every ``interval_s`` until cancelled (a passive declare per queue, on
+        one channel kept open: opening and closing one a sample was two more round
+        trips and a channel process the broker starts and stops); ``queues`` maps each
+        work queue (every lane of a pool) to its pool."""
         self.pools.update(queues)
+        channel: AbstractRobustChannel | None = None
         while True:
             try:
-                async with connection.channel() as channel:
-                    for name in [*queues, self.dead_queue]:
-                        queue = await channel.declare_queue(name, passive=True)
-                        self.depths[name] = queue.declaration_result.message_count or 0
-                        if name != self.dead_queue:
-                            self._served(name, queue.declaration_result.consumer_count or 0)
+                if channel is None:  # robust: it reopens itself, after a 404 too
+                    channel = await connection.channel()
+                for name in [*queues, self.dead_queue]:
+                    # Not remembered for the channel's reopening (robust=False): a missing
+                    # queue's passive declare, redone, would close it again.
+                    queue = await channel.declare_queue(name, passive=True, robust=False)
+                    self.depths[name] = queue.declaration_result.message_count or 0
+                    if name != self.dead_queue:
+                        self._served(name, queue.declaration_result.consumer_count or 0)
             except Exception as exc:  # noqa: BLE001 - a sample is skipped, not fatal
                 log.debug("queue depth sample failed: %r", exc)
             await asyncio.sleep(interval_s)
