@@ -4,7 +4,9 @@ message says is believed without the ledger."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import socket
 import uuid
 from typing import Any
 
@@ -88,6 +90,25 @@ def test_a_body_that_is_not_json_without_a_token_gets_401_first(running: Stack) 
         f"{running.url}/jobs", content=b"{not json", headers={"content-type": "application/json"}
     )
     assert response.status_code == 401
+
+
+def test_a_malformed_request_gets_its_whole_400_though_its_body_is_unread(
+    running: Stack,
+) -> None:
+    """The 400 for a request that cannot be parsed ended with the connection's close,
+    and the close, with the request's body still unread, was a reset: the client lost
+    the end of the answer ("connection reset by peer"), every time here."""
+    host, port = running.url.removeprefix("http://").split(":")
+    head = b"POST /jobs HTTP/1.1\r\nHost: x\r\nContent-Length: 300000\r\nno colon\r\n\r\n"
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        with contextlib.suppress(OSError):
+            sock.sendall(head + b"x" * 300_000)
+        answer = b""
+        while chunk := sock.recv(65536):  # to the server's EOF: a reset raises
+            answer += chunk
+    status, _, body = answer.partition(b"\r\n\r\n")
+    assert status.startswith(b"HTTP/1.1 400"), answer[:200]
+    assert body == b"Invalid HTTP request received."
 
 
 def test_a_token_whose_subject_holds_a_nul_is_refused(running: Stack) -> None:
