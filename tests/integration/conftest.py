@@ -293,7 +293,9 @@ class Stack:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
-                hung.append(f"{process.args} did not stop within 30 s:\n{log.read_text()[-6000:]}")
+                text = log.read_text()
+                waits = "\n".join(line for line in text.splitlines() if "still waits" in line)
+                hung.append(f"{process.args} did not stop within 30 s:\n{waits}\n{text[-4000:]}")
         if hung:
             pytest.fail("\n\n".join(hung))
 
