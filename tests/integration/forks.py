@@ -87,6 +87,7 @@ def serve(path: str) -> None:
                         pid = os.fork()
                         if pid == 0:
                             _child(request, [listener, conn], selector, (wake_r, wake_w))
+                        codes.pop(pid, None)  # an earlier child's, if the pid came round again
                         answer: dict[str, Any] = {"pid": pid}
                     else:
                         codes.update(reaped())
