@@ -60,8 +60,10 @@ class PostgresWorkerStore:
     # Liveness
 
     def beat(self, worker_id: str, pool: str, in_flight: list[str], listed_at: datetime) -> None:
-        with self.datastore.transaction(commit=True) as curs:
-            curs.execute(
+        # One statement in autocommit (the pool's connections are): its own transaction,
+        # without a BEGIN and a COMMIT of round trips of their own, every beat.
+        with self.datastore.get_connection() as conn:
+            conn.execute(
                 self._sql(
                     "INSERT INTO {s}.workers (worker_id, pool, heartbeat_at, in_flight, "
                     "in_flight_at, alive_until) VALUES (%s, %s, now(), %s, %s, "
