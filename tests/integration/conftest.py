@@ -276,9 +276,7 @@ class Stack:
         except subprocess.TimeoutExpired:
             process.send_signal(signal.SIGUSR2)  # its threads' stacks, into its log
             time.sleep(2)
-            process.kill()
-            log = self.logs[self.processes.index(process)]
-            pytest.fail(f"{process.args} did not stop within 60 s:\n{log.read_text()[-20000:]}")
+            pytest.fail(_killed_hanging(process, self.logs[self.processes.index(process)], 60))
 
     def stop_all(self) -> None:
         """SIGTERM to each process still running; one that has not exited 30 s later
@@ -291,13 +289,19 @@ class Stack:
             try:
                 process.wait(timeout=30)
             except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-                text = log.read_text()
-                waits = "\n".join(line for line in text.splitlines() if "still waits" in line)
-                hung.append(f"{process.args} did not stop within 30 s:\n{waits}\n{text[-4000:]}")
+                hung.append(_killed_hanging(process, log, 30))
         if hung:
             pytest.fail("\n\n".join(hung))
+
+
+def _killed_hanging(process: Process, log: Path, waited_s: float) -> str:
+    """Kill a process that did not stop; say so, with the tasks its stop watchdog
+    logged as still waited for, then the end of its log."""
+    process.kill()
+    process.wait()
+    text = log.read_text()
+    waits = "\n".join(line for line in text.splitlines() if "still waits" in line)
+    return f"{process.args} did not stop within {waited_s:.0f} s:\n{waits}\n{text[-8000:]}"
 
 
 @pytest.fixture
