@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
+import weakref
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,6 +16,7 @@ from eventsourcing.persistence import InfrastructureFactory
 from eventsourcing.postgres import PostgresDatastore, PostgresFactory, PostgresTrackingRecorder
 from eventsourcing.utils import Environment
 from psycopg import sql
+from psycopg_pool import ConnectionPool
 
 from domain.group_commit import ReadMany
 from domain.ledger import JobLedger
@@ -44,7 +47,40 @@ def ledger_env(pg: PostgresSettings) -> dict[str, str]:
         "AGGREGATE_CACHE_MAXSIZE": "10000",
         "AGGREGATE_CACHE_FASTFORWARD": "y",
         "CREATE_TABLE": "y",
+        # The ledger's appends as one prepared call (infra/ledger_recorder.py).
+        "APPLICATION_RECORDER_TOPIC": "infra.ledger_recorder:LedgerRecorder",
     }
+
+
+# A pooled connection idle this long is pinged before it is handed out.
+PING_IDLE_S = 1.0
+
+
+class _PingWhenIdle:
+    """The pool's check before it hands out a connection, made once per idle spell:
+    a connection unused for ``idle_s`` is pinged (after a restart of PostgreSQL it
+    is found dead and replaced before anyone uses it); one in steady use is not, since
+    under load the ping was a round trip, and a tenth of a writer's CPU, for every
+    transaction. A connection that breaks between its last use and the next fails
+    that use, as one could fail between a ping and its use: the event store retries
+    it, and a worker holds on (application/store.py)."""
+
+    def __init__(self, idle_s: float) -> None:
+        self.idle_s = idle_s
+        self.last_out: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
+
+    def __call__(self, conn: psycopg.Connection[Any]) -> None:
+        now = time.monotonic()
+        last = self.last_out.get(conn)
+        if last is None or now - last >= self.idle_s:
+            ConnectionPool.check_connection(conn)
+        self.last_out[conn] = now
+
+
+def _ping_when_idle(datastore: PostgresDatastore) -> None:
+    pool: Any = datastore.pool
+    assert pool._check is not None, "the pool was built without its pre-ping"
+    pool._check = _PingWhenIdle(PING_IDLE_S)
 
 
 # What a CREATE raises when another process created the same thing at the same moment.
@@ -110,6 +146,7 @@ def open_ledger(
     with schema_lock(pg) as conn:
         ledger = JobLedger(env=env)
         ledger_chain.install(conn, pg.schema_, events_table_name(ledger))
+    _ping_when_idle(ledger.recorder.datastore)  # type: ignore[attr-defined]
     if not fastforward:
         ledger.read_together(job_reader(ledger))
     return ledger
@@ -141,6 +178,7 @@ def _datastore(pg: PostgresSettings) -> PostgresDatastore:
             factory = InfrastructureFactory.construct(Environment("stores", env))
             assert isinstance(factory, PostgresFactory)
             datastore = _small_stores[key] = factory.datastore
+            _ping_when_idle(datastore)
         return datastore
 
 
