@@ -30,6 +30,7 @@ from consumers.routing import Names, check_pool_name
 from domain.ledger import JobLedger
 from domain.retry import RetryPolicy
 from infra import ledger_store, topology
+from infra.amqp_writes import GatheredWrites
 from infra.errors import BrokerUnavailable, ConfigurationError, StoreUnavailable
 from infra.settings import Settings
 
@@ -118,6 +119,8 @@ async def connect_broker(settings: Settings) -> AbstractRobustConnection:
     """A robust connection. Failed or cancelled, the attempt is closed: left open, its
     reconnection task would go on connecting on its own, and hold the process's exit."""
     connection = aio_pika.RobustConnection(make_url(settings.amqp.url))
+    # Each turn of the loop's frames in one send (infra/amqp_writes.py); reconnects too.
+    connection.kwargs["transport_factory"] = GatheredWrites()
     try:
         await connection.connect(timeout=10)
     except BaseException as exc:
