@@ -22,11 +22,15 @@ class ProgressReporter:
         self._written: tuple[int, str] | None = None
         self._wake = asyncio.Event()
         self._closing = asyncio.Event()
-        self._task = asyncio.create_task(self._loop())
+        # Started by the first report: most jobs never report, and a task, two events
+        # and a timeout for each were a few per cent of a worker's CPU.
+        self._task: asyncio.Task[None] | None = None
 
     def report(self, percent: int, message: str) -> None:
         self._latest = (percent, message)
         self._wake.set()
+        if self._task is None and not self._closing.is_set():
+            self._task = asyncio.create_task(self._loop())
 
     def report_threadsafe(self, loop: asyncio.AbstractEventLoop) -> Callable[[int, str], None]:
         """A ``report`` that handlers may call from their own threads."""
@@ -44,7 +48,8 @@ class ProgressReporter:
         """Stop the loop and write the final value, if it is not written yet."""
         self._closing.set()
         self._wake.set()
-        await self._task
+        if self._task is not None:
+            await self._task
         await self._flush()
 
     async def _loop(self) -> None:

@@ -74,3 +74,20 @@ async def test_the_final_value_lands_even_when_reported_just_after_a_write() -> 
     reporter.report(100, "last")
     await reporter.close()
     assert ledger.written == [(10, "first"), (100, "last")]
+
+
+async def test_a_job_that_never_reports_costs_no_task_and_writes_nothing() -> None:
+    ledger = FakeLedger()
+    before = len(asyncio.all_tasks())
+    reporter = ProgressReporter(ledger.write, interval_s=INTERVAL_S)
+    assert len(asyncio.all_tasks()) == before
+    await reporter.close()
+    assert ledger.written == []
+
+
+async def test_a_report_made_just_before_close_is_written() -> None:
+    ledger = FakeLedger()
+    reporter = ProgressReporter(ledger.write, interval_s=INTERVAL_S)
+    reporter.report(100, "done")
+    await reporter.close()
+    assert ledger.written == [(100, "done")]
