@@ -166,8 +166,8 @@ class Attempts:
         decision: Decision | None = None
         leased = False
         try:
-            try:  # the common case, a start, in one call into the ledger
-                job, started = await self.store.call(self._read_and_start, delivery, origin)
+            try:  # the common case, a start, in one go
+                job, started = await self.store.run(self._read_and_start, delivery, origin)
             except JobNotFound:
                 decision = DeadLetter("unknown job")
                 return decision
@@ -190,7 +190,7 @@ class Attempts:
                     decision = Defer(wait_s)
                     return decision
                 leased = bool(kind.limits.max_running)
-                job, started = await self.store.call(self._start, job, delivery, origin)
+                job, started = await self.store.run(self._start, job, delivery, origin)
             decision = await self._decide(job, delivery, origin, started, was_held, redrive)
             return decision
         finally:
@@ -199,13 +199,13 @@ class Attempts:
                 if leased:
                     await self.store.call(self.limiter.release, delivery.job_id, self.worker_id)
 
-    def _read_and_start(self, delivery: Delivery, origin: Origin) -> tuple[Job, bool]:
-        """(The job, whether this call started it), in one thread: a startable job of
-        a type without limits is started here; anything else is read as the store has
-        it (a cached copy may lag) and left to the caller."""
-        job = self.ledger.get_job(delivery.job_id)
+    async def _read_and_start(self, delivery: Delivery, origin: Origin) -> tuple[Job, bool]:
+        """(The job, whether this call started it): a startable job of a type without
+        limits is started here; anything else is read as the store has it (a cached
+        copy may lag) and left to the caller."""
+        job = await self.ledger.get_job_async(delivery.job_id)
         if not _startable(job, delivery):
-            job = self.ledger.read_job(job.id)  # the cached copy may lag (a user's retry)
+            job = await self.ledger.read_job_async(job.id)  # the cached copy may lag
             if not _startable(job, delivery):
                 return job, False
         if not _matches(job, delivery):
@@ -214,12 +214,12 @@ class Attempts:
             raise NotDueYet(job.run_at, wait_s)
         if self._limited(job.job_type) is not None:
             return job, False
-        return self._start(job, delivery, origin)
+        return await self._start(job, delivery, origin)
 
-    def _start(self, job: Job, delivery: Delivery, origin: Origin) -> tuple[Job, bool]:
+    async def _start(self, job: Job, delivery: Delivery, origin: Origin) -> tuple[Job, bool]:
         """Start ``job`` (a copy just read, decided on without reading it again)."""
         try:
-            committed = self.ledger.start_job(
+            committed = await self.ledger.start_job_async(
                 job.id,
                 delivery.attempt,
                 self.worker_id,
@@ -228,7 +228,7 @@ class Attempts:
                 loaded=job,
             )
         except InvalidTransition:
-            return self.ledger.read_job(job.id), False
+            return await self.ledger.read_job_async(job.id), False
         return committed.job, True
 
     async def _decide(
@@ -258,7 +258,7 @@ class Attempts:
             # Recorded as the attempt's permanent failure: the copy goes to the DLQ.
             written = await self._write(
                 job,
-                self.ledger.fail_attempt,
+                self.ledger.fail_attempt_async,
                 job.id,
                 str(exc),
                 retryable=False,
@@ -294,9 +294,9 @@ class Attempts:
         operator = Origin(OPERATOR, origin.correlation_id, origin.traceparent)
         attempt = job.attempt
         try:
-            committed = await self.store.call(self.ledger.retry_job, job.id, operator)
+            committed = await self.store.run(self.ledger.retry_job_async, job.id, operator)
         except InvalidTransition:
-            job = await self.store.call(self.ledger.read_job, job.id)
+            job = await self.store.run(self.ledger.read_job_async, job.id)
             if job.status is Status.QUEUED and job.attempt == attempt:
                 return Ack("redriven", job)  # our own write, whose reply was lost
             return Ack("stale")
@@ -310,7 +310,7 @@ class Attempts:
         Then settle this copy as the ledger says."""
         job, lost, dead_since = hold.job, False, None
         while True:
-            job = await self.store.call(self.ledger.read_job, job.id)
+            job = await self.store.run(self.ledger.read_job_async, job.id)
             if job.status is not Status.RUNNING or job.attempt != delivery.attempt:
                 break
             if await self._held_alive(job):
@@ -335,7 +335,7 @@ class Attempts:
         log.warning("job %s: %s", job.id, error)
         written = await self._write(
             job,
-            self.ledger.fail_attempt,
+            self.ledger.fail_attempt_async,
             job.id,
             error,
             retryable=True,
@@ -356,7 +356,7 @@ class Attempts:
                 written = await self._interrupt(job, origin, "worker shut down")
             elif outcome.cancelled:
                 written = await self._write(
-                    job, self.ledger.confirm_cancelled, job.id, origin, attempt=n
+                    job, self.ledger.confirm_cancelled_async, job.id, origin, attempt=n
                 )
                 if written.job.status is Status.RUNNING and written.job.attempt == n:
                     # Stopped without a cancel in the ledger: the attempt does not count.
@@ -367,7 +367,7 @@ class Attempts:
                 )
                 written = await self._write(
                     job,
-                    self.ledger.fail_attempt,
+                    self.ledger.fail_attempt_async,
                     job.id,
                     outcome.error,
                     retryable=outcome.retryable,
@@ -378,7 +378,12 @@ class Attempts:
                 )
             else:
                 written = await self._write(
-                    job, self.ledger.complete_job, job.id, outcome.result or {}, origin, attempt=n
+                    job,
+                    self.ledger.complete_job_async,
+                    job.id,
+                    outcome.result or {},
+                    origin,
+                    attempt=n,
                 )
         finally:
             self._let_go(job.id)
@@ -389,20 +394,27 @@ class Attempts:
 
     async def _interrupt(self, job: Job, origin: Origin, reason: str) -> _Written:
         return await self._write(
-            job, self.ledger.interrupt_attempt, job.id, reason, attempt=job.attempt, origin=origin
+            job,
+            self.ledger.interrupt_attempt_async,
+            job.id,
+            reason,
+            attempt=job.attempt,
+            origin=origin,
         )
 
     async def _write(
-        self, job: Job, command: Callable[..., Committed], *args: Any, **kwargs: Any
+        self, job: Job, command: Callable[..., Awaitable[Committed]], *args: Any, **kwargs: Any
     ) -> _Written:
         """Write; when the state machine refuses (the attempt was given up on, or an
         earlier try of this very write landed though its reply was lost), read the
         job back: the ledger says what happened."""
         try:
-            committed = await self.store.call(command, *args, **kwargs)
+            committed = await self.store.run(command, *args, **kwargs)
         except InvalidTransition as exc:
             log.info("job %s: not recorded (%s); reading it back", job.id, exc)
-            return _Written(await self.store.call(self.ledger.read_job, job.id), recorded=False)
+            return _Written(
+                await self.store.run(self.ledger.read_job_async, job.id), recorded=False
+            )
         return _Written(committed.job, recorded=True)
 
     def _settlement(self, job: Job, delivery: Delivery, why: str) -> Settle:
@@ -416,8 +428,8 @@ class Attempts:
     async def report(self, run: Run, percent: int, message: str) -> bool:
         """Record progress; True when the ledger says a cancel was requested."""
         try:
-            committed = await self.store.call(
-                self.ledger.report_progress,
+            committed = await self.store.run(
+                self.ledger.report_progress_async,
                 run.job.id,
                 percent,
                 message,
@@ -434,7 +446,7 @@ class Attempts:
         so too, but anyone can publish one.)"""
         if self.held[job_id] <= 0:
             return False
-        job = await self.store.call(self.ledger.read_job, job_id)
+        job = await self.store.run(self.ledger.read_job_async, job_id)
         return job.status is Status.RUNNING and job.cancel_requested
 
     def in_flight(self) -> list[UUID]:

@@ -16,13 +16,14 @@ from domain.retry import RetryPolicy
 
 
 class Ledger(Protocol):
-    """The commands and reads of domain.ledger.JobLedger that an attempt uses."""
+    """The commands and reads of domain.ledger.JobLedger that an attempt uses, each
+    awaited on the worker's event loop."""
 
-    def get_job(self, job_id: UUID) -> Job: ...
+    async def get_job_async(self, job_id: UUID) -> Job: ...
 
-    def read_job(self, job_id: UUID) -> Job: ...
+    async def read_job_async(self, job_id: UUID) -> Job: ...
 
-    def start_job(
+    async def start_job_async(
         self,
         job_id: UUID,
         attempt: int,
@@ -33,7 +34,7 @@ class Ledger(Protocol):
         loaded: Job | None = None,
     ) -> Committed: ...
 
-    def report_progress(
+    async def report_progress_async(
         self,
         job_id: UUID,
         percent: int,
@@ -43,11 +44,11 @@ class Ledger(Protocol):
         attempt: int | None = None,
     ) -> Committed: ...
 
-    def complete_job(
+    async def complete_job_async(
         self, job_id: UUID, result: dict[str, Any], origin: Origin, *, attempt: int | None = None
     ) -> Committed: ...
 
-    def fail_attempt(
+    async def fail_attempt_async(
         self,
         job_id: UUID,
         error: str,
@@ -56,17 +57,18 @@ class Ledger(Protocol):
         retry_delay_s: float | None,
         origin: Origin,
         attempt: int | None = None,
+        traceback: str = "",
     ) -> Committed: ...
 
-    def interrupt_attempt(
+    async def interrupt_attempt_async(
         self, job_id: UUID, reason: str, *, attempt: int, origin: Origin
     ) -> Committed: ...
 
-    def confirm_cancelled(
+    async def confirm_cancelled_async(
         self, job_id: UUID, origin: Origin, *, attempt: int | None = None
     ) -> Committed: ...
 
-    def retry_job(self, job_id: UUID, origin: Origin) -> Committed: ...
+    async def retry_job_async(self, job_id: UUID, origin: Origin) -> Committed: ...
 
 
 class JobLimits(Protocol):

@@ -1,4 +1,4 @@
-"""Calls into the ledger (synchronous) from an event loop, holding on through an
+"""Calls into the ledger from an event loop, holding on through an
 outage of PostgreSQL instead of giving up: a worker keeps its messages meanwhile,
 since giving one back would count toward the queue's delivery limit."""
 
@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from eventsourcing.persistence import InterfaceError, OperationalError
@@ -27,10 +27,14 @@ class Store:
 
     async def call(self, command: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run ``command`` in a thread; while the store is unreachable, retry with backoff."""
+        return await self.run(asyncio.to_thread, command, *args, **kwargs)
+
+    async def run(self, command: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
+        """Await ``command``; while the store is unreachable, retry with backoff."""
         backoff = self.first_backoff_s
         while True:
             try:
-                return await asyncio.to_thread(command, *args, **kwargs)
+                return await command(*args, **kwargs)
             except UNREACHABLE as exc:
                 log.warning("ledger unreachable, retrying in %.1fs: %s", backoff, exc)
                 await asyncio.sleep(backoff)

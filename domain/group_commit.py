@@ -172,6 +172,10 @@ class GroupRead(_Gathering[None, Sequence[Any]]):
         self._read = read
         super().__init__("jobledger-reader", max_batch=max_batch, max_wait_s=max_wait_s)
 
+    def events_later(self, job_id: UUID) -> Future[Sequence[Any]]:
+        """``events`` without waiting (for a caller on an event loop)."""
+        return self._hand_over(job_id, None)
+
     def events(self, job_id: UUID) -> Sequence[Any]:
         """The job's events, oldest first (none if there is no such job)."""
         return self._call(job_id, None)

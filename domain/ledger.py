@@ -1,13 +1,21 @@
-"""The JobLedger application: one method per command, each one transaction."""
+"""The JobLedger application: one method per command, each one transaction.
+
+A command that changes a job is written once, as its steps (``_changing``): load the
+job, decide, save; on a concurrent write, reload and decide again. The steps name
+what they need from the store and a driver does it: the command methods block on
+each step (a caller in a thread), their ``_async`` twins await it (a worker's event
+loop, handing reads and writes straight to the group read and the group commit
+without a thread of its own in between)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application
@@ -22,6 +30,34 @@ from domain.origin import Origin
 # A command that meets a concurrent write reloads the job and decides again this
 # many times before giving up; the state machine then usually refuses it.
 CONFLICT_RETRIES = 5
+
+T = TypeVar("T")
+Decide = Callable[[Job], None]  # a command's decision on a job: raises or records events
+
+
+@dataclass(frozen=True)
+class _Load:
+    """The job: the cached copy if there is one, else the store's."""
+
+    job_id: UUID
+
+
+@dataclass(frozen=True)
+class _Reload:
+    """The job as the store has it, never a cached copy."""
+
+    job_id: UUID
+
+
+@dataclass(frozen=True)
+class _Save:
+    """Save the job's new events; the step's value is the Committed."""
+
+    job: Job
+
+
+# A command's steps: each yields what it needs and is sent what the store gave.
+Steps = Generator[_Load | _Reload | _Save, Any, T]
 
 
 @dataclass(frozen=True)
@@ -155,8 +191,20 @@ class JobLedger(Application[UUID]):
     ) -> Committed:
         """``loaded``: a copy of the job the caller just read (and may be changed),
         decided on first instead of reading it again."""
-        return self._change(
-            job_id, lambda job: job.start(attempt, worker_id, origin, delivery_id), loaded
+        return self._change(job_id, _start(attempt, worker_id, origin, delivery_id), loaded)
+
+    async def start_job_async(
+        self,
+        job_id: UUID,
+        attempt: int,
+        worker_id: str,
+        origin: Origin,
+        delivery_id: str = "",
+        *,
+        loaded: Job | None = None,
+    ) -> Committed:
+        return await self._change_async(
+            job_id, _start(attempt, worker_id, origin, delivery_id), loaded
         )
 
     def report_progress(
@@ -168,14 +216,28 @@ class JobLedger(Application[UUID]):
         *,
         attempt: int | None = None,
     ) -> Committed:
-        return self._change(
-            job_id, lambda job: job.report_progress(percent, message, origin, attempt=attempt)
-        )
+        return self._change(job_id, _report(percent, message, origin, attempt))
+
+    async def report_progress_async(
+        self,
+        job_id: UUID,
+        percent: int,
+        message: str,
+        origin: Origin,
+        *,
+        attempt: int | None = None,
+    ) -> Committed:
+        return await self._change_async(job_id, _report(percent, message, origin, attempt))
 
     def complete_job(
         self, job_id: UUID, result: dict[str, Any], origin: Origin, *, attempt: int | None = None
     ) -> Committed:
-        return self._change(job_id, lambda job: job.succeed(result, origin, attempt=attempt))
+        return self._change(job_id, _succeed(result, origin, attempt))
+
+    async def complete_job_async(
+        self, job_id: UUID, result: dict[str, Any], origin: Origin, *, attempt: int | None = None
+    ) -> Committed:
+        return await self._change_async(job_id, _succeed(result, origin, attempt))
 
     def fail_attempt(
         self,
@@ -189,32 +251,36 @@ class JobLedger(Application[UUID]):
         traceback: str = "",
     ) -> Committed:
         """Record a failed attempt; with a delay and attempts left, schedule the next."""
+        return self._change(
+            job_id, _fail(error, retryable, retry_delay_s, origin, attempt, traceback)
+        )
 
-        def fail(job: Job) -> None:
-            retry_at = None
-            if retryable and retry_delay_s is not None:
-                retry_at = datetime.now(UTC) + timedelta(seconds=retry_delay_s)
-            job.fail_attempt(
-                error,
-                retry_at=retry_at,
-                retryable=retryable,
-                origin=origin,
-                attempt=attempt,
-                traceback=traceback,
-            )
-
-        return self._change(job_id, fail)
+    async def fail_attempt_async(
+        self,
+        job_id: UUID,
+        error: str,
+        *,
+        retryable: bool,
+        retry_delay_s: float | None,
+        origin: Origin,
+        attempt: int | None = None,
+        traceback: str = "",
+    ) -> Committed:
+        return await self._change_async(
+            job_id, _fail(error, retryable, retry_delay_s, origin, attempt, traceback)
+        )
 
     def interrupt_attempt(
         self, job_id: UUID, reason: str, *, attempt: int, origin: Origin
     ) -> Committed:
         """Give a running attempt back unfinished (a worker shutting down): it runs again
         at once and does not count against the job's attempts."""
-        retry_at = datetime.now(UTC)
-        return self._change(
-            job_id,
-            lambda job: job.interrupt(reason, retry_at=retry_at, origin=origin, attempt=attempt),
-        )
+        return self._change(job_id, _interrupt(reason, attempt, origin))
+
+    async def interrupt_attempt_async(
+        self, job_id: UUID, reason: str, *, attempt: int, origin: Origin
+    ) -> Committed:
+        return await self._change_async(job_id, _interrupt(reason, attempt, origin))
 
     def hand_over_job(
         self, job_id: UUID, range_s: float, origin: Origin, now: datetime | None = None
@@ -240,10 +306,18 @@ class JobLedger(Application[UUID]):
     def confirm_cancelled(
         self, job_id: UUID, origin: Origin, *, attempt: int | None = None
     ) -> Committed:
-        return self._change(job_id, lambda job: job.confirm_cancelled(origin, attempt=attempt))
+        return self._change(job_id, _confirm_cancelled(origin, attempt))
+
+    async def confirm_cancelled_async(
+        self, job_id: UUID, origin: Origin, *, attempt: int | None = None
+    ) -> Committed:
+        return await self._change_async(job_id, _confirm_cancelled(origin, attempt))
 
     def retry_job(self, job_id: UUID, origin: Origin) -> Committed:
         return self._change(job_id, lambda job: job.retry(origin))
+
+    async def retry_job_async(self, job_id: UUID, origin: Origin) -> Committed:
+        return await self._change_async(job_id, lambda job: job.retry(origin))
 
     def get_job(self, job_id: UUID) -> Job:
         if self.reader is not None:
@@ -285,44 +359,119 @@ class JobLedger(Application[UUID]):
         self._forget(job_id)
         return self.get_job(job_id)
 
-    def _change(
-        self, job_id: UUID, command: Callable[[Job], None], loaded: Job | None = None
+    async def get_job_async(self, job_id: UUID) -> Job:
+        """``get_job``, awaiting the group read (a worker's ledger); in a thread without one."""
+        if self.reader is None:
+            return await asyncio.to_thread(self.get_job, job_id)
+        if not self._in_cache(job_id):
+            events = await asyncio.wrap_future(self.reader.events_later(job_id))
+            if not self._fold_into_cache(job_id, events):
+                raise JobNotFound
+        return self.get_job(job_id)  # from the cache: no read
+
+    async def read_job_async(self, job_id: UUID) -> Job:
+        self._forget(job_id)
+        return await self.get_job_async(job_id)
+
+    def _change(self, job_id: UUID, decide: Decide, loaded: Job | None = None) -> Committed:
+        return self._done(self._changing(job_id, decide, loaded))
+
+    async def _change_async(
+        self, job_id: UUID, decide: Decide, loaded: Job | None = None
     ) -> Committed:
+        return await self._awaited(self._changing(job_id, decide, loaded))
+
+    def _changing(self, job_id: UUID, decide: Decide, loaded: Job | None) -> Steps[Committed]:
         """Load, decide and save; on a concurrent write, reload and decide again."""
         for _ in range(CONFLICT_RETRIES):
-            job = self._decided(job_id, command, loaded)
+            job = yield from self._deciding(job_id, decide, loaded)
             loaded = None
             try:
-                return self._commit(job)
+                committed: Committed = yield _Save(job)
             except IntegrityError:
                 self._forget(job_id)
-            except Exception:
-                # The outcome is unknown (a lost reply may hide a commit): the next
-                # read of this job goes to the store.
+            except BaseException:
+                # The outcome is unknown (a lost reply may hide a commit; a caller on
+                # a loop may give up waiting): the next read of this job goes to the store.
                 self._forget(job_id)
                 raise
-        return self._commit(self._decided(job_id, command))
+            else:
+                return committed
+        job = yield from self._deciding(job_id, decide, None)
+        committed = yield _Save(job)
+        return committed
 
-    def _decided(
-        self, job_id: UUID, command: Callable[[Job], None], loaded: Job | None = None
-    ) -> Job:
-        """The job after ``command``. Without fast-forward a cached copy may be behind
+    def _deciding(self, job_id: UUID, decide: Decide, loaded: Job | None) -> Steps[Job]:
+        """The job after ``decide``. Without fast-forward a cached copy may be behind
         the store: a refusal is only believed once the store's copy refuses too."""
-        job = loaded if loaded is not None else self.get_job(job_id)
+        job: Job = loaded if loaded is not None else (yield _Load(job_id))
         try:
-            command(job)
+            decide(job)
         except InvalidTransition:
             if self.repository.fastforward or self.repository.cache is None:
                 raise
-            job = self.read_job(job_id)
-            command(job)
+            job = yield _Reload(job_id)
+            decide(job)
         return job
+
+    def _done(self, steps: Steps[T]) -> T:
+        """Run ``steps``, blocking on each; what a step raises is raised into them."""
+        send: Callable[[Any], Any] = steps.send
+        value: Any = None
+        while True:
+            try:
+                step = send(value)
+            except StopIteration as stopped:
+                return stopped.value  # type: ignore[no-any-return]
+            try:
+                value, send = self._step(step), steps.send
+            except BaseException as exc:  # noqa: BLE001 - the steps decide what it means
+                value, send = exc, steps.throw
+
+    async def _awaited(self, steps: Steps[T]) -> T:
+        """``_done``, awaiting each step instead."""
+        send: Callable[[Any], Any] = steps.send
+        value: Any = None
+        while True:
+            try:
+                step = send(value)
+            except StopIteration as stopped:
+                return stopped.value  # type: ignore[no-any-return]
+            try:
+                value, send = await self._step_async(step), steps.send
+            except BaseException as exc:  # noqa: BLE001 - a cancel too: the job is forgotten
+                value, send = exc, steps.throw
+
+    def _step(self, step: _Load | _Reload | _Save) -> Any:
+        match step:
+            case _Load(job_id):
+                return self.get_job(job_id)
+            case _Reload(job_id):
+                return self.read_job(job_id)
+            case _Save(job):
+                return self._commit(job)
+
+    async def _step_async(self, step: _Load | _Reload | _Save) -> Any:
+        match step:
+            case _Load(job_id):
+                return await self.get_job_async(job_id)
+            case _Reload(job_id):
+                return await self.read_job_async(job_id)
+            case _Save(job):
+                return await self._commit_async(job)
 
     def _commit(self, job: Job) -> Committed:
         if self.writer is None:
             recordings = self.save(job)
             return Committed(job, recordings[-1].notification.id if recordings else 0)
         position = self.writer.save(job)
+        self._cached(job)
+        return Committed(job, position)
+
+    async def _commit_async(self, job: Job) -> Committed:
+        if self.writer is None:
+            return await asyncio.to_thread(self._commit, job)
+        position = await asyncio.wrap_future(self.writer.save_later(job))
         self._cached(job)
         return Committed(job, position)
 
@@ -333,20 +482,34 @@ class JobLedger(Application[UUID]):
             cache.put(job.id, job)
 
     def _read_into_cache(self, job_id: UUID) -> None:
+        assert self.reader is not None
+        if not self._in_cache(job_id):
+            self._fold_into_cache(job_id, self.reader.events(job_id))
+
+    def _in_cache(self, job_id: UUID) -> bool:
         cache = self.repository.cache
-        assert cache is not None and self.reader is not None
+        assert cache is not None
         try:
             cache.get(job_id)
         except KeyError:
-            job: Any = None
-            for event in self.reader.events(job_id):
-                job = event.mutate(job)
-            if job is None:
-                return
-            with contextlib.suppress(KeyError):
-                if cache.get(job_id).version >= job.version:
-                    return  # this process's own write of it landed meanwhile
-            cache.put(job_id, job)
+            return False
+        return True
+
+    def _fold_into_cache(self, job_id: UUID, events: Sequence[Any]) -> bool:
+        """Cache the job ``events`` make, unless this process's own write of it landed
+        meanwhile; False when there are none."""
+        cache = self.repository.cache
+        assert cache is not None
+        job: Any = None
+        for event in events:
+            job = event.mutate(job)
+        if job is None:
+            return False
+        with contextlib.suppress(KeyError):
+            if cache.get(job_id).version >= job.version:
+                return True
+        cache.put(job_id, job)
+        return True
 
     def _forget(self, job_id: UUID) -> None:
         """Drop a cached copy that lost a race, so the next read goes to the store."""
@@ -354,3 +517,51 @@ class JobLedger(Application[UUID]):
         if cache is not None:
             with contextlib.suppress(KeyError):
                 cache.get(job_id, evict=True)
+
+
+# What each command decides, shared by the blocking and the awaiting form.
+
+
+def _start(attempt: int, worker_id: str, origin: Origin, delivery_id: str) -> Decide:
+    return lambda job: job.start(attempt, worker_id, origin, delivery_id)
+
+
+def _report(percent: int, message: str, origin: Origin, attempt: int | None) -> Decide:
+    return lambda job: job.report_progress(percent, message, origin, attempt=attempt)
+
+
+def _succeed(result: dict[str, Any], origin: Origin, attempt: int | None) -> Decide:
+    return lambda job: job.succeed(result, origin, attempt=attempt)
+
+
+def _fail(
+    error: str,
+    retryable: bool,
+    retry_delay_s: float | None,
+    origin: Origin,
+    attempt: int | None,
+    traceback: str,
+) -> Decide:
+    def fail(job: Job) -> None:
+        retry_at = None
+        if retryable and retry_delay_s is not None:
+            retry_at = datetime.now(UTC) + timedelta(seconds=retry_delay_s)
+        job.fail_attempt(
+            error,
+            retry_at=retry_at,
+            retryable=retryable,
+            origin=origin,
+            attempt=attempt,
+            traceback=traceback,
+        )
+
+    return fail
+
+
+def _interrupt(reason: str, attempt: int, origin: Origin) -> Decide:
+    retry_at = datetime.now(UTC)
+    return lambda job: job.interrupt(reason, retry_at=retry_at, origin=origin, attempt=attempt)
+
+
+def _confirm_cancelled(origin: Origin, attempt: int | None) -> Decide:
+    return lambda job: job.confirm_cancelled(origin, attempt=attempt)
