@@ -8,7 +8,8 @@ the peers on the same workload in the same run.
 
 Reports: jobs/s (first submit to last ``Succeeded`` in the ledger), submit→running and
 submit→succeeded p50/p95/p99 (from the ledger's own timestamps, through the job view),
-ledger events/s, the projector's largest lag, and each process's peak RSS. With
+ledger events/s, the projector's largest lag, and each process's peak RSS; it fails
+unless every job has exactly one ``Succeeded`` in the ledger. With
 --peers, bench/setup_peers.sh must have run; ratios are printed at the end.
 jobledger publishes with confirms; the peers do not by default (see RESULTS.md there),
 so --peers also runs them with confirms: Celery+PG, Dramatiq with its one commit per
@@ -221,6 +222,20 @@ class SucceededCount:
         return self.count
 
 
+def check_one_success_each(conn: psycopg.Connection[Any], schema: str, jobs: int) -> None:
+    """Every job submitted has exactly one Succeeded in the ledger, and no job more."""
+    submitted, succeeded, succeeded_jobs = conn.execute(
+        f"SELECT count(*) FILTER (WHERE originator_version = 1), "
+        f"count(*) FILTER (WHERE topic = 'domain.job:Job.Succeeded'), "
+        f"count(DISTINCT originator_id) FILTER (WHERE topic = 'domain.job:Job.Succeeded') "
+        f"FROM {schema}.jobledger_events"
+    ).fetchone() or (0, 0, 0)
+    if not submitted == succeeded == succeeded_jobs == jobs:
+        raise RuntimeError(
+            f"{jobs} jobs: {submitted} submitted, {succeeded} successes of {succeeded_jobs} jobs"
+        )
+
+
 def run_jobledger(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as logdir, stack("bench.noop_app", Path(logdir)) as s:
         pg = PostgresSettings(dbname="jobledger", schema=s.schema)
@@ -253,6 +268,7 @@ def run_jobledger(args: argparse.Namespace) -> dict[str, Any]:
             sampler.sample()  # each process's CPU over the same window as the machine's
             process_cpu_s = dict(sampler.cpu_s)
             events = conn.execute(f"SELECT count(*) FROM {s.schema}.jobledger_events").fetchone()[0]
+            check_one_success_each(conn, s.schema, args.jobs)
             caught_up = time.monotonic()
             head = conn.execute(
                 f"SELECT max(notification_id) FROM {s.schema}.jobledger_events"
