@@ -407,6 +407,15 @@ def _is_commit(kind: int, payload: bytes) -> bool:
     return sql.strip().upper().startswith(b"COMMIT")
 
 
+def _runs(link: _Link, kind: int, payload: bytes) -> bytes | None:
+    """The SQL a simple Query or a Bind (of a statement parsed earlier) runs."""
+    if kind == ord("Q"):
+        return payload[:_KEEP]
+    if kind == ord("B"):
+        return link.statements.get([*payload.split(b"\0", 2), b"", b""][1], b"")
+    return None
+
+
 class _Link:
     """One proxied connection: the client's socket and the server's."""
 
@@ -416,6 +425,7 @@ class _Link:
         self.syncs = self.readies = self.cut_after = 0  # ReadyForQuery owed / received
         self.statements: dict[bytes, bytes] = {}  # prepared statement name -> its SQL
         self.wrote = b""  # the SQL of the open transaction, as far as the filter cares
+        self.in_block = False  # between a BEGIN and its COMMIT or ROLLBACK
         self.timer: threading.Timer | None = None  # the cut of a doomed link, at the latest
         self._lock = threading.Lock()
 
@@ -490,7 +500,8 @@ class TcpProxy:
         reaches the client, whose connection is reset (an ambiguous commit). With
         ``writing``, only the COMMIT of a transaction that ran a statement containing
         those bytes (e.g. ``b"INSERT INTO"`` plus a table's name: prepared statements
-        are followed from their Parse to each Bind)."""
+        are followed from their Parse to each Bind), or such a statement run outside a
+        transaction block (in autocommit, its own end is its commit)."""
         with self._lock:
             self._armed, self._writing = count, writing
 
@@ -554,10 +565,20 @@ class TcpProxy:
         earlier Query or Sync."""
         for kind, payload in messages:
             self._follow_statements(link, kind, payload)
-            if not link.doomed and _is_commit(kind, payload):
-                wrote, link.wrote = link.wrote, b""
+            sql = (_runs(link, kind, payload) or b"").strip().upper()
+            if sql.startswith((b"BEGIN", b"START TRANSACTION")):
+                link.in_block = True
+            elif sql.startswith((b"COMMIT", b"ROLLBACK", b"END", b"ABORT")):
+                link.in_block = False
+            committing = _is_commit(kind, payload)
+            if not committing and not link.in_block and self._writing and sql:
+                committing = self._writing.upper() in sql  # in autocommit: commits at its end
+                if committing:
+                    link.wrote = sql
+            if not link.doomed and committing:
+                wrote, link.wrote = link.wrote.upper(), b""
                 with self._lock:
-                    wanted = self._writing is None or self._writing in wrote
+                    wanted = self._writing is None or self._writing.upper() in wrote
                     fire = self._armed > 0 and wanted
                     self._armed -= fire
                 if fire:

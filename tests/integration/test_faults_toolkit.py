@@ -141,6 +141,34 @@ def test_cut_after_commit_loses_the_reply_but_not_the_commit(
         assert proxy.commits_cut == 1
 
 
+def test_cut_after_commit_loses_the_reply_of_an_autocommit_write_but_not_the_write(
+    pg: PrivatePostgres,
+) -> None:
+    """In autocommit a statement commits at its end: with ``writing`` naming it, its
+    reply is the one lost; statements in a transaction block wait for their COMMIT."""
+    with psycopg.connect(pg.dsn(), autocommit=True) as direct:
+        direct.execute("CREATE TABLE t (x int)")
+    with TcpProxy("127.0.0.1", pg.port) as proxy:
+        proxied = pg.dsn().replace(f"port={pg.port}", f"port={proxy.port}")
+        proxy.cut_after_commit(1, writing=b"insert into t")
+        with psycopg.connect(proxied) as conn:  # a block: its COMMIT is the cut one
+            conn.execute("INSERT INTO t VALUES (0)")
+            conn.execute("SELECT 1")
+            assert proxy.commits_cut == 0
+            with pytest.raises(psycopg.OperationalError):
+                conn.commit()
+        assert proxy.commits_cut == 1
+        proxy.cut_after_commit(1, writing=b"insert into t")
+        with (
+            psycopg.connect(proxied, autocommit=True) as conn,
+            pytest.raises(psycopg.OperationalError),
+        ):
+            conn.execute("INSERT INTO t VALUES (1)", prepare=True)
+        assert proxy.commits_cut == 2
+        with psycopg.connect(pg.dsn()) as direct:
+            assert direct.execute("SELECT x FROM t ORDER BY x").fetchall() == [(0,), (1,)]
+
+
 def test_private_rabbit_runs_beside_the_shared_node(
     rabbit: PrivateRabbit, shared_rabbit: tuple[str, str]
 ) -> None:
