@@ -170,7 +170,9 @@ class Dispatcher:
         """Publish to ``lane`` and wait for the broker's confirm (raises if it refuses)."""
         delay_s = self.names.clamp_delay(delay)
         exchange = self.delay_exchange if delay_s else self.work_exchange
-        with messaging_span("publish", SpanKind.PRODUCER, delivery, exchange.name) as span:
+        with messaging_span(
+            "publish", SpanKind.PRODUCER, delivery, exchange.name, logs=False
+        ) as span:
             span.set_attribute("jobledger.delay_s", delay_s)
             span.set_attribute("jobledger.lane", lane.value)
             message = delivery_message(delivery, delay_s, current_traceparent(delivery.traceparent))

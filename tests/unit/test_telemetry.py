@@ -139,6 +139,20 @@ def test_with_tracing_off_a_delivery_s_trace_id_is_still_current_for_its_log_lin
     assert passed_on == delivery.traceparent
 
 
+def test_with_tracing_off_the_dispatcher_passes_a_delivery_s_trace_context_on_as_it_came() -> None:
+    """Its publish logs nothing, so the context is not made current; what it sends on
+    is the delivery's own ``traceparent`` all the same."""
+    traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    delivery = Delivery(uuid4(), 1, "echo", "t", "c", "default", traceparent=traceparent)
+
+    with messaging_span("publish", SpanKind.PRODUCER, delivery, "x", logs=False) as span:
+        span.set_attribute("jobledger.lane", "normal")  # a span's methods, doing nothing
+        passed_on = current_traceparent(delivery.traceparent)
+
+    assert passed_on == traceparent
+    assert not span.get_span_context().is_valid
+
+
 def test_jobs_in_flight_are_read_from_each_running_worker_when_collected() -> None:
     def observed() -> list[tuple[float, dict[str, str]]]:
         options = CallbackOptions()
