@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from uuid import UUID, uuid4
@@ -603,3 +604,31 @@ def test_a_worker_cannot_record_the_outcome_of_an_attempt_that_was_superseded() 
 def test_a_job_without_attempts_is_refused() -> None:
     with pytest.raises(LedgerError):
         submitted(max_attempts=0)
+
+
+def test_a_copy_changes_apart_from_the_job_it_was_taken_from() -> None:
+    """The repository hands commands copies of its cached jobs: whatever the copy goes
+    through, the cached job is as it was."""
+    cached = submitted()
+    cached.collect_events()
+    before = copy.copy(cached.__dict__)
+
+    changed = copy.deepcopy(cached)
+    assert changed == cached and changed is not cached
+    changed.start(1, "worker-7", WORKER, "d-1")
+    changed.report_progress(40, "half", WORKER, attempt=1)
+    changed.succeed({"mask": "m1"}, WORKER, attempt=1)
+
+    assert [type(e).__name__ for e in changed.collect_events()] == [
+        "Started",
+        "ProgressReported",
+        "Succeeded",
+    ]
+    assert cached.collect_events() == []
+    assert cached.__dict__ == before
+    assert (cached.status, cached.attempt, cached.version) == (Status.QUEUED, 0, 1)
+    assert (changed.status, changed.result, changed.version) == (
+        Status.SUCCEEDED,
+        {"mask": "m1"},
+        4,
+    )
