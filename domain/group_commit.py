@@ -82,9 +82,6 @@ class _Gathering(Generic[Item, Result]):
         self.batches = 0
         self.served = 0
 
-    def _call(self, job_id: UUID, item: Item) -> Result:
-        return self._hand_over(job_id, item).result()
-
     def _hand_over(self, job_id: UUID, item: Item) -> Future[Result]:
         pending: _Pending[Item, Result] = _Pending(job_id, item)
         self._queue.put(pending)
@@ -178,7 +175,7 @@ class GroupRead(_Gathering[None, Sequence[Any]]):
 
     def events(self, job_id: UUID) -> Sequence[Any]:
         """The job's events, oldest first (none if there is no such job)."""
-        return self._call(job_id, None)
+        return self.events_later(job_id).result()
 
     def _serve(self, batch: list[_Pending[None, Sequence[Any]]]) -> None:
         """One query for the batch; if it fails, one each, so that a job that cannot

@@ -322,6 +322,10 @@ class JobLedger(Application[UUID]):
     def get_job(self, job_id: UUID) -> Job:
         if self.reader is not None:
             self._read_into_cache(job_id)
+        return self._repository_job(job_id)
+
+    def _repository_job(self, job_id: UUID) -> Job:
+        """The repository's copy: the cached one if there is one, else the store's."""
         try:
             job: object = self.repository.get(job_id)
         except AggregateNotFoundError:
@@ -367,7 +371,7 @@ class JobLedger(Application[UUID]):
             events = await asyncio.wrap_future(self.reader.events_later(job_id))
             if not self._fold_into_cache(job_id, events):
                 raise JobNotFound
-        return self.get_job(job_id)  # from the cache: no read
+        return self._repository_job(job_id)  # from the cache: no read
 
     async def read_job_async(self, job_id: UUID) -> Job:
         self._forget(job_id)
