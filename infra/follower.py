@@ -44,6 +44,7 @@ class LedgerFollower:
         needed_again: asyncio.Event | None = None,
         topics: Collection[str] | None = None,
         skip_interval_s: float = 0.5,
+        woken_by: Collection[str] | None = None,
     ) -> None:
         """``min_interval_s`` spaces reads out when the ledger is busy, so one read
         takes many commits' events. ``topics`` names the only events that are needed:
@@ -52,7 +53,9 @@ class LedgerFollower:
         only moves to the ledger's head, yielding ``[(None, head)]`` at most every
         ``skip_interval_s`` (and only if something was committed), and reads again
         when it says yes: at once if ``needed_again`` is set then, else within
-        ``skip_interval_s``."""
+        ``skip_interval_s``. ``woken_by`` names the events whose commits must wake
+        the follower (None: every commit); the others' events are read at the next
+        wake-up, in order, or at the poll."""
         self.ledger = ledger
         self.conninfo = conninfo
         self.batch_size = batch_size
@@ -64,7 +67,7 @@ class LedgerFollower:
         self.topics = frozenset(topics) if topics is not None else None
         self.skip_interval_s = skip_interval_s
         recorder: Any = ledger.recorder
-        self.channel: str = recorder.channel_name
+        self.channel: str = recorder.channel_for(woken_by)
         self.table = EventsTable(ledger)
 
     async def batches(self, after: int | None) -> AsyncGenerator[Batch, None]:
@@ -119,8 +122,8 @@ class LedgerFollower:
                     yield batch
                     if len(rows) == self.batch_size:
                         continue
-                # Wait for a NOTIFY (every append sends one, in its own transaction:
-                # the recorder's insert function), or poll now and then all the same.
+                # Wait for a NOTIFY (an append sends it in its own transaction: the
+                # recorder's insert function), or poll now and then all the same.
                 await _notified(conn, self.idle_poll_s)
                 wait_s = read_at + self.min_interval_s - time.monotonic()
                 if wait_s > 0:

@@ -8,7 +8,7 @@ from functools import partial
 
 from application.handover import HandOver
 from application.lanes import LANES, TenantShares
-from application.outbox import FOLLOWED_TOPICS
+from application.outbox import DISPATCHED_TOPICS, FOLLOWED_TOPICS
 from consumers.dispatcher import Dispatcher
 from domain.ledger import JobLedger
 from infra import ledger_store
@@ -27,8 +27,8 @@ from infra.settings import Settings
 from projections.runner import Projector
 
 # How often, at most, the projector reads the ledger: under load each read then
-# takes many commits' events at once. The dispatcher reads on every commit, as a
-# job's start waits for it.
+# takes many commits' events at once. The dispatcher reads on every commit that
+# calls for a message, as a job's start waits for it.
 PROJECTOR_READ_INTERVAL_S = 0.02
 
 
@@ -63,7 +63,12 @@ async def run_dispatcher(
             )
             channel = await connection.channel(publisher_confirms=True)
             dispatcher = Dispatcher(
-                source=LedgerFollower(ledger, settings.postgres.conninfo, topics=FOLLOWED_TOPICS),
+                source=LedgerFollower(
+                    ledger,
+                    settings.postgres.conninfo,
+                    topics=FOLLOWED_TOPICS,
+                    woken_by=DISPATCHED_TOPICS,
+                ),
                 positions=positions,
                 application_name=ledger.name,
                 names=names,

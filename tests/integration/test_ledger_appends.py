@@ -115,6 +115,26 @@ def test_an_append_notifies_the_followers_when_it_commits(pg: PostgresSettings) 
     assert [n.channel for n in notices] == [recorder.channel_name]
 
 
+def test_only_an_append_calling_for_a_message_notifies_the_dispatcher(
+    pg: PostgresSettings,
+) -> None:
+    ledger = ledger_store.open_ledger(pg, LedgerSettings(group_commit=False))
+    recorder: Any = ledger.recorder
+    with psycopg.connect(pg.conninfo, autocommit=True) as listener:
+        listener.execute(f'LISTEN "{recorder.channel_name}"')
+        listener.execute(f'LISTEN "{recorder.dispatch_channel}"')
+        job_id = submit_to_ledger(ledger, 1)
+        ledger.start_job(job_id, 1, "w1", LEDGER_ORIGIN)
+        ledger.complete_job(job_id, {}, LEDGER_ORIGIN)
+        notices = [n.channel for n in listener.notifies(timeout=2, stop_after=4)]
+    assert notices == [
+        recorder.channel_name,
+        recorder.dispatch_channel,  # the submit's
+        recorder.channel_name,  # the start's
+        recorder.channel_name,  # the success's
+    ]
+
+
 def _backend_pid(conn: psycopg.Connection[Any]) -> int:
     return conn.info.backend_pid
 

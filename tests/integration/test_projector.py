@@ -14,7 +14,7 @@ import psycopg
 import pytest
 from eventsourcing.persistence import IntegrityError, Tracking
 
-from application.outbox import DISPATCHED_TOPICS
+from application.outbox import DISPATCHED_TOPICS, FOLLOWED_TOPICS as FOLLOWED
 from domain.job import Job
 from domain.ledger import JobLedger
 from infra import ledger_store
@@ -174,6 +174,39 @@ async def test_a_follower_decodes_only_the_topics_it_is_given(pg: PostgresSettin
         (Job.Submitted, ids[1]),
         (Job.Submitted, ids[2]),
     ]
+
+
+async def test_a_follower_woken_by_dispatched_events_reads_the_others_with_them(
+    pg: PostgresSettings,
+) -> None:
+    """The dispatcher's follower: a commit of a job's start or end does not wake it
+    (two of a job's three commits); the next commit calling for a message does, and
+    it reads, in order, everything committed before that one too."""
+    ledger = ledger_store.open_ledger(pg)
+    job_id = submit_to_ledger(ledger, 0)
+    follower = LedgerFollower(
+        ledger, pg.conninfo, topics=FOLLOWED, woken_by=DISPATCHED_TOPICS, idle_poll_s=60
+    )
+    batches = follower.batches(None)
+    try:
+        first = await asyncio.wait_for(anext(batches), 5)
+        assert [(type(e), e.originator_id) for e, _ in first] == [(Job.Submitted, job_id)]
+        ledger.start_job(job_id, 1, "w1", LEDGER_ORIGIN)
+        ledger.complete_job(job_id, {}, LEDGER_ORIGIN)
+        waiting = asyncio.ensure_future(anext(batches))
+        await asyncio.sleep(0.5)
+        assert not waiting.done(), "woken by a commit that calls for no message"
+        second = submit_to_ledger(ledger, 1)
+        batch = await asyncio.wait_for(waiting, 5)
+        while batch[-1][0] is None or batch[-1][0].originator_id != second:
+            batch = [*batch, *await asyncio.wait_for(anext(batches), 5)]
+    finally:
+        await batches.aclose()
+    assert [(type(e), e.originator_id) for e, _ in batch if e is not None] == [
+        (Job.Started, job_id),
+        (Job.Submitted, second),
+    ]
+    assert len(batch) == 3, "the start, the success (not decoded) and the next submit"
 
 
 async def test_a_follower_needing_no_events_only_moves_to_the_head(pg: PostgresSettings) -> None:
