@@ -165,7 +165,7 @@ class Submissions:
             )
         job = self._admitted(job_id, tenant, case_id, job_type, params, origin, run_at, priority)
         try:
-            committed = await asyncio.wrap_future(self.ledger.append_submitted_later(job))
+            committed = await self.ledger.append_submitted_async(job)
         except DuplicateSubmission:
             return await asyncio.to_thread(self._answer_taken, job)
         return Submitted(committed.job, committed.position, created=True)

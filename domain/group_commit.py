@@ -12,8 +12,11 @@ A worker reads every job it starts. ``GroupRead`` gathers those reads the same w
 and answers them from one query; with no wait, a lone read goes at once, and reads
 only share a query when they arrive while the previous one runs.
 
-A caller on an event loop hands its save over without blocking (``save_later``) and
-awaits the future.
+A caller on an event loop hands its save (or read) over without blocking
+(``save_async``, ``events_async``) and awaits an asyncio future of its own loop. The
+serving thread settles a batch's futures of one loop with one call into that loop:
+no thread-safe future (with its lock and condition) a caller, and one wake-up of the
+loop a batch rather than one a caller.
 
 Only the first caller of a batch wakes the serving thread: it then sleeps out the
 wait and takes whatever has arrived, so the callers in between hand over their
@@ -24,6 +27,7 @@ belong to that caller's trace and log context; a lone caller's, to its own."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import contextvars
 import logging
@@ -64,6 +68,42 @@ class _Pending(Generic[Item, Result]):
                 self.done.set_result(result)  # type: ignore[arg-type]
 
 
+@dataclass
+class _AwaitedPending(_Pending[Item, Result]):
+    """A caller on an event loop: settled on its loop, with the batch's others of that
+    loop (``_settle_on_loops``)."""
+
+    awaited: asyncio.Future[Result] | None = None
+    outcome: tuple[Result | None, BaseException | None] | None = None
+
+    def settle(self, result: Result | None = None, error: BaseException | None = None) -> None:
+        self.outcome = (result, error)
+
+
+def _settle_on_loops(batch: Sequence[_Pending[Any, Any]]) -> None:
+    """One call into each loop that awaits members of ``batch``. A loop already closed
+    (its process stopping) has no one left to answer; the work stands."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[_AwaitedPending[Any, Any]]] = {}
+    for p in batch:
+        if isinstance(p, _AwaitedPending) and p.awaited is not None:
+            by_loop.setdefault(p.awaited.get_loop(), []).append(p)
+    for loop, members in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # the loop is closed
+            loop.call_soon_threadsafe(_answer, members)
+
+
+def _answer(members: Sequence[_AwaitedPending[Any, Any]]) -> None:
+    for p in members:
+        awaited, outcome = p.awaited, p.outcome
+        if awaited is None or outcome is None or awaited.done():  # given up on
+            continue
+        result, error = outcome
+        if error is not None:
+            awaited.set_exception(error)
+        else:
+            awaited.set_result(result)
+
+
 class _Gathering(Generic[Item, Result]):
     """One thread that serves callers in batches: at most ``max_batch`` a time, waiting
     at most ``max_wait_s`` for more after the first."""
@@ -87,6 +127,12 @@ class _Gathering(Generic[Item, Result]):
         self._queue.put(pending)
         return pending.done
 
+    def _hand_over_awaited(self, job_id: UUID, item: Item) -> asyncio.Future[Result]:
+        """From a coroutine: the future is of the running loop, settled on it."""
+        awaited: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
+        self._queue.put(_AwaitedPending(job_id, item, _NO_FUTURE, awaited=awaited))
+        return awaited
+
     def close(self) -> None:
         self._queue.put(None)
         self._thread.join(timeout=5)
@@ -98,6 +144,7 @@ class _Gathering(Generic[Item, Result]):
                 return
             batch = self._gather(first)
             first.context.run(self._serve, batch)
+            _settle_on_loops(batch)
             self.batches += 1
             self.served += len(batch)
 
@@ -118,6 +165,10 @@ class _Gathering(Generic[Item, Result]):
 
     def _serve(self, batch: list[_Pending[Item, Result]]) -> None:
         raise NotImplementedError
+
+
+# An awaited pending's unused thread-safe future: created once, never settled.
+_NO_FUTURE: Future[Any] = Future()
 
 
 class GroupCommit(_Gathering[Sequence[Any], int]):
@@ -143,6 +194,15 @@ class GroupCommit(_Gathering[Sequence[Any], int]):
             done.set_result(0)
             return done
         return self._hand_over(aggregate.id, events)
+
+    def save_async(self, aggregate: Any) -> asyncio.Future[int]:
+        """``save`` for a coroutine: await the future (of the running loop)."""
+        events = aggregate.collect_events()
+        if not events:
+            done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+            done.set_result(0)
+            return done
+        return self._hand_over_awaited(aggregate.id, events)
 
     def _serve(self, batch: list[_Pending[Sequence[Any], int]]) -> None:
         if len(batch) > 1:
@@ -172,6 +232,10 @@ class GroupRead(_Gathering[None, Sequence[Any]]):
     def events_later(self, job_id: UUID) -> Future[Sequence[Any]]:
         """``events`` without waiting (for a caller on an event loop)."""
         return self._hand_over(job_id, None)
+
+    def events_async(self, job_id: UUID) -> asyncio.Future[Sequence[Any]]:
+        """``events`` for a coroutine: await the future (of the running loop)."""
+        return self._hand_over_awaited(job_id, None)
 
     def events(self, job_id: UUID) -> Sequence[Any]:
         """The job's events, oldest first (none if there is no such job)."""

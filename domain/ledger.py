@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable, Generator, Mapping, Sequence
-from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -136,36 +135,20 @@ class JobLedger(Application[UUID]):
 
     @property
     def appends_in_background(self) -> bool:
-        """Does ``append_submitted_later`` return before the write (group commit on)?"""
+        """Does ``append_submitted_async`` hand the write to the writer (group commit
+        on), rather than to a thread of its own?"""
         return self.writer is not None
 
-    def append_submitted_later(self, job: Job) -> Future[Committed]:
-        """``append_submitted`` without waiting for the write, when group commit is on
-        (``appends_in_background``); otherwise the write is done before it returns."""
+    async def append_submitted_async(self, job: Job) -> Committed:
+        """``append_submitted``, awaited: written with others' by the writer (group
+        commit on), else in a thread. A caller that gives up (is cancelled) is not
+        answered; the job stands."""
         if self.writer is None:
-            done: Future[Committed] = Future()
-            try:
-                done.set_result(self.append_submitted(job))
-            except DuplicateSubmission as exc:
-                done.set_exception(exc)
-            return done
-        committed: Future[Committed] = Future()
-
-        def written(position: Future[int]) -> None:
-            exc = position.exception()
-            if exc is None:
-                self._cached(job)
-            # A caller that gave up (cancelled) is not answered; the job stands.
-            with contextlib.suppress(InvalidStateError):
-                if isinstance(exc, IntegrityError):
-                    committed.set_exception(DuplicateSubmission())
-                elif exc is not None:
-                    committed.set_exception(exc)
-                else:
-                    committed.set_result(Committed(job, position.result()))
-
-        self.writer.save_later(job).add_done_callback(written)
-        return committed
+            return await asyncio.to_thread(self.append_submitted, job)
+        try:
+            return await self._commit_async(job)
+        except IntegrityError:
+            raise DuplicateSubmission from None
 
     def submit_jobs(self, jobs: Sequence[Job]) -> list[Committed]:
         """Append many submitted jobs (``Job.submit``) in one transaction: all or none.
@@ -368,7 +351,7 @@ class JobLedger(Application[UUID]):
         if self.reader is None:
             return await asyncio.to_thread(self.get_job, job_id)
         if not self._in_cache(job_id):
-            events = await asyncio.wrap_future(self.reader.events_later(job_id))
+            events = await self.reader.events_async(job_id)
             if not self._fold_into_cache(job_id, events):
                 raise JobNotFound
         return self._repository_job(job_id)  # from the cache: no read
@@ -475,7 +458,7 @@ class JobLedger(Application[UUID]):
     async def _commit_async(self, job: Job) -> Committed:
         if self.writer is None:
             return await asyncio.to_thread(self._commit, job)
-        position = await asyncio.wrap_future(self.writer.save_later(job))
+        position = await self.writer.save_async(job)
         self._cached(job)
         return Committed(job, position)
 

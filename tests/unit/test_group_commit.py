@@ -3,9 +3,11 @@ conflict in a batch costs only its own caller."""
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import threading
 from collections.abc import Sequence
+from typing import Any
 from uuid import UUID, uuid4
 
 import pytest
@@ -159,19 +161,73 @@ def _submitted() -> Job:
     )
 
 
-def test_a_caller_that_gives_up_on_its_save_leaves_the_writer_serving_the_others() -> None:
+async def test_a_caller_that_gives_up_on_its_save_leaves_the_writer_serving_the_others() -> None:
     """An awaiting request may be cancelled (its client gone, a shutdown) while its job
     is in the batch being written: the job is appended all the same, and the writer
     goes on serving everyone else."""
     app = ledger(GROUP_COMMIT_MAX_WAIT_S="0.05")
     assert app.writer is not None
-    abandoned_job, abandoned_save = _submitted(), _submitted()
-    abandoned = app.append_submitted_later(abandoned_job)
-    raw = app.writer.save_later(abandoned_save)  # the writer's own future, given up on too
-    assert abandoned.cancel() and raw.cancel()
-    later = submit(app)  # would hang if the writer had died on the cancelled futures
+    abandoned_job, abandoned_save, threads_save = _submitted(), _submitted(), _submitted()
+    abandoned = asyncio.ensure_future(app.append_submitted_async(abandoned_job))
+    raw = app.writer.save_async(abandoned_save)  # the writer's own future, given up on too
+    from_thread = app.writer.save_later(threads_save)  # and a thread's
+    await asyncio.sleep(0)  # the submit is handed over
+    assert abandoned.cancel() and raw.cancel() and from_thread.cancel()
+    later = await asyncio.to_thread(submit, app)  # would hang had the writer died
 
     assert app.get_job(later).status == "queued"
     assert app.get_job(abandoned_job.id).status == "queued"
     assert app.get_job(abandoned_save.id).status == "queued"
+    assert app.get_job(threads_save.id).status == "queued"
+    app.close()
+
+
+def test_a_batch_answers_its_callers_on_one_loop_with_one_wake_up() -> None:
+    """Callers on an event loop are answered on it, all of a batch with one call into
+    the loop: each thread-safe call is a write to the loop's wake-up pipe."""
+    app = ledger(GROUP_COMMIT_MAX_WAIT_S="0.05")
+    assert app.writer is not None
+    writer = app.writer
+    loop = asyncio.new_event_loop()
+    calls = 0
+    threadsafe = loop.call_soon_threadsafe
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        return threadsafe(*args, **kwargs)
+
+    loop.call_soon_threadsafe = counted  # type: ignore[method-assign]
+
+    async def save_ten() -> list[int]:
+        jobs = [_submitted() for _ in range(10)]
+        return list(await asyncio.gather(*(writer.save_async(job) for job in jobs)))
+
+    try:
+        positions = loop.run_until_complete(save_ten())
+    finally:
+        loop.close()
+    assert writer.batches == 1, "the ten saves were written together"
+    assert sorted(positions) == positions and len(set(positions)) == 10
+    assert calls == 1
+
+
+def test_a_loop_closed_before_its_answer_leaves_the_writer_serving() -> None:
+    """A process stopping closes its loop while a save it handed over is written: the
+    job stands, no one is answered, and the writer serves the next caller."""
+    app = ledger(GROUP_COMMIT_MAX_WAIT_S="0.05")
+    assert app.writer is not None
+    writer = app.writer
+    job = _submitted()
+    loop = asyncio.new_event_loop()
+
+    async def hand_over() -> None:
+        writer.save_async(job)
+
+    loop.run_until_complete(hand_over())
+    loop.close()  # before the writer's wait is out
+    later = submit(app)  # would hang had the writer died on the closed loop
+
+    assert app.get_job(later).status == "queued"
+    assert app.get_job(job.id).status == "queued"
     app.close()
