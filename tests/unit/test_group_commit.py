@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 from uuid import UUID, uuid4
@@ -13,8 +14,9 @@ from uuid import UUID, uuid4
 import pytest
 from eventsourcing.persistence import IntegrityError
 
+from domain import group_commit
 from domain.errors import StaleDelivery
-from domain.group_commit import GroupRead
+from domain.group_commit import GroupCommit, GroupRead
 from domain.job import Job
 from domain.ledger import JobLedger
 from domain.origin import Origin
@@ -165,14 +167,25 @@ async def test_a_caller_that_gives_up_on_its_save_leaves_the_writer_serving_the_
     """An awaiting request may be cancelled (its client gone, a shutdown) while its job
     is in the batch being written: the job is appended all the same, and the writer
     goes on serving everyone else."""
-    app = ledger(GROUP_COMMIT_MAX_WAIT_S="0.05")
-    assert app.writer is not None
+    app = ledger()
+    writer = app.writer
+    assert writer is not None
+    writing, release = threading.Event(), threading.Event()
+    save = writer._save
+
+    def held(*events: Any) -> Sequence[Any]:
+        writing.set()
+        release.wait(10)
+        return save(*events)
+
+    writer._save = held
     abandoned_job, abandoned_save, threads_save = _submitted(), _submitted(), _submitted()
     abandoned = asyncio.ensure_future(app.append_submitted_async(abandoned_job))
-    raw = app.writer.save_async(abandoned_save)  # the writer's own future, given up on too
-    from_thread = app.writer.save_later(threads_save)  # and a thread's
-    await asyncio.sleep(0)  # the submit is handed over
+    raw = writer.save_async(abandoned_save)  # the writer's own future, given up on too
+    from_thread = writer.save_later(threads_save)  # and a thread's
+    assert await asyncio.to_thread(writing.wait, 10)  # being written, or queued behind
     assert abandoned.cancel() and raw.cancel() and from_thread.cancel()
+    release.set()
     later = await asyncio.to_thread(submit, app)  # would hang had the writer died
 
     assert app.get_job(later).status == "queued"
@@ -180,36 +193,6 @@ async def test_a_caller_that_gives_up_on_its_save_leaves_the_writer_serving_the_
     assert app.get_job(abandoned_save.id).status == "queued"
     assert app.get_job(threads_save.id).status == "queued"
     app.close()
-
-
-def test_a_batch_answers_its_callers_on_one_loop_with_one_wake_up() -> None:
-    """Callers on an event loop are answered on it, all of a batch with one call into
-    the loop: each thread-safe call is a write to the loop's wake-up pipe."""
-    app = ledger(GROUP_COMMIT_MAX_WAIT_S="0.05")
-    assert app.writer is not None
-    writer = app.writer
-    loop = asyncio.new_event_loop()
-    calls = 0
-    threadsafe = loop.call_soon_threadsafe
-
-    def counted(*args: Any, **kwargs: Any) -> Any:
-        nonlocal calls
-        calls += 1
-        return threadsafe(*args, **kwargs)
-
-    loop.call_soon_threadsafe = counted  # type: ignore[method-assign]
-
-    async def save_ten() -> list[int]:
-        jobs = [_submitted() for _ in range(10)]
-        return list(await asyncio.gather(*(writer.save_async(job) for job in jobs)))
-
-    try:
-        positions = loop.run_until_complete(save_ten())
-    finally:
-        loop.close()
-    assert writer.batches == 1, "the ten saves were written together"
-    assert sorted(positions) == positions and len(set(positions)) == 10
-    assert calls == 1
 
 
 def test_a_loop_closed_before_its_answer_leaves_the_writer_serving() -> None:
@@ -231,3 +214,96 @@ def test_a_loop_closed_before_its_answer_leaves_the_writer_serving() -> None:
     assert app.get_job(later).status == "queued"
     assert app.get_job(job.id).status == "queued"
     app.close()
+
+
+class _Saved:
+    """What a save returns for one event: its job and position."""
+
+    def __init__(self, job_id: UUID, position: int) -> None:
+        self.domain_event = type("Event", (), {"originator_id": job_id})()
+        self.notification = type("Notification", (), {"id": position})()
+
+
+class _Aggregate:
+    def __init__(self) -> None:
+        self.id = uuid4()
+
+    def collect_events(self) -> list[UUID]:
+        return [self.id]
+
+
+def test_callers_who_gathered_during_a_write_are_written_without_the_wait(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The wait for company is for a caller who came alone: those who arrived while
+    the last batch was being written have waited a commit already."""
+    writing, release = threading.Event(), threading.Event()
+    positions = iter(range(1, 100))
+
+    def save(*job_ids: UUID) -> list[_Saved]:
+        writing.set()
+        release.wait(10)
+        return [_Saved(job_id, next(positions)) for job_id in job_ids]
+
+    waits: list[float] = []
+    real_sleep = time.sleep
+
+    def sleep(seconds: float) -> None:
+        if threading.current_thread().name == "jobledger-writer":
+            waits.append(seconds)
+        real_sleep(seconds)
+
+    monkeypatch.setattr(time, "sleep", sleep)
+    writer = GroupCommit(save, max_wait_s=0.01)
+    try:
+        first = writer.save_later(_Aggregate())
+        assert writing.wait(10)  # the first batch is being written
+        behind = [writer.save_later(_Aggregate()) for _ in range(3)]
+        release.set()
+        assert first.result(10) == 1
+        assert [f.result(10) for f in behind] == [2, 3, 4]
+    finally:
+        writer.close()
+    assert writer.batches == 2, "the three behind the first were written together"
+    assert waits == [0.01], "only the lone first caller waited for company"
+
+
+def test_a_batch_answers_its_callers_on_one_loop_with_one_wake_up() -> None:
+    """Callers on an event loop are answered on it, all of a batch with one call into
+    the loop: each thread-safe call is a write to the loop's wake-up pipe."""
+    writing, release = threading.Event(), threading.Event()
+    positions = iter(range(1, 100))
+
+    def save(*job_ids: UUID) -> list[_Saved]:
+        writing.set()
+        release.wait(10)
+        return [_Saved(job_id, next(positions)) for job_id in job_ids]
+
+    writer = GroupCommit(save, max_wait_s=0)
+    loop = asyncio.new_event_loop()
+    calls = 0
+    threadsafe = loop.call_soon_threadsafe
+
+    def counted(callback: Any, *args: Any, **kwargs: Any) -> Any:
+        nonlocal calls
+        calls += callback is group_commit._answer
+        return threadsafe(callback, *args, **kwargs)
+
+    loop.call_soon_threadsafe = counted  # type: ignore[method-assign,assignment]
+
+    async def save_ten() -> list[int]:
+        ahead = writer.save_later(_Aggregate())  # a thread's save, being written
+        assert await asyncio.to_thread(writing.wait, 10)
+        saving = [writer.save_async(_Aggregate()) for _ in range(10)]  # queued behind it
+        release.set()
+        assert await asyncio.wrap_future(ahead) == 1
+        return list(await asyncio.gather(*saving))
+
+    try:
+        positions_of_ten = loop.run_until_complete(save_ten())
+    finally:
+        loop.close()
+        writer.close()
+    assert writer.batches == 2, "the ten were written together"
+    assert positions_of_ten == list(range(2, 12))
+    assert calls == 1
