@@ -20,9 +20,9 @@ loop a batch rather than one a caller.
 
 Only the first caller of a batch wakes the serving thread: it then sleeps out the
 wait and takes whatever has arrived, so the callers in between hand over their
-work without a thread switch each. When others are already waiting behind the first
-(they arrived while the last batch was written), the batch is served without the
-wait.
+work without a thread switch each. The wait is counted from the first caller's hand
+over: one who arrived while the last batch was being written has waited part or all
+of it already.
 
 A batch is served in the context (contextvars) of its first caller: its queries
 belong to that caller's trace and log context; a lone caller's, to its own."""
@@ -59,6 +59,7 @@ class _Pending(Generic[Item, Result]):
     item: Item
     done: Future[Result] = field(default_factory=Future)
     context: contextvars.Context = field(default_factory=contextvars.copy_context)
+    handed_over: float = field(default_factory=time.monotonic)
 
     def settle(self, result: Result | None = None, error: BaseException | None = None) -> None:
         """Give the caller its result or error; a caller that gave up (cancelled the
@@ -152,12 +153,12 @@ class _Gathering(Generic[Item, Result]):
 
     def _gather(self, first: _Pending[Item, Result]) -> list[_Pending[Item, Result]]:
         batch = [first]
-        # Wait for company only when the first came alone. Callers who gathered while
-        # the last batch was written have waited a whole commit already: written at
-        # once, a worker's attempts (each waiting on two commits) go round faster
-        # under load, and with one caller at a time nothing changes.
-        if self.max_wait_s > 0 and self._queue.empty():
-            time.sleep(self.max_wait_s)
+        # Wait for company until the first has waited ``max_wait_s`` since it was
+        # handed over, not that long again after the writer took it: a caller who
+        # arrived while the last batch was written has waited through that commit.
+        wait_s = first.handed_over + self.max_wait_s - time.monotonic()
+        if wait_s > 0:
+            time.sleep(wait_s)
         while len(batch) < self.max_batch:
             try:
                 item = self._queue.get_nowait()
