@@ -232,18 +232,26 @@ class _Aggregate:
         return [self.id]
 
 
+class _HeldSave:
+    """A save that numbers events from 1 and holds each batch until ``release``."""
+
+    def __init__(self) -> None:
+        self.writing, self.release = threading.Event(), threading.Event()
+        self.positions = iter(range(1, 100))
+
+    def __call__(self, *job_ids: UUID) -> list[_Saved]:
+        self.writing.set()
+        self.release.wait(10)
+        return [_Saved(job_id, next(self.positions)) for job_id in job_ids]
+
+
 def test_callers_who_gathered_during_a_write_wait_only_out_the_rest_of_the_wait(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The wait for company counts from the first caller's hand-over: those who
     arrived while the last batch was being written have waited through it."""
-    writing, release = threading.Event(), threading.Event()
-    positions = iter(range(1, 100))
-
-    def save(*job_ids: UUID) -> list[_Saved]:
-        writing.set()
-        release.wait(10)
-        return [_Saved(job_id, next(positions)) for job_id in job_ids]
+    save = _HeldSave()
+    writing, release = save.writing, save.release
 
     waits: list[float] = []
     real_sleep = time.sleep
@@ -272,13 +280,8 @@ def test_callers_who_gathered_during_a_write_wait_only_out_the_rest_of_the_wait(
 def test_a_batch_answers_its_callers_on_one_loop_with_one_wake_up() -> None:
     """Callers on an event loop are answered on it, all of a batch with one call into
     the loop: each thread-safe call is a write to the loop's wake-up pipe."""
-    writing, release = threading.Event(), threading.Event()
-    positions = iter(range(1, 100))
-
-    def save(*job_ids: UUID) -> list[_Saved]:
-        writing.set()
-        release.wait(10)
-        return [_Saved(job_id, next(positions)) for job_id in job_ids]
+    save = _HeldSave()
+    writing, release = save.writing, save.release
 
     writer = GroupCommit(save, max_wait_s=0)
     loop = asyncio.new_event_loop()
