@@ -193,8 +193,8 @@ class GroupCommit(_Gathering[Sequence[Any], int]):
         return self.save_later(aggregate).result()
 
     def save_later(self, aggregate: Any) -> Future[int]:
-        """``save`` without waiting: the future gives what ``save`` would (for a caller
-        on an event loop, which must not block while the batch is written)."""
+        """``save`` without waiting: the future gives what ``save`` would (a thread's
+        future; a coroutine awaits ``save_async``)."""
         events = aggregate.collect_events()
         if not events:
             done: Future[int] = Future()
@@ -237,7 +237,8 @@ class GroupRead(_Gathering[None, Sequence[Any]]):
         super().__init__("jobledger-reader", max_batch=max_batch, max_wait_s=max_wait_s)
 
     def events_later(self, job_id: UUID) -> Future[Sequence[Any]]:
-        """``events`` without waiting (for a caller on an event loop)."""
+        """``events`` without waiting (a thread's future; a coroutine awaits
+        ``events_async``)."""
         return self._hand_over(job_id, None)
 
     def events_async(self, job_id: UUID) -> asyncio.Future[Sequence[Any]]:
