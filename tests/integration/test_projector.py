@@ -14,7 +14,7 @@ import psycopg
 import pytest
 from eventsourcing.persistence import IntegrityError, Tracking
 
-from application.outbox import DISPATCHED_TOPICS, FOLLOWED_TOPICS as FOLLOWED
+from application.outbox import DISPATCHED_TOPICS, FOLLOWED_TOPICS
 from domain.job import Job
 from domain.ledger import JobLedger
 from infra import ledger_store
@@ -185,7 +185,7 @@ async def test_a_follower_woken_by_dispatched_events_reads_the_others_with_them(
     ledger = ledger_store.open_ledger(pg)
     job_id = submit_to_ledger(ledger, 0)
     follower = LedgerFollower(
-        ledger, pg.conninfo, topics=FOLLOWED, woken_by=DISPATCHED_TOPICS, idle_poll_s=60
+        ledger, pg.conninfo, topics=FOLLOWED_TOPICS, woken_by=DISPATCHED_TOPICS, idle_poll_s=60
     )
     batches = follower.batches(None)
     try:
