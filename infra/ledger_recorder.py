@@ -15,7 +15,10 @@ An append that carries an event calling for a message (``DISPATCHED_TOPICS``) al
 notifies a second channel, ``dispatch_channel``: the dispatcher waits on that one, so
 the commits of a job's start and end (two of its three) do not wake it. It still reads
 every event after its position when it wakes, in order, so it applies what the others
-carried before it uses it."""
+carried before it uses it.
+
+Both channels carry the schema's name: ledgers in two schemas of one database notify
+channels of their own."""
 
 from __future__ import annotations
 
@@ -35,6 +38,9 @@ class LedgerRecorder(PostgresApplicationRecorder):
         self, datastore: PostgresDatastore, *, events_table_name: str = "stored_events"
     ) -> None:
         super().__init__(datastore, events_table_name=events_table_name)
+        # Channels belong to the database, tables to a schema: named after the table
+        # alone, the commits of a ledger in another schema would wake these followers.
+        self.channel_name = f"{datastore.schema}_{events_table_name}"
         self.dispatch_channel = f"{self.channel_name}_dispatch"
         schema = Identifier(datastore.schema)
         function = Identifier(f"{events_table_name}_append")

@@ -138,6 +138,24 @@ def test_only_an_append_calling_for_a_message_notifies_the_dispatcher(
     ]
 
 
+def test_a_ledger_in_another_schema_notifies_channels_of_its_own(
+    pg: PostgresSettings, postgres: str, schema: str
+) -> None:
+    other = PostgresSettings(dbname=postgres, schema=f"{schema}_b")
+    ledger_store.ensure_database(other)
+    try:
+        ours: Any = ledger_store.open_ledger(pg, LedgerSettings(group_commit=False)).recorder
+        theirs = ledger_store.open_ledger(other, LedgerSettings(group_commit=False))
+        with psycopg.connect(pg.conninfo, autocommit=True) as listener:
+            listener.execute(f'LISTEN "{ours.channel_name}"')
+            listener.execute(f'LISTEN "{ours.dispatch_channel}"')
+            submit_to_ledger(theirs, 1)
+            assert list(listener.notifies(timeout=1)) == []
+    finally:
+        with psycopg.connect(pg.conninfo, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{other.schema_}" CASCADE')
+
+
 def _backend_pid(conn: psycopg.Connection[Any]) -> int:
     return conn.info.backend_pid
 
