@@ -82,3 +82,9 @@ def check_pool_name(pool: str) -> str:
         msg = f"pool name {pool!r} must be non-empty, without dots, and not a lane's name"
         raise ValueError(msg)
     return pool
+
+
+def pool_names(spec: str) -> list[str]:
+    """``a,b`` as the pools it names, in order, once each (none: ``default``)."""
+    pools = [check_pool_name(p.strip()) for p in spec.split(",") if p.strip()]
+    return list(dict.fromkeys(pools)) or ["default"]

@@ -26,7 +26,7 @@ from aio_pika.connection import make_url
 from eventsourcing.persistence import InterfaceError, OperationalError
 
 from consumers.registry import JobRegistry
-from consumers.routing import Names, check_pool_name
+from consumers.routing import Names, pool_names
 from domain.ledger import JobLedger
 from domain.retry import RetryPolicy
 from infra import ledger_store, topology
@@ -77,8 +77,7 @@ def pools_of(settings: Settings, registry: JobRegistry) -> list[str]:
 
 def served_pools(settings: Settings) -> list[str]:
     """The pools a ``jobledger worker`` consumes: ``--pool a,b`` names several."""
-    pools = [check_pool_name(p.strip()) for p in settings.worker.pool.split(",") if p.strip()]
-    return list(dict.fromkeys(pools)) or ["default"]
+    return pool_names(settings.worker.pool)
 
 
 def retry_policy(settings: Settings) -> RetryPolicy:

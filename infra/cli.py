@@ -35,7 +35,7 @@ import threading
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
-from infra.errors import InfraError
+from infra.errors import ConfigurationError, InfraError
 
 # Each command imports what it needs when it runs: a worker never loads the HTTP
 # server, and `jobledger --help` loads nothing but this module.
@@ -55,6 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     # `kill -USR2 <pid>`: every thread's stack on stderr, for a process that will not stop.
     faulthandler.register(signal.SIGUSR2, all_threads=True)
     try:
+        if args.command in ("worker", "run"):
+            _check_pools(settings)  # refused once, not by each worker process in turn
         if args.command == "worker" and settings.worker.processes > 1:
             from infra.supervisor import supervise_workers  # noqa: PLC0415
 
@@ -245,6 +247,16 @@ def _replay(args: argparse.Namespace, settings: Settings) -> int:
     finally:
         ledger.close()
         live.datastore.close()
+
+
+def _check_pools(settings: Settings) -> None:
+    """The worker's ``--pool`` names, checked without loading the worker's modules."""
+    from consumers.routing import pool_names  # noqa: PLC0415
+
+    try:
+        pool_names(settings.worker.pool)
+    except ValueError as exc:
+        raise ConfigurationError(f"--pool (JOBLEDGER_WORKER__POOL): {exc}") from None
 
 
 def _run_to_the_end(serving: Coroutine[Any, Any, int]) -> int:

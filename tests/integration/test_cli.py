@@ -83,3 +83,12 @@ def test_submit_from_ndjson_sends_one_batch_and_names_each_job(
     refused = running.cli("submit", "--from", str(jobs), "--url", running.url)
     assert refused.returncode == 1
     assert "submit refused: 422 body.jobs.0.params" in refused.stderr
+
+
+def test_a_bad_pool_name_is_refused_with_a_reason_not_a_traceback(stack: Stack) -> None:
+    """Once, by the command itself: not by each worker process the supervisor starts."""
+    for command in (("worker", "--processes", "2"), ("worker", "--processes", "1"), ("run",)):
+        refused = stack.cli(*command, "--pool", "scans.fast", timeout_s=30)
+        assert refused.returncode == 2, (command, refused.stderr[-2000:])
+        assert "--pool (JOBLEDGER_WORKER__POOL): pool name 'scans.fast'" in refused.stderr
+        assert "Traceback" not in refused.stderr
