@@ -28,7 +28,7 @@ GUARD_ATTRIBUTE = "__jobledger_guard__"
 class GuardedRoute(APIRoute):
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
-        guard = _guard_of(self.dependant)
+        guard = guard_of(self.dependant)
 
         async def guarded(request: Request) -> Response:
             if guard is not None:
@@ -38,7 +38,7 @@ class GuardedRoute(APIRoute):
                     if _has_body(request):  # unread: the connection cannot be reused
                         exc.headers = {**(exc.headers or {}), "Connection": "close"}
                     raise
-            if self.body_field is not None and _is_json(request):
+            if self.body_field is not None and is_json(request):
                 body = await request.body()
                 if body:
                     request._json = strict_json(body)
@@ -79,19 +79,19 @@ def _has_body(request: Request) -> bool:
     return length != "0" or "chunked" in request.headers.get("transfer-encoding", "").lower()
 
 
-def _is_json(request: Request) -> bool:
+def is_json(request: Request) -> bool:
     content_type = request.headers.get("content-type", "")
     base = content_type.split(";", 1)[0].strip().lower()
     return base == "application/json" or base.endswith("+json") or not base
 
 
-def _guard_of(dependant: Dependant) -> Guard | None:
+def guard_of(dependant: Dependant) -> Guard | None:
     """The guard (access.py's scope check) among the route's dependencies, if any."""
     for sub in dependant.dependencies:
         guard: Guard | None = getattr(sub.call, GUARD_ATTRIBUTE, None)
         if guard is not None:
             return guard
-        found = _guard_of(sub)
+        found = guard_of(sub)
         if found is not None:
             return found
     return None

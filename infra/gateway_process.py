@@ -18,6 +18,7 @@ from application.submissions import Submissions
 from domain.errors import JobNotFound
 from domain.ledger import JobLedger
 from domain.schedule_book import ScheduleBook
+from gateway import tracing
 from gateway.app import create_app
 from gateway.http_server import with_header_timeout
 from gateway.ops import LiveWorker, Ops
@@ -104,7 +105,10 @@ def build_gateway(settings: Settings, ledger: JobLedger, streams: Streams | None
             warnings=warnings,
         ),
     )
-    telemetry.configure(settings.otel, "gateway").instrument_app(app)
+    configured = telemetry.configure(settings.otel, "gateway")
+    configured.instrument_app(app)
+    if configured.tracer_provider is not None:
+        tracing.build_spans()
     return app
 
 

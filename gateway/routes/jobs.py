@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from fastapi import APIRouter, Header, Path, Query, Request, Response
+from fastapi.routing import APIRoute
 from pydantic import AfterValidator, BaseModel
 from starlette.concurrency import run_in_threadpool
 
@@ -23,7 +24,8 @@ from domain.job import Job, Status
 from domain.ledger import Committed
 from gateway.access import DENIED, Reading, Writing
 from gateway.caller import Caller, origin_of
-from gateway.guarded import GuardedRoute, invalid
+from gateway.fast_submit import fast_submit_route
+from gateway.guarded import GuardedRoute, guard_of, invalid
 from gateway.schemas import (
     CASE_ID,
     DELAY_S,
@@ -238,8 +240,7 @@ def build_router(services: Services) -> APIRouter:
             ]
         )
 
-    for name in services.job_types.names():
-        _add_typed_submit(router, name, services.job_types.get(name).submission_model, submit)
+    _add_fast_and_typed_submits(router, services, submit)
 
     @router.get("/{job_id}", responses=ERRORS, summary="A job's current state, or as of a time")
     def get_job(job_id: UUID, who: Reading, as_of: AsOf = None) -> JobOut:
@@ -451,6 +452,22 @@ def _add_typed_submit(router: APIRouter, name: str, model: type[BaseModel], subm
         responses=SUBMIT_ERRORS,
         summary=f"Submit a {name} job on a case",
     )
+
+
+def _add_fast_and_typed_submits(router: APIRouter, services: Services, submit: Any) -> None:
+    """``POST /jobs/<type>`` for each registered type; and first of all, a route that
+    answers a well-formed ``POST /jobs`` without FastAPI's work per request and hands
+    anything else on to the FastAPI route (gateway/fast_submit.py)."""
+    (submit_any,) = [
+        r
+        for r in router.routes
+        if isinstance(r, APIRoute) and r.path == "/jobs" and r.methods == {"POST"}
+    ]
+    guard = guard_of(submit_any.dependant)
+    assert guard is not None
+    router.routes.insert(0, fast_submit_route(submit_any, submit, guard))
+    for name in services.job_types.names():
+        _add_typed_submit(router, name, services.job_types.get(name).submission_model, submit)
 
 
 def _written(response: Response, committed: Committed) -> JobOut:
