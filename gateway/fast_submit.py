@@ -40,12 +40,13 @@ from gateway.caller import Caller
 from gateway.guarded import Guard, is_json, strict_json
 from gateway.schemas import JobOut, SubmitJob
 
-Submit = Callable[..., Awaitable[JobOut]]
+# The FastAPI route's own submit: (request, response, caller, body, idempotency key)
+SubmitBody = Callable[[Request, Response, Caller, SubmitJob, str | None], Awaitable[JobOut]]
 MAX_IDEMPOTENCY_KEY = 128  # as the FastAPI route's header declares
 _JOB_OUT = TypeAdapter(JobOut)
 
 
-def fast_submit_route(full: APIRoute, submit: Submit, guard: Guard) -> Route:
+def fast_submit_route(full: APIRoute, submit: SubmitBody, guard: Guard) -> Route:
     """A route for ``POST full.path`` that answers well-formed submits itself and
     hands everything else to ``full``. Put it before ``full``."""
     return Route(
@@ -57,7 +58,7 @@ def fast_submit_route(full: APIRoute, submit: Submit, guard: Guard) -> Route:
 
 
 class FastSubmit:
-    def __init__(self, full: APIRoute, submit: Submit, guard: Guard) -> None:
+    def __init__(self, full: APIRoute, submit: SubmitBody, guard: Guard) -> None:
         self.full = full
         self.submit = submit
         self.guard = guard
@@ -88,17 +89,7 @@ class FastSubmit:
             return
         headers = Response()  # what ``submit`` sets, as FastAPI's ``response`` parameter
         del headers.headers["content-length"]
-        out = await self.submit(
-            request,
-            headers,
-            who,
-            job_type=job.type,
-            case_id=job.case_id,
-            params=job.params,
-            idempotency_key=keys[0] if keys else None,
-            run_at=job.when(),
-            priority=job.priority,
-        )
+        out = await self.submit(request, headers, who, job, keys[0] if keys else None)
         response = Response(
             _JOB_OUT.dump_json(out, by_alias=True),
             status_code=self.status_code,

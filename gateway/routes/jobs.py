@@ -10,6 +10,7 @@ from __future__ import annotations
 import inspect
 import logging
 from datetime import datetime
+from functools import partial
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
@@ -179,17 +180,7 @@ def build_router(services: Services) -> APIRouter:
         who: Writing,
         idempotency_key: IdempotencyKey = None,
     ) -> JobOut:
-        return await submit(
-            request,
-            response,
-            who,
-            job_type=body.type,
-            case_id=body.case_id,
-            params=body.params,
-            idempotency_key=idempotency_key,
-            run_at=body.when(),
-            priority=body.priority,
-        )
+        return await _submit_body(submit, request, response, who, body, idempotency_key)
 
     @router.post(
         "/batch",
@@ -454,6 +445,29 @@ def _add_typed_submit(router: APIRouter, name: str, model: type[BaseModel], subm
     )
 
 
+async def _submit_body(
+    submit: Any,
+    request: Request,
+    response: Response,
+    who: Caller,
+    body: SubmitJob,
+    idempotency_key: str | None,
+) -> JobOut:
+    """``POST /jobs``: the submit of ``body`` (the FastAPI route's and the fast one's)."""
+    out: JobOut = await submit(
+        request,
+        response,
+        who,
+        job_type=body.type,
+        case_id=body.case_id,
+        params=body.params,
+        idempotency_key=idempotency_key,
+        run_at=body.when(),
+        priority=body.priority,
+    )
+    return out
+
+
 def _add_fast_and_typed_submits(router: APIRouter, services: Services, submit: Any) -> None:
     """``POST /jobs/<type>`` for each registered type; and first of all, a route that
     answers a well-formed ``POST /jobs`` without FastAPI's work per request and hands
@@ -465,7 +479,7 @@ def _add_fast_and_typed_submits(router: APIRouter, services: Services, submit: A
     ]
     guard = guard_of(submit_any.dependant)
     assert guard is not None
-    router.routes.insert(0, fast_submit_route(submit_any, submit, guard))
+    router.routes.insert(0, fast_submit_route(submit_any, partial(_submit_body, submit), guard))
     for name in services.job_types.names():
         _add_typed_submit(router, name, services.job_types.get(name).submission_model, submit)
 
