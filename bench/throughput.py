@@ -56,10 +56,12 @@ def percentiles(values: list[float]) -> dict[str, float]:
 class MachineCpu:
     """CPU time spent on the whole machine, by RabbitMQ and by PostgreSQL, between two
     readings: what a system costs its servers as well as its own processes. Busy time
-    is user, nice, system and interrupts (not steal). PostgreSQL backends that exit in
-    between take their time with them, so its figure is a floor. ``benchmark`` is this
-    process's own share of the machine's: the direct submits, the polling and the
-    sampling (a peer's client is a process of its own, counted in the machine's)."""
+    is user, nice, system and interrupts (not steal). PostgreSQL's is every postgres
+    process's own time plus the time of the backends that exited, which the postmaster
+    collects as its children's (a peer that connects per task or per batch has most of
+    its backends gone by the end of its run). ``benchmark`` is this process's own share
+    of the machine's: the direct submits, the polling and the sampling (a peer's client
+    is a process of its own, counted in the machine's)."""
 
     def __init__(self) -> None:
         self.start = self.read()
@@ -76,8 +78,8 @@ class MachineCpu:
                 name = stat[stat.index("(") + 1 : stat.rindex(")")]
                 group = {"beam.smp": "rabbitmq", "postgres": "postgresql"}.get(name)
                 if group:
-                    utime, stime = stat.rsplit(")", 1)[1].split()[11:13]
-                    times[group] += int(utime) + int(stime)
+                    # utime, stime, and the times of the children it waited for
+                    times[group] += sum(map(int, stat.rsplit(")", 1)[1].split()[11:15]))
         seconds = {k: v / CLOCK_TICKS for k, v in times.items()}
         own = os.times()
         seconds["benchmark"] = own.user + own.system  # this process: submits, polling, samples
