@@ -10,24 +10,21 @@ ticks, so a 60 s window resolves about 0.17 ms a second."""
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 
+from bench.idle import cpu_s
 from bench.stack import stack
-
-TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def broker_cpu_s() -> float:
     pid = subprocess.run(
         ["pgrep", "-o", "beam.smp"], capture_output=True, text=True, check=True
     ).stdout.split()[0]
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS
+    return cpu_s(int(pid))
 
 
 def window(name: str, seconds: float) -> None:

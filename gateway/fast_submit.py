@@ -38,11 +38,10 @@ from starlette.types import Message, Receive, Scope, Send
 
 from gateway.caller import Caller
 from gateway.guarded import Guard, is_json, strict_json
-from gateway.schemas import JobOut, SubmitJob
+from gateway.schemas import IDEMPOTENCY_KEY_MAX, JobOut, SubmitJob
 
 # The FastAPI route's own submit: (request, response, caller, body, idempotency key)
 SubmitBody = Callable[[Request, Response, Caller, SubmitJob, str | None], Awaitable[JobOut]]
-MAX_IDEMPOTENCY_KEY = 128  # as the FastAPI route's header declares
 _JOB_OUT = TypeAdapter(JobOut)
 
 
@@ -65,21 +64,21 @@ class FastSubmit:
         self.status_code = full.status_code or 200
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # Handed on with what was read of the body (nothing, before the guard passes).
+        seen = _Recording(receive)
         if scope["query_string"]:
-            await self._hand_on(scope, receive, send)
+            await self._hand_on(scope, seen.replay, send)
             return
-        request = Request(scope, receive)
+        request = Request(scope, seen.receive)
         try:
             who: Caller = self.guard(request)
         except (HTTPException, RequestValidationError):
-            await self._hand_on(scope, receive, send)  # the body is unread
+            await self._hand_on(scope, seen.replay, send)
             return
         keys = request.headers.getlist("idempotency-key")
-        if len(keys) > 1 or (keys and len(keys[0]) > MAX_IDEMPOTENCY_KEY) or not is_json(request):
-            await self._hand_on(scope, receive, send)
+        if len(keys) > 1 or (keys and len(keys[0]) > IDEMPOTENCY_KEY_MAX) or not is_json(request):
+            await self._hand_on(scope, seen.replay, send)
             return
-        seen = _Recording(receive)
-        request = Request(scope, seen.receive)
         try:
             job = SubmitJob.model_validate(strict_json(await request.body()))
         except (HTTPException, ClientDisconnect, RequestValidationError, ValidationError):

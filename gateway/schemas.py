@@ -21,6 +21,7 @@ from domain.job import Job
 from projections.projection import JobRow
 
 CASE_ID = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+IDEMPOTENCY_KEY_MAX = 128  # characters, in a header or a batch item
 JOB_TYPE = r"^[a-z][a-z0-9_]{0,62}$"
 
 
@@ -103,7 +104,9 @@ class BatchItem(Timing):
     case_id: str = Field(pattern=CASE_ID, description="The patient case the job works on.")
     params: dict[str, Any] = Field(default_factory=dict, description="The job type's params.")
     idempotency_key: str | None = Field(
-        default=None, max_length=128, description="Submitting again with it returns this job."
+        default=None,
+        max_length=IDEMPOTENCY_KEY_MAX,
+        description="Submitting again with it returns this job.",
     )
     priority: PriorityIn = None
 

@@ -30,6 +30,7 @@ from gateway.guarded import GuardedRoute, guard_of, invalid
 from gateway.schemas import (
     CASE_ID,
     DELAY_S,
+    IDEMPOTENCY_KEY_MAX,
     MAX_DELAY_S,
     PRIORITY_DESCRIPTION,
     RUN_AT,
@@ -97,7 +98,7 @@ PriorityQuery = Annotated[
 IdempotencyKey = Annotated[
     str | None,
     Header(
-        max_length=128,
+        max_length=IDEMPOTENCY_KEY_MAX,
         description="Submitting twice with the same key returns the first job.",
     ),
 ]
