@@ -607,17 +607,21 @@
         section.appendChild(list);
         body.dataset.job = job.status;
         // Live: the job's own stream replays its history, then follows it; the
-        // events already shown are skipped by count.
+        // events already shown are not listed again (counted). The job and its
+        // history are two reads, which may be answered either side of a commit (a
+        // job read as queued, a history that has its start): the status is set from
+        // every event the stream replays, shown ones included, in ledger order.
         var seen = 0;
         var last = events[events.length - 1];
         live = stream("jobs/" + jobId + "/progress", null, function (e) {
           seen += 1;
-          if (seen <= events.length) { return; }
-          var shown = { type: e.type, at: e.at, attempt: e.attempt, actor: e.actor,
-            correlation_id: e.correlation_id, traceparent: "", data: e.data };
-          list.appendChild(eventItem(shown, last));
-          last = shown;
-          events.push(shown);
+          if (seen > events.length) {
+            var shown = { type: e.type, at: e.at, attempt: e.attempt, actor: e.actor,
+              correlation_id: e.correlation_id, traceparent: "", data: e.data };
+            list.appendChild(eventItem(shown, last));
+            last = shown;
+            events.push(shown);
+          }
           clear(statusCell);
           statusCell.appendChild(badge(e.status));
           body.dataset.job = e.status;

@@ -257,3 +257,57 @@ def check_the_api(running: Stack) -> None:
         assert httpx.get(f"{running.url}/dashboard/app.js").status_code == 200
         assert httpx.get(f"{running.url}/dashboard/other.js").status_code == 404
         assert json.loads(client.get("/openapi.json").text)["paths"]["/jobs"]["get"]
+
+
+# Holds the job page's read of a job's history until ``window.releaseHistory()``.
+HOLD_HISTORY = """
+(function () {
+  var release, held = new Promise(function (r) { release = r; });
+  var original = window.fetch;
+  window.releaseHistory = function () { release(); };
+  window.fetch = function (url) {
+    var args = arguments;
+    if (String(url).endsWith("/events")) {
+      return held.then(function () { return original.apply(window, args); });
+    }
+    return original.apply(window, args);
+  };
+})()
+"""
+
+
+def test_a_job_page_shows_the_status_its_history_reached_when_its_two_reads_disagree(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """The job page reads the job and its history in two requests, and a job can start
+    between their answers: read as waiting, with a history that has its start. The
+    page then showed the waiting status until the job's next event (here, its end)."""
+    stack.start("run")
+    stack.wait_ready()
+    client = stack.client()
+    browser = Browser(tmp_path / "profile")
+    try:
+        browser.goto(f"{stack.url}/dashboard?access_token={stack.token()}#/jobs")
+        browser.wait_for("document.body.dataset.stream === 'open'", 30, "the live stream")
+        answer = client.post(
+            "/jobs",
+            json={  # a job with no progress events: nothing after its start until its end
+                "type": "linger",
+                "case_id": "case-1",
+                "params": {"seconds": 6, "pid_dir": str(tmp_path)},
+                "delay_s": 3,
+            },
+        )
+        assert answer.status_code == 202, answer.text
+        job_id = answer.json()["id"]
+        browser.evaluate(HOLD_HISTORY)
+        browser.evaluate(f"location.hash = '#/job/{job_id}'")
+        eventually(
+            lambda: client.get(f"/jobs/{job_id}").json()["status"] == "running", 30, "the start"
+        )
+        assert browser.evaluate("document.body.dataset.job || null") is None  # still loading
+        browser.evaluate("window.releaseHistory()")
+        browser.wait_for("document.body.dataset.job === 'running'", 4, "the page to say running")
+        browser.wait_for("document.body.dataset.job === 'succeeded'", 30, "the job to end")
+    finally:
+        browser.close()
