@@ -284,7 +284,13 @@ def test_a_job_page_shows_the_status_its_history_reached_when_its_two_reads_disa
     page then showed the waiting status until the job's next event (here, its end)."""
     stack.start("run")
     stack.wait_ready()
-    client = stack.client()
+    with stack.client() as client:
+        _watch_a_job_start_between_the_pages_two_reads(stack, client, tmp_path)
+
+
+def _watch_a_job_start_between_the_pages_two_reads(
+    stack: Stack, client: httpx.Client, tmp_path: Path
+) -> None:
     browser = Browser(tmp_path / "profile")
     try:
         browser.goto(f"{stack.url}/dashboard?access_token={stack.token()}#/jobs")
