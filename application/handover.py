@@ -2,7 +2,9 @@
 
 A job scheduled further ahead than the delay queues carry (``range_s``, 2^levels - 1
 s) is kept in the ledger at submission (``domain.job.held_at_submission``). A pass,
-every ``interval_s`` in the dispatcher process, asks an index (the job view) for the
+every ``interval_s`` in the dispatcher process (at most half the range: a job that came
+within range just after a pass is handed over with at least half the range still to
+wait, never late), asks an index (the job view) for the
 held jobs whose ``run_at`` is now within range, and the ledger hands each over
 (``Job.HandedOver``), which the outbox turns into a delivery for the remaining time.
 The index only proposes: the ledger decides, so a job cancelled, started or handed
@@ -55,7 +57,7 @@ class HandOver:
         self.ledger = ledger
         self.held = held
         self.range_s = range_s
-        self.interval_s = interval_s
+        self.interval_s = min(interval_s, range_s / 2)
         self.clock = clock
         self.sleep = sleep
 

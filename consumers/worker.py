@@ -57,6 +57,9 @@ class WorkerOptions:
     progress_interval_s: float = 0.1
     shutdown_timeout_s: float = 30.0
     heartbeat_interval_s: float = 2.0
+    # Holding no job, a worker beats this often (its TTL still covers it); the job it
+    # takes next brings its next beat back to ``heartbeat_interval_s`` after the last.
+    idle_heartbeat_interval_s: float = 2.0
     log_tracebacks: bool = True
     starvation_bound: int = DEFAULT_STARVATION_BOUND
     # Unacked messages each lane's consumer may hold, the running ones included: at
@@ -84,6 +87,7 @@ class Worker:
         self.free_slots = options.concurrency
         self.slot_claims = 0  # copies back from a Wait, before the picker's next start
         self._wake = asyncio.Event()
+        self._taken = asyncio.Event()  # a message was taken: the heartbeat's busy again
         self.threads = ThreadPoolExecutor(options.concurrency, thread_name_prefix="jobledger-job")
         self.running: dict[UUID, Execution] = {}
         self.tasks: set[asyncio.Task[None]] = set()
@@ -181,6 +185,7 @@ class Worker:
             task = asyncio.create_task(self._handle(message, lane, _Slot(self)))
             self.tasks.add(task)
             task.add_done_callback(self.tasks.discard)
+            self._taken.set()
 
     def _slot_freed(self) -> None:
         self.free_slots += 1
@@ -321,9 +326,25 @@ class Worker:
             execution.stop("cancel")
 
     async def _heartbeat(self) -> None:
-        """Say we are alive, and look in the ledger for cancels we may have missed."""
+        """Say we are alive, and look in the ledger for cancels we may have missed.
+
+        While the worker handles a message, a beat every ``heartbeat_interval_s``.
+        Handling none, every ``idle_heartbeat_interval_s``: then there is no attempt
+        a beat could vouch for or a cancel could stop, only the worker's own life to
+        renew. The first message taken after that brings the next beat back to
+        ``heartbeat_interval_s`` after the last (at once, if that is past), so an
+        attempt's holder beats as often as ever once it starts."""
+        loop = asyncio.get_running_loop()
+        last = loop.time()
         while True:
-            await asyncio.sleep(self.options.heartbeat_interval_s)
+            if not self.tasks:
+                self._taken.clear()
+                idle_until = last + self.options.idle_heartbeat_interval_s
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout_at(idle_until):
+                        await self._taken.wait()
+            await asyncio.sleep(max(0.0, last + self.options.heartbeat_interval_s - loop.time()))
+            last = loop.time()
             try:
                 for job_id in await self.attempts.beat():
                     if (execution := self.running.get(job_id)) is not None:

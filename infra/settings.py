@@ -120,8 +120,9 @@ class SchedulingSettings(BaseModel):
     # How far ahead a job may be scheduled (further: 422); a year by default.
     horizon_s: float = Field(default=365 * 86400.0, gt=0)
     # How often the dispatcher hands the jobs kept in the ledger (scheduled beyond what
-    # the delay queues carry) to the delay queues as they come within their range.
-    hand_over_interval_s: float = Field(default=5.0, gt=0)
+    # the delay queues carry) to the delay queues as they come within their range; at
+    # most half that range (application/handover.py), whatever is set here.
+    hand_over_interval_s: float = Field(default=60.0, gt=0)
 
 
 class GatewaySettings(BaseModel):

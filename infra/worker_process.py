@@ -128,6 +128,10 @@ async def _pool_worker(
             progress_interval_s=options.progress_interval_s,
             shutdown_timeout_s=options.shutdown_timeout_s,
             heartbeat_interval_s=options.heartbeat_interval_s,
+            # Half the TTL: a beat late by as much again still finds the worker alive.
+            idle_heartbeat_interval_s=max(
+                options.heartbeat_interval_s, options.heartbeat_ttl_s / 2
+            ),
             log_tracebacks=options.log_tracebacks,
             starvation_bound=options.starvation_bound,
             prefetch=options.prefetch,

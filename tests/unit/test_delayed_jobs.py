@@ -248,6 +248,32 @@ def test_a_pass_after_a_long_outage_hands_over_jobs_whose_time_has_passed() -> N
     assert w.history(job_id) == ["Submitted", "HandedOver"]
 
 
+async def test_passes_come_at_most_half_the_range_apart_whatever_the_interval_set() -> None:
+    """A job that comes within range just after a pass must be handed over before its
+    run_at: with two delay levels (3 s) and passes 60 s apart, it would start up to
+    57 s late. Half the range apart, it is handed over with at least half to wait."""
+    w = Ledgered()
+    job_id = w.submit(3 + 1)  # beyond a 3 s range: held
+    w.project()
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        w.clock += timedelta(seconds=seconds)
+        if len(slept) == 3:
+            raise asyncio.CancelledError
+
+    passes = HandOver(
+        ledger=w.ledger, held=w.view, range_s=3, interval_s=60, clock=lambda: w.clock, sleep=sleep
+    )
+    with pytest.raises(asyncio.CancelledError):
+        await passes.run()
+    assert slept == [1.5, 1.5, 1.5]
+    assert w.history(job_id) == ["Submitted", "HandedOver"]
+    long_range = HandOver(ledger=w.ledger, held=w.view, range_s=65535, interval_s=60)
+    assert long_range.interval_s == 60
+
+
 # -- a worker given a copy before run_at ------------------------------------------------------
 
 
