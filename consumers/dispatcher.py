@@ -13,7 +13,7 @@ import contextlib
 import json
 import logging
 from collections import deque
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
 from uuid import UUID
@@ -60,6 +60,7 @@ class Dispatcher:
         batches_in_flight: int = 4,
         record_interval_s: float = 0.05,
         shares: TenantShares | None = None,
+        on_sent: Callable[[], None] = lambda: None,
     ) -> None:
         self.source = source
         self.positions = positions
@@ -72,6 +73,7 @@ class Dispatcher:
         self.batches_in_flight = batches_in_flight
         self.record_interval_s = record_interval_s
         self.shares = shares or TenantShares()
+        self.on_sent = on_sent  # told of each batch that sends a job
         self.published = 0
         # Batches read and published, in ledger order, not yet recorded: each with
         # its last position and its publishes' confirms.
@@ -124,7 +126,10 @@ class Dispatcher:
                 publish.add_done_callback(self._publishes.discard)
             self._unrecorded.append((batch[-1][1], asyncio.gather(*publishes)))
             self._read_more.set()
-            self.published += sum(isinstance(m, Send) for m in messages)
+            sent = sum(isinstance(m, Send) for m in messages)
+            if sent:
+                self.published += sent
+                self.on_sent()
             while True:
                 unconfirmed = [p for _, p in self._unrecorded if not p.done()]
                 if len(unconfirmed) <= self.batches_in_flight:

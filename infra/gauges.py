@@ -15,6 +15,8 @@ from opentelemetry.metrics import CallbackOptions, Observation
 
 log = logging.getLogger("jobledger.metrics")
 meter = metrics.get_meter("jobledger.infra")
+# The longest wait between two samples of queues found empty, with nothing sent.
+QUIET_MAX_S = 30.0
 
 
 class QueueDepths:
@@ -29,6 +31,8 @@ class QueueDepths:
         self.unserved_since: dict[str, float] = {}  # queue: when it was first seen so
         self.warned: set[str] = set()
         self.pools: dict[str, str] = {}  # each work queue's pool
+        self.samples = 0  # taken so far
+        self._sent = asyncio.Event()
         meter.create_observable_gauge(
             "jobledger.queue.depth",
             [self._work],
@@ -57,27 +61,59 @@ class QueueDepths:
         connection: AbstractRobustConnection,
         queues: Mapping[str, str],
         interval_s: float,
+        quiet_max_s: float = QUIET_MAX_S,
     ) -> None:
         """Sample every ``interval_s`` until cancelled (a passive declare per queue, on
         one channel kept open: opening and closing one a sample was two more round
         trips and a channel process the broker starts and stops); ``queues`` maps each
-        work queue (every lane of a pool) to its pool."""
+        work queue (every lane of a pool) to its pool.
+
+        A quiet sample (every work queue empty, the DLQ as it was, nothing ``sent``
+        meanwhile) doubles the wait before the next, up to ``quiet_max_s``: an idle
+        stack's sampling was most of its dispatcher's wake-ups. The first ``sent``
+        after that brings the next sample back to ``interval_s`` after the last (at
+        once, if that is past). A work queue that holds anything is sampled every
+        ``interval_s``, so the unserved pool warning is as timely as ever."""
         self.pools.update(queues)
+        names = [*queues, self.dead_queue]
         channel: AbstractRobustChannel | None = None
+        loop = asyncio.get_running_loop()
+        wait_s = interval_s
         while True:
+            sampled_at = loop.time()
+            self._sent.clear()
+            before = dict(self.depths)
             try:
                 if channel is None:  # robust: it reopens itself, after a 404 too
                     channel = await connection.channel()
-                for name in [*queues, self.dead_queue]:
+                for name in names:
                     # Not remembered for the channel's reopening (robust=False): a missing
                     # queue's passive declare, redone, would close it again.
                     queue = await channel.declare_queue(name, passive=True, robust=False)
                     self.depths[name] = queue.declaration_result.message_count or 0
                     if name != self.dead_queue:
                         self._served(name, queue.declaration_result.consumer_count or 0)
+                self.samples += 1
+                quiet = (
+                    not self._sent.is_set()
+                    and self.depths == before
+                    and not any(self.depths[name] for name in queues)
+                )
             except Exception as exc:  # noqa: BLE001 - a sample is skipped, not fatal
                 log.debug("queue depth sample failed: %r", exc)
-            await asyncio.sleep(interval_s)
+                quiet = False
+            wait_s = min(2 * wait_s, max(quiet_max_s, interval_s)) if quiet else interval_s
+            if wait_s > interval_s:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout_at(sampled_at + wait_s):
+                        await self._sent.wait()
+                if self._sent.is_set():
+                    wait_s = interval_s
+            await asyncio.sleep(max(0.0, sampled_at + interval_s - loop.time()))
+
+    def sent(self) -> None:
+        """Messages were published to the work queues (or towards them)."""
+        self._sent.set()
 
     def _served(self, queue: str, consumers: int) -> None:
         if consumers or not self.depths[queue]:

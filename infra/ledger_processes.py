@@ -77,6 +77,7 @@ async def run_dispatcher(
                 control_exchange=await channel.get_exchange(names.control_exchange),
                 publish_window=settings.amqp.publish_window,
                 shares=TenantShares(settings.amqp.tenant_share),
+                on_sent=depths.sent,
             )
             try:
                 await dispatcher.run()

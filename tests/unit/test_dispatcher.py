@@ -181,3 +181,22 @@ async def test_a_stop_while_the_ledger_is_unreachable_gives_up_recording(
                 await running
     finally:
         positions.released.set()
+
+
+async def test_it_tells_of_each_batch_that_sends_a_job_and_of_no_other() -> None:
+    """The queue-depth sampler samples again soon after jobs are sent (infra/gauges.py).
+    A batch of events passed over (a job's start and end, yielded as None) sends
+    nothing."""
+    ledger = Ledger([[submitted(1), submitted(2)], [(None, 3)], [submitted(4)]], then=None)
+    broker, positions = Broker(), Positions()
+    told: list[int] = []
+    sending = dispatcher(ledger, broker, positions)
+    sending.on_sent = lambda: told.append(sending.published)
+    running = asyncio.create_task(sending.run())
+    await until(lambda: len(broker.confirms) == 3)
+    for confirm in broker.confirms:
+        confirm.set_result(None)
+    await until(lambda: positions.recorded[-1:] == [4])
+    running.cancel()
+    await asyncio.gather(running, return_exceptions=True)
+    assert told == [2, 3]
