@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Callable
 
 import aio_pika
 
@@ -20,14 +21,11 @@ async def samples_within(depths: QueueDepths, seconds: float) -> int:
     return depths.samples - before
 
 
-async def until(probe: object, timeout_s: float) -> float:
-    """Seconds until ``probe()`` is true (fails after ``timeout_s``)."""
-    loop = asyncio.get_running_loop()
-    started = loop.time()
+async def until(probe: Callable[[], bool], timeout_s: float) -> None:
+    """Wait until ``probe()`` is true; TimeoutError after ``timeout_s``."""
     async with asyncio.timeout(timeout_s):
-        while not probe():  # type: ignore[operator]
+        while not probe():
             await asyncio.sleep(0.01)
-    return loop.time() - started
 
 
 def test_quiet_queues_are_sampled_seldom_and_sent_jobs_bring_sampling_back(vhost: str) -> None:
@@ -41,25 +39,26 @@ def test_quiet_queues_are_sampled_seldom_and_sent_jobs_bring_sampling_back(vhost
             dead = await channel.declare_queue(f"{prefix}.dead", durable=True, arguments=QUORUM)
             depths = QueueDepths(dead.name)
             watching = asyncio.create_task(
-                depths.watch(connection, {work.name: "default"}, interval_s=0.1, quiet_max_s=4.0)
+                depths.watch(connection, {work.name: "default"}, interval_s=0.1, quiet_max_s=30.0)
             )
             try:
-                # Quiet: waits of 0.1, 0.2, 0.4, 0.8, 1.6 s; every 0.1 s, 35 samples.
+                # Quiet: samples at 0, 0.1, 0.3, 0.7, 1.5 and 3.1 s; every 0.1 s, 35.
                 quiet = await samples_within(depths, 3.5)
                 assert 2 <= quiet <= 8, quiet
 
-                # Jobs sent: the next sample comes an interval after the last, not
-                # at the end of the quiet wait (up to 4 s away).
+                # Jobs sent: the next sample comes an interval after the last (here at
+                # once), not at the end of the quiet wait (3.2 s from the last sample,
+                # at 3.1 s: still 2.8 s away).
                 await channel.default_exchange.publish(
                     aio_pika.Message(b"job"), routing_key=work.name
                 )
                 depths.sent()
-                waited = await until(lambda: depths.depths[work.name] == 1, 3.0)
-                assert waited < 3.0
+                await until(lambda: depths.depths[work.name] == 1, 1.5)
 
-                # A work queue that holds a job is sampled every interval.
-                busy = await samples_within(depths, 1.0)
-                assert busy >= 4, busy
+                # A work queue that holds a job is sampled every interval (quiet, 1.5 s
+                # would see one sample at most).
+                busy = await samples_within(depths, 1.5)
+                assert busy >= 3, busy
             finally:
                 watching.cancel()
                 await asyncio.gather(watching, return_exceptions=True)
