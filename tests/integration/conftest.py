@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 from urllib.parse import quote
 
 import aio_pika
+import aiormq
 import httpx
 import psycopg
 import pytest
@@ -465,13 +466,26 @@ def consumer_count(stack: Stack, pool: str = "default") -> int:
     return asyncio.run(count())
 
 
+def declared_consumer_count(stack: Stack, pool: str = "default") -> int:
+    """``consumer_count``, once the pool's work queue is declared: the gateway answers
+    before the other processes of a stack have declared the queues."""
+
+    def counted() -> list[int] | None:
+        try:
+            return [consumer_count(stack, pool)]
+        except aiormq.exceptions.ChannelNotFoundEntity:
+            return None
+
+    return eventually(counted, 30, f"the queue of pool {pool!r} to be declared")[0]
+
+
 def start_workers(stack: Stack, *args: str, count: int = 1, **env: str) -> list[Any]:
     """Start a control plane without a worker on the default pool, then ``count``
     worker processes on it, and wait until they all consume."""
     if not stack.processes:
         stack.start("run", JOBLEDGER_WORKER__POOL="elsewhere")
         stack.wait_ready()
-    before = consumer_count(stack)
+    before = declared_consumer_count(stack)
     workers = [stack.start("worker", *args, **env) for _ in range(count)]
     eventually(lambda: consumer_count(stack) >= before + count, 60, "the workers to consume")
     return workers

@@ -6,6 +6,7 @@ from __future__ import annotations
 from tests.integration.conftest import (
     Stack,
     consumer_count,
+    declared_consumer_count,
     eventually,
     submit,
     wait_for_status,
@@ -23,7 +24,7 @@ def test_run_serves_every_pool_the_app_registers(running: Stack) -> None:
 def test_a_worker_consumes_every_pool_it_is_given(stack: Stack) -> None:
     stack.start("run", JOBLEDGER_WORKER__POOL="elsewhere")  # a pool named: only that one
     stack.wait_ready()
-    assert consumer_count(stack, "side") == 0
+    assert declared_consumer_count(stack, "side") == 0
     stack.start("worker", "--pool", "default, side")
     eventually(
         lambda: consumer_count(stack) >= 1 and consumer_count(stack, "side") >= 1,
