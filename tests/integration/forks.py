@@ -37,7 +37,10 @@ from consumers.zygote import reaped
 
 ROOT = Path(__file__).resolve().parents[2]
 # What `jobledger run`, `worker`, `gateway`, `dispatcher`, `projector` and `scheduler`
-# import, and the tests' job module.
+# import, and the tests' job module. The listings' SQL module too: a gateway imports it
+# once listening, or at its first listing (about a CPU-second); the tests' gateways do
+# not warm up, so without it here the first listing a test asks for waits for the
+# import, over ten seconds on a loaded machine.
 PRELOADED = (
     "infra.cli",
     "infra.all_in_one",
@@ -48,6 +51,7 @@ PRELOADED = (
     "infra.supervisor",
     "infra.logs",
     "infra.telemetry",
+    "projections.view_queries",
     "tests.integration.app",
 )
 
