@@ -53,8 +53,17 @@ def test_the_dashboard_follows_the_tenants_jobs_live_and_acts_on_them_through_it
     stack.start("run", JOBLEDGER_OBSERVABILITY__TRACE_URL="http://traces.test/trace/{trace_id}")
     stack.wait_ready()
     running = stack
-    client = running.client()
-    other = running.client(tenant=OTHER, subject="someone-else")
+    with (
+        running.client() as client,
+        running.client(tenant=OTHER, subject="someone-else") as other,
+    ):
+        _follow_and_act(running, client, other, tmp_path)
+    check_the_api(running)  # on the same stack: one start less
+
+
+def _follow_and_act(
+    running: Stack, client: httpx.Client, other: httpx.Client, tmp_path: Path
+) -> None:
     hidden = [submit(other, "echo", {"text": "not yours"}, case_id="case-x")["id"]]
     done = submit(client, "echo", {"text": "before the page"}, case_id="case-0")
     wait_for_status(client, done["id"])
@@ -182,9 +191,6 @@ def test_the_dashboard_follows_the_tenants_jobs_live_and_acts_on_them_through_it
         assert browser.evaluate("location.href") == f"{running.url}/dashboard#/jobs"
     finally:
         browser.close()
-        client.close()
-        other.close()
-    check_the_api(running)  # on the same stack: one start less
 
 
 def check_the_api(running: Stack) -> None:
