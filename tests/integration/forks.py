@@ -38,9 +38,9 @@ from consumers.zygote import reaped
 ROOT = Path(__file__).resolve().parents[2]
 # What `jobledger run`, `worker`, `gateway`, `dispatcher`, `projector` and `scheduler`
 # import, and the tests' job module. The listings' SQL module too: a gateway imports it
-# once listening, or at its first listing (about a CPU-second); the tests' gateways do
-# not warm up, so without it here the first listing a test asks for waits for the
-# import, over ten seconds on a loaded machine.
+# once listening, or at its first listing; the tests' gateways do not warm up, so
+# without it here the first listing a test asks for waits for the import: 1.0-1.7 s on
+# an idle machine, 4.7 s beside four CPU hogs (a 10 s client timed out in one CI run).
 PRELOADED = (
     "infra.cli",
     "infra.all_in_one",
