@@ -4,16 +4,21 @@ the ledger and the queues in front of everyone else's jobs.
 
 Jobs are counted as the ledger counts them: a batch of n jobs takes n tokens, and the
 jobs waiting are the tenant's queued and retry-scheduled jobs in the job view, read
-at most once a second, plus those this process admitted since. The buckets are this
-process's own: with several gateway processes, each admits up to the rate."""
+at most once a second, plus those admitted since. Buckets and counts are kept in a
+``QuotaBook``: this process's memory, or (``jobledger gateway --processes N``) memory
+the gateway's processes share (infra/shared_quotas.py), so N processes admit what one
+would. Separate gateways, each with its own book, each admit up to the rate."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from typing import Protocol
 
 
 @dataclass(frozen=True)
@@ -31,6 +36,38 @@ class QuotaExceeded(Exception):
         self.retry_after_s = retry_after_s
 
 
+@dataclass
+class QuotaSlot:
+    """One tenant's bucket and count of waiting jobs; ``at`` and ``counted_at`` are
+    ``time.monotonic`` readings (one clock for every process of the machine), below
+    zero before the first."""
+
+    tokens: float = 0.0
+    at: float = -1.0
+    waiting: int = 0
+    counted_at: float = -1.0
+
+
+class QuotaBook(Protocol):
+    def locked(self, tenant: str) -> AbstractContextManager[QuotaSlot]:
+        """The tenant's slot, held by no other thread or process until the block ends;
+        what the block changes in it is kept."""
+        ...
+
+
+class LocalQuotaBook:
+    """The slots in this process's memory."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._slots: dict[str, QuotaSlot] = {}
+
+    @contextlib.contextmanager
+    def locked(self, tenant: str) -> Iterator[QuotaSlot]:
+        with self._lock:
+            yield self._slots.setdefault(tenant, QuotaSlot())
+
+
 class TenantQuotas:
     def __init__(
         self,
@@ -40,15 +77,14 @@ class TenantQuotas:
         *,
         clock: Callable[[], float] = time.monotonic,
         count_every_s: float = 1.0,
+        book: QuotaBook | None = None,
     ) -> None:
         self.default = default
         self.per_tenant = dict(per_tenant)
         self.waiting = waiting  # the tenant's waiting jobs, from the view (blocking)
         self.clock = clock
         self.count_every_s = count_every_s
-        self._lock = threading.Lock()
-        self._buckets: dict[str, tuple[float, float]] = {}  # tenant -> (tokens, at)
-        self._counts: dict[str, tuple[int, float]] = {}  # tenant -> (waiting, counted at)
+        self.book: QuotaBook = book if book is not None else LocalQuotaBook()
 
     def quota(self, tenant: str) -> Quota:
         return self.per_tenant.get(tenant, self.default)
@@ -57,8 +93,8 @@ class TenantQuotas:
         """Would ``admit`` read the view (blocking) before it answers?"""
         if not self.quota(tenant).max_waiting:
             return False
-        counted = self._counts.get(tenant)
-        return counted is None or self.clock() - counted[1] >= self.count_every_s
+        with self.book.locked(tenant) as slot:
+            return self._stale(slot)
 
     def admit(self, tenant: str, jobs: int = 1) -> None:
         """Take ``jobs`` from the tenant's quota, or raise QuotaExceeded."""
@@ -68,37 +104,44 @@ class TenantQuotas:
         if quota.submits_per_s:
             self._take_tokens(tenant, quota, jobs)
         if quota.max_waiting:
-            with self._lock:
-                waiting, at = self._counts[tenant]
-                self._counts[tenant] = (waiting + jobs, at)
+            with self.book.locked(tenant) as slot:
+                slot.waiting += jobs
+
+    def _stale(self, slot: QuotaSlot) -> bool:
+        return slot.counted_at < 0 or self.clock() - slot.counted_at >= self.count_every_s
 
     def _check_waiting(self, tenant: str, quota: Quota, jobs: int) -> None:
-        now = self.clock()
-        counted = self._counts.get(tenant)
-        if counted is None or now - counted[1] >= self.count_every_s:
-            counted = (self.waiting(tenant), now)
-            with self._lock:
-                self._counts[tenant] = counted
-        if counted[0] + jobs > quota.max_waiting:
+        with self.book.locked(tenant) as slot:
+            stale = self._stale(slot)
+            waiting = slot.waiting
+        if stale:  # counted outside the lock: the view's read blocks
+            now = self.clock()
+            waiting = self.waiting(tenant)
+            with self.book.locked(tenant) as slot:
+                slot.waiting, slot.counted_at = waiting, now
+        if waiting + jobs > quota.max_waiting:
             raise QuotaExceeded(
-                f"tenant {tenant} has {counted[0]} jobs waiting, at most {quota.max_waiting}",
+                f"tenant {tenant} has {waiting} jobs waiting, at most {quota.max_waiting}",
                 max(self.count_every_s, 1.0),
             )
 
     def _take_tokens(self, tenant: str, quota: Quota, jobs: int) -> None:
         burst = max(quota.burst, 1, jobs)
-        with self._lock:
+        with self.book.locked(tenant) as slot:
             now = self.clock()
-            tokens, at = self._buckets.get(tenant, (float(burst), now))
-            tokens = min(float(burst), tokens + (now - at) * quota.submits_per_s)
+            if slot.at < 0:  # the tenant's first submit
+                tokens = float(burst)
+            else:
+                refill = max(0.0, now - slot.at) * quota.submits_per_s
+                tokens = min(float(burst), slot.tokens + refill)
             if tokens < jobs:
-                self._buckets[tenant] = (tokens, now)
+                slot.tokens, slot.at = tokens, now
                 wait_s = (jobs - tokens) / quota.submits_per_s
                 raise QuotaExceeded(
                     f"tenant {tenant} submits at most {quota.submits_per_s:g} jobs a second",
                     wait_s,
                 )
-            self._buckets[tenant] = (tokens - jobs, now)
+            slot.tokens, slot.at = tokens - jobs, now
 
 
 def retry_after(seconds: float) -> str:

@@ -3,6 +3,7 @@ and the gateway's CPU per job.
 
     .venv/bin/python -m bench.submit_http                   # gateway alone
     .venv/bin/python -m bench.submit_http --stack           # with dispatcher, projector, 2x8 workers
+    .venv/bin/python -m bench.submit_http --gateway-processes 2   # jobledger gateway --processes 2
 
 Every figure is taken with every submission in the ledger (group commit, one
 transaction a batch); quotas are off for the run. The requests come from
@@ -25,8 +26,10 @@ TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def cpu_s(pid: int) -> float:
+    """The CPU seconds of the process and of its children that are running."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return (int(fields[11]) + int(fields[12])) / TICKS + sum(cpu_s(int(c)) for c in children)
 
 
 def job(n: int) -> dict[str, Any]:
@@ -58,18 +61,19 @@ def main() -> None:
     parser.add_argument("--stack", action="store_true", help="run the other processes too")
     parser.add_argument("-n", type=int, default=960, help="single submits per row")
     parser.add_argument("--batched", type=int, default=20000, help="jobs in batches")
+    parser.add_argument("--gateway-processes", type=int, default=1, help="gateway processes")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as logs, stack("bench.noop_app", Path(logs)) as s:
         s.env["JOBLEDGER_QUOTA__SUBMITS_PER_S"] = "0"
         s.env["JOBLEDGER_QUOTA__MAX_WAITING"] = "0"
-        gateway = s.start("gateway")
+        gateway = s.start("gateway", "--processes", str(args.gateway_processes))
         if args.stack:
             s.start("dispatcher")
             s.start("projector")
             s.start("worker", "--processes", "2", "--concurrency", "8")
         s.wait_ready()
         headers = s.auth_headers()
-        singles(s.url, headers, 64, 8)  # warm up
+        singles(s.url, headers, 64 * args.gateway_processes, 8)  # warm up
         print(f"{'how':<28} {'jobs':>7} {'jobs/s':>9} {'gateway CPU/job':>16}")
         rows = [
             ("POST /jobs, 1 client", lambda: singles(s.url, headers, args.n // 3, 1), args.n // 3),

@@ -250,7 +250,7 @@ def run_jobledger(args: argparse.Namespace) -> dict[str, Any]:
             "JOBLEDGER_WORKER__CONCURRENCY": str(args.concurrency),
             "JOBLEDGER_WORKER__PREFETCH": str(args.prefetch),
         }
-        s.start("gateway", **common)
+        s.start("gateway", "--processes", str(args.gateway_processes), **common)
         s.start("dispatcher", **common)
         s.start("projector", **common)
         s.start("worker", "--processes", str(args.workers), **common)
@@ -297,7 +297,8 @@ def run_jobledger(args: argparse.Namespace) -> dict[str, Any]:
         sampler.join()
     return {
         "system": f"jobledger ({args.submit} submit{f' at {args.rate:g}/s' if args.rate else ''}, "
-        f"{args.workers} worker procs x c={args.concurrency})",
+        f"{args.workers} worker procs x c={args.concurrency}"
+        f"{f', {args.gateway_processes} gateway procs' if args.gateway_processes > 1 else ''})",
         "n": args.jobs,
         "submit_s": round(submit_s, 2),
         "e2e_s": round(e2e, 2),
@@ -352,6 +353,7 @@ def main() -> None:
         "--rate", type=float, default=0, help="direct submit: jobs a second, one per save"
     )
     parser.add_argument("--workers", type=int, default=2, help="worker processes")
+    parser.add_argument("--gateway-processes", type=int, default=1, help="gateway processes")
     parser.add_argument("-c", "--concurrency", type=int, default=8, help="jobs at once per worker")
     parser.add_argument("--prefetch", type=int, default=64)
     parser.add_argument("--timeout", type=float, default=900)

@@ -48,7 +48,11 @@ Process = Callable[["Settings", asyncio.Event, asyncio.Event], Coroutine[None, N
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    settings = _settings(args)
+    try:
+        settings = _settings(args)
+    except InfraError as exc:
+        print(f"jobledger: {exc}", file=sys.stderr)
+        return 2
     from infra import logs  # noqa: PLC0415
 
     logs.configure(args.log_level, json_lines=settings.observability.json_logs)
@@ -58,11 +62,21 @@ def main(argv: list[str] | None = None) -> int:
         if args.command in ("worker", "run"):
             _check_pools(settings)  # refused once, not by each worker process in turn
         if args.command == "worker" and settings.worker.processes > 1:
-            from infra.supervisor import supervise_workers  # noqa: PLC0415
+            from infra.supervisor import supervise  # noqa: PLC0415
 
             child_argv = [*(argv if argv is not None else sys.argv[1:]), "--processes", "1"]
-            return supervise_workers(
-                settings.worker.processes, child_argv, settings.observability.ops_port
+            return supervise(settings.worker.processes, child_argv, settings.observability.ops_port)
+        if args.command == "gateway" and settings.gateway.processes > 1:
+            from infra.supervisor import supervise_gateway  # noqa: PLC0415
+
+            child_argv = [*(argv if argv is not None else sys.argv[1:]), "--processes", "1"]
+            gateway = settings.gateway
+            return supervise_gateway(
+                gateway.processes,
+                child_argv,
+                gateway.host,
+                gateway.port,
+                settings.observability.ops_port,
             )
         if args.command == "token":
             print(_token(args, settings))
@@ -341,7 +355,12 @@ async def _serve(args: argparse.Namespace, settings: Settings) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal)
     ops = None
-    if settings.observability.ops_port is not None and args.command != "gateway":
+    # The gateway answers them on its own port; one of several gateway processes (which
+    # are alike on that port) on the ops port as well.
+    from infra.supervisor import SOCKET_FD_ENV  # noqa: PLC0415
+
+    several = os.environ.get(SOCKET_FD_ENV) is not None
+    if settings.observability.ops_port is not None and (args.command != "gateway" or several):
         from infra.health import serve_ops  # noqa: PLC0415
 
         ops = asyncio.create_task(serve_ops(settings, stopping), name="ops")
@@ -464,29 +483,51 @@ def _process(command: str) -> Process:
 
 
 def _settings(args: argparse.Namespace) -> Settings:
+    """The settings (the environment, then the command line's flags), each checked
+    against its bounds: a bad one is refused by name, with the variable that sets it."""
+    from pydantic import BaseModel, ValidationError  # noqa: PLC0415
+
     from infra.settings import Settings  # noqa: PLC0415
 
-    settings = Settings()
-    worker = settings.worker.model_copy(
-        update={
-            k: v
-            for k, v in {
-                "pool": getattr(args, "pool", None),
-                "concurrency": getattr(args, "concurrency", None),
-                "prefetch": getattr(args, "prefetch", None),
-                "processes": getattr(args, "processes", None),
-            }.items()
-            if v is not None
-        }
+    def flags(*names: str, command: str | None = None) -> dict[str, Any]:
+        if command is not None and args.command != command:
+            return {}
+        return {n: v for n in names if (v := getattr(args, n, None)) is not None}
+
+    def checked(section: str, model: BaseModel, update: dict[str, Any]) -> Any:
+        try:
+            return type(model).model_validate({**model.model_dump(), **update})
+        except ValidationError as exc:
+            raise InfraError(_refused(exc, (section,))) from None
+
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        raise InfraError(_refused(exc, ())) from None
+    worker = checked(
+        "worker",
+        settings.worker,
+        {**flags("pool", "concurrency", "prefetch"), **flags("processes", command="worker")},
     )
-    gateway = settings.gateway.model_copy(
-        update={k: v for k, v in {"port": getattr(args, "port", None)}.items() if v is not None}
+    gateway = checked(
+        "gateway", settings.gateway, {**flags("port"), **flags("processes", command="gateway")}
     )
     app = getattr(args, "app", None) or settings.app
     update: dict[str, Any] = {"worker": worker, "gateway": gateway, "app": app}
     if getattr(args, "dev", False):
         update["auth"] = settings.auth.model_copy(update={"environment": "development"})
     return settings.model_copy(update=update)
+
+
+def _refused(exc: Any, section: tuple[str, ...]) -> str:
+    """A settings error, one line a setting: its variable, what is wrong, and what was
+    given."""
+    lines = []
+    for error in exc.errors():
+        where = [*section, *(str(part) for part in error["loc"])]
+        variable = "JOBLEDGER_" + "__".join(where).upper()
+        lines.append(f"{variable}: {error['msg']} (given {error.get('input')!r})")
+    return "invalid settings:\n  " + "\n  ".join(lines)
 
 
 def _token(args: argparse.Namespace, settings: Settings) -> str:
@@ -539,6 +580,12 @@ def _parser() -> argparse.ArgumentParser:
             sub.add_argument("--prefetch", type=int, help="unacked messages per lane")
         if name == "worker":
             sub.add_argument("--processes", type=int, help="worker processes to run and keep up")
+        if name == "gateway":
+            sub.add_argument(
+                "--processes",
+                type=int,
+                help="gateway processes on the one port, kept up (JOBLEDGER_GATEWAY__PROCESSES)",
+            )
         if name == "run":
             sub.add_argument(
                 "--dev",

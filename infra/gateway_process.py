@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import socket
 from collections.abc import Generator
 from functools import partial
 from uuid import UUID
@@ -32,7 +34,9 @@ from infra.follower import LedgerFollower
 from infra.health import probes
 from infra.schedule_index import open_schedule_index
 from infra.settings import Settings
+from infra.shared_quotas import SharedQuotaBook
 from infra.streams import PostgresAuditLog, feed_hub, open_streams
+from infra.supervisor import SOCKET_FD_ENV
 from projections.projection import JobView
 
 log = logging.getLogger("jobledger")
@@ -123,7 +127,8 @@ def quotas(settings: Settings, view: JobView) -> TenantQuotas:
         )
         for tenant, o in q.tenants.items()
     }
-    return TenantQuotas(default, per_tenant, view.count_waiting)
+    # One of several gateway processes shares its quota table with the others.
+    return TenantQuotas(default, per_tenant, view.count_waiting, book=SharedQuotaBook.inherited())
 
 
 class _EmbeddedServer(uvicorn.Server):
@@ -192,7 +197,7 @@ async def run_gateway(
         timeout_keep_alive=int(max(1, settings.gateway.keep_alive_timeout_s)),
     )
     server = _EmbeddedServer(config)
-    serving = asyncio.create_task(server.serve())
+    serving = asyncio.create_task(server.serve(sockets=_inherited_socket()))
     while not server.started and not serving.done():
         await asyncio.sleep(0.01)
     if serving.done():
@@ -217,6 +222,13 @@ async def run_gateway(
     await following
     if warming is not None:
         await warming
+
+
+def _inherited_socket() -> list[socket.socket] | None:
+    """The listening socket of a gateway of several processes, bound by their
+    supervisor (infra/supervisor.py); None: this process binds its own."""
+    fd = os.environ.get(SOCKET_FD_ENV)
+    return [socket.socket(fileno=int(fd))] if fd else None
 
 
 def _import_view_queries() -> None:

@@ -90,8 +90,8 @@ class OtelSettings(BaseModel):
 
 class WorkerSettings(BaseModel):
     pool: str = "default"
-    concurrency: int = 4
-    prefetch: int = 8
+    concurrency: int = Field(default=4, ge=1)
+    prefetch: int = Field(default=8, ge=1, le=65535)  # AMQP's prefetch count is 16 bits
     # Picks of a higher lane a waiting lower lane may be passed over before it is
     # served once (application/lanes.py).
     starvation_bound: int = Field(default=8, ge=1)
@@ -99,7 +99,7 @@ class WorkerSettings(BaseModel):
     # A failed attempt's traceback, logged at ERROR with the job's ids (it is kept in
     # the ledger either way): off where error texts may hold patient data.
     log_tracebacks: bool = True
-    processes: int = 1
+    processes: int = Field(default=1, ge=1, le=64)
     shutdown_timeout_s: float = 30.0
     heartbeat_interval_s: float = 2.0
     heartbeat_ttl_s: float = 10.0
@@ -134,6 +134,9 @@ class GatewaySettings(BaseModel):
     header_timeout_s: float = Field(default=10.0, gt=0)
     body_timeout_s: float = Field(default=30.0, gt=0)
     keep_alive_timeout_s: float = Field(default=5.0, gt=0)
+    # Processes serving the one port, each with its own event loop (the bound on submits
+    # a second), sharing the tenants' quotas; kept up by a supervisor.
+    processes: int = Field(default=1, ge=1, le=64)
     dev_tenant: str = "dev"
     dev_subject: str = "dev"
     # Import the listings' SQL module once listening, in a thread (about a CPU-second),

@@ -5,6 +5,8 @@ from __future__ import annotations
 import signal
 from pathlib import Path
 
+import pytest
+
 from tests.integration.conftest import Stack, eventually, submit, wait_for_status
 
 
@@ -92,3 +94,21 @@ def test_a_bad_pool_name_is_refused_with_a_reason_not_a_traceback(stack: Stack) 
         assert refused.returncode == 2, (command, refused.stderr[-2000:])
         assert "--pool (JOBLEDGER_WORKER__POOL): pool name 'scans.fast'" in refused.stderr
         assert "Traceback" not in refused.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "refused"),
+    [
+        (("gateway", "--processes", "0"), "JOBLEDGER_GATEWAY__PROCESSES: Input should be greater"),
+        (("gateway", "--processes", "65"), "JOBLEDGER_GATEWAY__PROCESSES: Input should be less"),
+        (("worker", "--processes", "0"), "JOBLEDGER_WORKER__PROCESSES: Input should be greater"),
+        (("worker", "--concurrency", "0"), "JOBLEDGER_WORKER__CONCURRENCY: Input should be"),
+    ],
+)
+def test_processes_or_concurrency_out_of_bounds_are_refused_by_name(
+    stack: Stack, args: tuple[str, ...], refused: str
+) -> None:
+    result = stack.cli(*args, timeout_s=60)
+
+    assert result.returncode == 2
+    assert refused in result.stderr and "Traceback" not in result.stderr

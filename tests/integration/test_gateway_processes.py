@@ -1,0 +1,93 @@
+"""``jobledger gateway --processes N``: N processes on one port, sharing the tenants'
+quotas, each replaced when it dies without a connection refused meanwhile."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tests.integration.conftest import Stack, eventually, free_port
+
+
+def _children(pid: int) -> list[int]:
+    return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def _gateways(stack: Stack, *args: str, **env: str) -> tuple[Any, list[int]]:
+    supervisor = stack.start("gateway", "--processes", "2", *args, **env)
+    stack.wait_ready()
+    children = eventually(lambda: _children(supervisor.pid) or None, 20, "the gateway processes")
+    assert len(children) == 2
+    return supervisor, children
+
+
+def _submit_on_new_connections(stack: Stack, count: int, each: int) -> list[httpx.Response]:
+    """``count`` clients at once, each on a connection of its own (the kernel picks a
+    process for each), each submitting ``each`` jobs."""
+    headers = stack.auth_headers()
+
+    def client(n: int) -> list[httpx.Response]:
+        with httpx.Client(base_url=stack.url, timeout=30, headers=headers) as c:
+            return [
+                c.post("/jobs", json={"type": "echo", "case_id": f"p-{n}", "params": {"text": "x"}})
+                for _ in range(each)
+            ]
+
+    with ThreadPoolExecutor(count) as pool:
+        return [r for responses in pool.map(client, range(count)) for r in responses]
+
+
+def _submitted(ops_port: int) -> float:
+    text = httpx.get(f"http://127.0.0.1:{ops_port}/metrics", timeout=5).text
+    return sum(float(v) for v in re.findall(r"jobledger_jobs_submitted_total\{[^}]*\} (\S+)", text))
+
+
+def test_the_processes_of_a_gateway_admit_together_what_one_would(stack: Stack) -> None:
+    ops_port = free_port()
+    _gateways(
+        stack,
+        JOBLEDGER_QUOTA__SUBMITS_PER_S="5",
+        JOBLEDGER_QUOTA__BURST="10",
+        JOBLEDGER_OBSERVABILITY__OPS_PORT=str(ops_port),
+    )
+    began = time.monotonic()
+    responses = _submit_on_new_connections(stack, 32, 4)
+    took_s = time.monotonic() - began
+    statuses = Counter(r.status_code for r in responses)
+    # Each process counts what it accepted, on its own ops port (P, P + 1).
+    by_process = [_submitted(ops_port), _submitted(ops_port + 1)]
+
+    assert set(statuses) == {202, 429}, statuses
+    # The burst, and what the rate refilled meanwhile: once, not once per process.
+    assert statuses[202] <= 10 + 5 * took_s + 1, (statuses, took_s, by_process)
+    assert sum(by_process) == statuses[202]
+    assert all(by_process), f"a process took no connection: {by_process}"
+
+
+def test_a_gateway_process_killed_is_replaced_and_no_connection_is_refused(stack: Stack) -> None:
+    supervisor, children = _gateways(stack)
+    os.kill(children[0], signal.SIGKILL)
+    # At once, on new connections: some land on the killed process's socket, which
+    # waits for its replacement.
+    responses = _submit_on_new_connections(stack, 16, 1)
+    replaced = eventually(
+        lambda: (c := _children(supervisor.pid)) and len(c) == 2 and children[0] not in c and c,
+        30,
+        "the killed process's replacement",
+    )
+
+    assert [r.status_code for r in responses] == [202] * 16
+    assert children[1] in replaced
+    with stack.client() as client:
+        for response in responses:  # every job the gateway accepted is in the ledger
+            job_id = response.json()["id"]
+            events = client.get(f"/jobs/{job_id}/events").json()
+            assert [e["type"] for e in events][:1] == ["Submitted"]
