@@ -496,7 +496,8 @@ def _settings(args: argparse.Namespace) -> Settings:
 
     def checked(section: str, model: BaseModel, update: dict[str, Any]) -> Any:
         try:
-            return type(model).model_validate({**model.model_dump(), **update})
+            # Only what was set, so that what was not keeps counting as not set.
+            return type(model).model_validate({**model.model_dump(exclude_unset=True), **update})
         except ValidationError as exc:
             raise InfraError(_refused(exc, (section,))) from None
 
