@@ -91,57 +91,56 @@ class TenantQuotas:
 
     def counts_first(self, tenant: str) -> bool:
         """Would ``admit`` read the view (blocking) before it answers?"""
+        return self._count_due(tenant) is not None
+
+    def _count_due(self, tenant: str) -> float | None:
+        """If the tenant's waiting jobs are to be counted again: when they last were."""
         if not self.quota(tenant).max_waiting:
-            return False
+            return None
         with self.book.locked(tenant) as slot:
-            return self._stale(slot)
+            stale = slot.counted_at < 0 or self.clock() - slot.counted_at >= self.count_every_s
+            return slot.counted_at if stale else None
 
     def admit(self, tenant: str, jobs: int = 1) -> None:
-        """Take ``jobs`` from the tenant's quota, or raise QuotaExceeded."""
+        """Take ``jobs`` from the tenant's quota, or raise QuotaExceeded. The count of
+        waiting jobs is checked and raised, and the tokens taken, while the tenant's
+        slot is held once: two processes cannot both take the last place."""
         quota = self.quota(tenant)
-        if quota.max_waiting:
-            self._check_waiting(tenant, quota, jobs)
-        if quota.submits_per_s:
-            self._take_tokens(tenant, quota, jobs)
-        if quota.max_waiting:
-            with self.book.locked(tenant) as slot:
-                slot.waiting += jobs
-
-    def _stale(self, slot: QuotaSlot) -> bool:
-        return slot.counted_at < 0 or self.clock() - slot.counted_at >= self.count_every_s
-
-    def _check_waiting(self, tenant: str, quota: Quota, jobs: int) -> None:
-        with self.book.locked(tenant) as slot:
-            stale = self._stale(slot)
-            waiting = slot.waiting
-        if stale:  # counted outside the lock: the view's read blocks
+        if not (quota.max_waiting or quota.submits_per_s):
+            return
+        last_counted = self._count_due(tenant)
+        if last_counted is not None:  # counted outside the slot: the view's read blocks
             now = self.clock()
             waiting = self.waiting(tenant)
             with self.book.locked(tenant) as slot:
-                slot.waiting, slot.counted_at = waiting, now
-        if waiting + jobs > quota.max_waiting:
-            raise QuotaExceeded(
-                f"tenant {tenant} has {waiting} jobs waiting, at most {quota.max_waiting}",
-                max(self.count_every_s, 1.0),
-            )
-
-    def _take_tokens(self, tenant: str, quota: Quota, jobs: int) -> None:
-        burst = max(quota.burst, 1, jobs)
+                if slot.counted_at == last_counted:  # else another counted meanwhile, and
+                    slot.waiting, slot.counted_at = waiting, now  # has admitted since
         with self.book.locked(tenant) as slot:
-            now = self.clock()
-            if slot.at < 0:  # the tenant's first submit
-                tokens = float(burst)
-            else:
-                refill = max(0.0, now - slot.at) * quota.submits_per_s
-                tokens = min(float(burst), slot.tokens + refill)
-            if tokens < jobs:
-                slot.tokens, slot.at = tokens, now
-                wait_s = (jobs - tokens) / quota.submits_per_s
+            if quota.max_waiting and slot.waiting + jobs > quota.max_waiting:
                 raise QuotaExceeded(
-                    f"tenant {tenant} submits at most {quota.submits_per_s:g} jobs a second",
-                    wait_s,
+                    f"tenant {tenant} has {slot.waiting} jobs waiting, at most {quota.max_waiting}",
+                    max(self.count_every_s, 1.0),
                 )
-            slot.tokens, slot.at = tokens - jobs, now
+            if quota.submits_per_s:
+                self._take_tokens(slot, tenant, quota, jobs)
+            if quota.max_waiting:
+                slot.waiting += jobs
+
+    def _take_tokens(self, slot: QuotaSlot, tenant: str, quota: Quota, jobs: int) -> None:
+        burst = max(quota.burst, 1, jobs)
+        now = self.clock()
+        if slot.at < 0:  # the tenant's first submit
+            tokens = float(burst)
+        else:
+            refill = max(0.0, now - slot.at) * quota.submits_per_s
+            tokens = min(float(burst), slot.tokens + refill)
+        if tokens < jobs:
+            slot.tokens, slot.at = tokens, now
+            raise QuotaExceeded(
+                f"tenant {tenant} submits at most {quota.submits_per_s:g} jobs a second",
+                (jobs - tokens) / quota.submits_per_s,
+            )
+        slot.tokens, slot.at = tokens - jobs, now
 
 
 def retry_after(seconds: float) -> str:

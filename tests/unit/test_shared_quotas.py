@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -75,6 +76,52 @@ def test_what_one_process_admits_another_cannot_admit_again() -> None:
         assert other.stdout.split() == ["2", "1", "5"]
         with pytest.raises(QuotaExceeded):  # and this one sees what the other took
             rate.admit("rated")
+    finally:
+        os.close(fd)
+
+
+# From the moment given, takes the one place of each of 3,000 tenants it can, in the
+# same order as the other racer: 3,000 races for a last place.
+RACER = textwrap.dedent(
+    """
+    import sys, time
+    from application.quotas import Quota, QuotaExceeded, TenantQuotas
+    from infra.shared_quotas import SharedQuotaBook
+
+    quotas = TenantQuotas(Quota(max_waiting=1), {}, lambda t: 0, count_every_s=3600,
+                          book=SharedQuotaBook.inherited())
+    while time.monotonic() < float(sys.argv[1]):
+        pass
+    admitted = 0
+    for n in range(3000):
+        try:
+            quotas.admit(f"tenant-{n}")
+            admitted += 1
+        except QuotaExceeded:
+            pass
+    print(admitted)
+    """
+)
+
+
+def test_two_processes_racing_for_the_last_places_take_each_once() -> None:
+    fd = shared_quotas.create()
+    try:
+        start_at = str(time.monotonic() + 1.5)  # both started by then
+        racers = [
+            subprocess.Popen(
+                [sys.executable, "-c", RACER, start_at],
+                cwd=ROOT,
+                env={**os.environ, shared_quotas.FD_ENV: str(fd), "PYTHONPATH": str(ROOT)},
+                pass_fds=(fd,),
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(2)
+        ]
+        admitted = [int(racer.communicate(timeout=60)[0]) for racer in racers]
+
+        assert sum(admitted) == 3000, admitted
     finally:
         os.close(fd)
 
