@@ -357,9 +357,9 @@ async def _serve(args: argparse.Namespace, settings: Settings) -> int:
     ops = None
     # The gateway answers them on its own port; one of several gateway processes (which
     # are alike on that port) on the ops port as well.
-    from infra.supervisor import SOCKET_FD_ENV  # noqa: PLC0415
+    from infra.gateway_sockets import FDS_ENV  # noqa: PLC0415
 
-    several = os.environ.get(SOCKET_FD_ENV) is not None
+    several = os.environ.get(FDS_ENV) is not None
     if settings.observability.ops_port is not None and (args.command != "gateway" or several):
         from infra.health import serve_ops  # noqa: PLC0415
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import socket
 from collections.abc import Generator
 from functools import partial
 from uuid import UUID
@@ -27,7 +25,7 @@ from gateway.ops import LiveWorker, Ops
 from gateway.services import Services
 from gateway.sse import Streams
 from gateway.tokens import bearer_identify
-from infra import auth, ledger_store, telemetry
+from infra import auth, gateway_sockets, ledger_store, telemetry
 from infra.bootstrap import load_registry, names_of, open_ledger, supervise, when_store_is_up
 from infra.dead_letters import ManagementDeadLetters, ManagementQueues
 from infra.follower import LedgerFollower
@@ -36,7 +34,6 @@ from infra.schedule_index import open_schedule_index
 from infra.settings import Settings
 from infra.shared_quotas import SharedQuotaBook
 from infra.streams import PostgresAuditLog, feed_hub, open_streams
-from infra.supervisor import SOCKET_FD_ENV
 from projections.projection import JobView
 
 log = logging.getLogger("jobledger")
@@ -197,7 +194,7 @@ async def run_gateway(
         timeout_keep_alive=int(max(1, settings.gateway.keep_alive_timeout_s)),
     )
     server = _EmbeddedServer(config)
-    serving = asyncio.create_task(server.serve(sockets=_inherited_socket()))
+    serving = asyncio.create_task(server.serve(sockets=gateway_sockets.inherited()))
     while not server.started and not serving.done():
         await asyncio.sleep(0.01)
     if serving.done():
@@ -222,13 +219,6 @@ async def run_gateway(
     await following
     if warming is not None:
         await warming
-
-
-def _inherited_socket() -> list[socket.socket] | None:
-    """The listening socket of a gateway of several processes, bound by their
-    supervisor (infra/supervisor.py); None: this process binds its own."""
-    fd = os.environ.get(SOCKET_FD_ENV)
-    return [socket.socket(fileno=int(fd))] if fd else None
 
 
 def _import_view_queries() -> None:

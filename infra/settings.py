@@ -99,7 +99,7 @@ class WorkerSettings(BaseModel):
     # A failed attempt's traceback, logged at ERROR with the job's ids (it is kept in
     # the ledger either way): off where error texts may hold patient data.
     log_tracebacks: bool = True
-    processes: int = Field(default=1, ge=1, le=64)
+    processes: int = Field(default=1, ge=1)
     shutdown_timeout_s: float = 30.0
     heartbeat_interval_s: float = 2.0
     heartbeat_ttl_s: float = 10.0
@@ -136,7 +136,7 @@ class GatewaySettings(BaseModel):
     keep_alive_timeout_s: float = Field(default=5.0, gt=0)
     # Processes serving the one port, each with its own event loop (the bound on submits
     # a second), sharing the tenants' quotas; kept up by a supervisor.
-    processes: int = Field(default=1, ge=1, le=64)
+    processes: int = Field(default=1, ge=1)
     dev_tenant: str = "dev"
     dev_subject: str = "dev"
     # Import the listings' SQL module once listening, in a thread (about a CPU-second),

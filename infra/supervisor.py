@@ -2,12 +2,16 @@
 processes, kept running.
 
 A child that dies (a handler that kills its process, an out-of-memory kill) is
-started again after a short backoff. A worker's messages return to the queue and its
-lost attempts are recorded by whichever worker receives them; a gateway's listening
-socket is the supervisor's, so the connections waiting on it are taken by the other
-gateway processes meanwhile. SIGTERM/SIGINT are passed to every child (a graceful
-stop); the supervisor exits when they all have. With a fixed ops port P, child n
-answers on P + n (its replacement too), so every process's metrics can be scraped."""
+started again after a backoff (half a second, doubling to 10 s while children keep
+dying young; back to half a second once one has run a minute). A worker's messages
+return to the queue and its lost attempts are recorded by whichever worker receives
+them. A gateway process's listening sockets are also the supervisor's
+(infra/gateway_sockets.py): the connections sent to them while the process is
+replaced wait for its replacement. SIGTERM/SIGINT are passed to every child (a
+graceful stop), and the supervisor lets go of the sockets, so new connections are
+refused rather than left waiting on a process that is stopping; it exits when every
+child has. With a fixed ops port P, child n answers on P + n (its replacement too),
+so every process's metrics can be scraped."""
 
 from __future__ import annotations
 
@@ -15,55 +19,40 @@ import contextlib
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
 from types import FrameType
 
-from infra import shared_quotas
+from infra import gateway_sockets, shared_quotas
 from infra.errors import InfraError
 
 log = logging.getLogger("jobledger.supervisor")
 MAX_PORT = 65535
-# The descriptor of the listening socket, in a gateway process the supervisor started.
-SOCKET_FD_ENV = "JOBLEDGER_GATEWAY_SOCKET_FD"
+# A child that ran this long before it died starts again after the shortest backoff.
+RAN_WELL_S = 60.0
 
 
 def supervise_gateway(
     count: int, argv: list[str], host: str, port: int, ops_port: int | None = None
 ) -> int:
-    """Run ``count`` gateway processes on one port, and one quota table, shared.
-
-    Each process n has a listening socket of its own, bound here with SO_REUSEPORT
-    and handed to it (and to its replacement): the kernel spreads new connections
-    over the sockets. One socket shared by every process would not spread them: the
-    event loop that wakes first accepts every connection waiting. A socket outlives
-    its process, so the connections sent to it while its process is replaced wait
-    in it, and are served by the replacement rather than refused."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sockets: list[socket.socket] = []
-    try:
-        for _ in range(count):
-            listening = socket.socket(family, socket.SOCK_STREAM)
-            listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            listening.bind((host, port))
-            port = listening.getsockname()[1]  # for port 0: the one the first was given
-            listening.listen(2048)
-            listening.set_inheritable(True)
-            sockets.append(listening)
-    except OSError as exc:
-        raise InfraError(f"the gateway cannot listen on {host}:{port}: {exc}") from exc
+    """Run ``count`` gateway processes on one port, and one quota table, shared
+    (infra/shared_quotas.py)."""
+    sockets = gateway_sockets.bind(count, host, port)
     quotas = shared_quotas.create()
-    log.info("gateway: %s processes on http://%s:%s", count, host, port)
+    log.info("gateway: %s processes on port %s", count, sockets[0][0].getsockname()[1])
 
     def handed(n: int) -> tuple[Sequence[int], dict[str, str]]:
-        fd = sockets[n].fileno()
-        return (fd, quotas), {SOCKET_FD_ENV: str(fd), shared_quotas.FD_ENV: str(quotas)}
+        fds, named = gateway_sockets.handed(sockets[n])
+        return (*fds, quotas), {gateway_sockets.FDS_ENV: named, shared_quotas.FD_ENV: str(quotas)}
 
-    return supervise(count, argv, ops_port, kind="gateway", handed=handed)
+    def let_go() -> None:
+        for own in sockets:
+            for listening in own:
+                listening.close()
+
+    return supervise(count, argv, ops_port, kind="gateway", handed=handed, stopping=let_go)
 
 
 def supervise(
@@ -73,10 +62,12 @@ def supervise(
     *,
     kind: str = "worker",
     handed: Callable[[int], tuple[Sequence[int], dict[str, str]]] | None = None,
+    stopping: Callable[[], None] | None = None,
 ) -> int:
     """Run ``count`` copies of ``jobledger <argv>`` (a single process of ``kind``);
     ``handed(n)`` gives process n (and its replacements) descriptors to inherit and
-    the environment that names them."""
+    the environment that names them; ``stopping`` is called once, when a stop is
+    asked for."""
     if ops_port and ops_port + count - 1 > MAX_PORT:
         raise InfraError(
             f"{count} {kind} processes need ops ports {ops_port} to {ops_port + count - 1}, "
@@ -91,15 +82,18 @@ def supervise(
         return start(command, fds, **env)
 
     children = [start_child(n) for n in range(count)]
-    stopping = False
+    started = [time.monotonic()] * count
+    stop = False
     signals = 0
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
-        nonlocal stopping, signals
-        stopping, signals = True, signals + 1
+        nonlocal stop, signals
+        stop, signals = True, signals + 1
         for child in children:
             if child.poll() is None:
                 child.send_signal(signal.SIGKILL if signals > 1 else signum)
+        if signals == 1 and stopping is not None:
+            stopping()
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
@@ -107,14 +101,21 @@ def supervise(
     while True:
         for n, child in enumerate(children):
             code = child.poll()
-            if code is None or stopping:
+            if code is None or stop:
                 continue
             log.warning("%s process %s exited with %s; starting another", kind, child.pid, code)
+            if time.monotonic() - started[n] >= RAN_WELL_S:
+                backoff[n] = 0.5
             time.sleep(backoff[n])
             backoff[n] = min(backoff[n] * 2, 10.0)
-            if not stopping:
-                children[n] = start_child(n)
-        if stopping and all(child.poll() is not None for child in children):
+            try:
+                if not stop:
+                    children[n] = start_child(n)
+                    started[n] = time.monotonic()
+            except (OSError, ValueError):
+                if not stop:
+                    raise  # else the stop let go of what it was to be handed
+        if stop and all(child.poll() is not None for child in children):
             return 0
         _until_a_child_exits()
 
