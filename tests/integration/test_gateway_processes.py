@@ -91,3 +91,40 @@ def test_a_gateway_process_killed_is_replaced_and_no_connection_is_refused(stack
             job_id = response.json()["id"]
             events = client.get(f"/jobs/{job_id}/events").json()
             assert [e["type"] for e in events][:1] == ["Submitted"]
+
+
+def test_a_stopping_gateway_refuses_new_connections_while_it_finishes_its_requests(
+    stack: Stack,
+) -> None:
+    supervisor, _ = _gateways(stack, JOBLEDGER_GATEWAY__READ_YOUR_WRITES_TIMEOUT_S="8")
+    headers = stack.auth_headers()
+    with httpx.Client(base_url=stack.url, timeout=10, headers=headers) as client:
+        submitted = client.post(
+            "/jobs", json={"type": "echo", "case_id": "stop", "params": {"text": "x"}}
+        )
+    position = submitted.headers["X-Ledger-Position"]
+
+    def waits(_: int) -> int:
+        # No projector runs: each process waits the whole timeout for the view.
+        with httpx.Client(base_url=stack.url, timeout=30, headers=headers) as c:
+            return c.get("/jobs/stop/jobs", headers={"X-Ledger-Position": position}).status_code
+
+    with ThreadPoolExecutor(8) as pool:
+        waiting = list(map(pool.submit, [waits] * 8, range(8)))
+        time.sleep(1)  # every request in, on both processes
+        supervisor.send_signal(signal.SIGTERM)
+        time.sleep(1)  # the processes stop listening, and finish their requests
+        outcomes = []
+        for _ in range(10):
+            try:
+                with httpx.Client(base_url=stack.url, timeout=3) as c:
+                    outcomes.append(c.get("/healthz").status_code)
+            except httpx.ConnectError:
+                outcomes.append("refused")
+            except (httpx.TimeoutException, httpx.ReadError):  # reset when the supervisor exits
+                outcomes.append("left waiting")
+        finished = [w.result() for w in waiting]
+
+    assert outcomes == ["refused"] * 10
+    assert finished == [200] * 8  # what was in flight is answered, after the wait
+    assert supervisor.wait(timeout=30) == 0
