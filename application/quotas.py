@@ -3,11 +3,12 @@ wait at once. One tenant's flood is refused (429 with Retry-After) before it fil
 the ledger and the queues in front of everyone else's jobs.
 
 Jobs are counted as the ledger counts them: a batch of n jobs takes n tokens, and the
-jobs waiting are the tenant's queued and retry-scheduled jobs in the job view, read
-at most once a second, plus those admitted since. Buckets and counts are kept in a
-``QuotaBook``: this process's memory, or (``jobledger gateway --processes N``) memory
-the gateway's processes share (infra/shared_quotas.py), so N processes admit what one
-would. Separate gateways, each with its own book, each admit up to the rate."""
+jobs waiting are the tenant's scheduled (for later), queued and retry-scheduled jobs
+in the job view, read at most once a second, plus those admitted since. Buckets and
+counts are kept in a ``QuotaBook``: this process's memory, or (``jobledger gateway
+--processes N``) memory the gateway's processes share (infra/shared_quotas.py), so N
+processes admit what one would. Separate gateways, each with its own book, each admit
+up to the rate."""
 
 from __future__ import annotations
 

@@ -194,7 +194,7 @@ class QuotaSettings(BaseModel):
 
     submits_per_s: float = Field(default=500.0, ge=0)  # jobs a second; 0: no limit
     burst: int = Field(default=2000, ge=1)  # jobs at once above the rate
-    max_waiting: int = Field(default=50_000, ge=0)  # queued or retry-scheduled; 0: no limit
+    max_waiting: int = Field(default=50_000, ge=0)  # scheduled, queued or retry-scheduled; 0: none
     tenants: dict[str, dict[str, float]] = {}
 
 

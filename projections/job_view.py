@@ -108,10 +108,15 @@ class PostgresJobView(PostgresTrackingRecorder):
                 SQL("CREATE INDEX IF NOT EXISTS {i} ON {t} (tenant, position)").format(
                     i=Identifier(f"{view_table_name}_tenant_position_idx"), t=self.table
                 ),
+                # A tenant's waiting jobs, for its quota: scheduled for later too (the
+                # index before it left them out, and is dropped).
                 SQL(
                     "CREATE INDEX IF NOT EXISTS {i} ON {t} (tenant) "
-                    "WHERE status IN ('queued', 'retry_scheduled')"
-                ).format(i=Identifier(f"{view_table_name}_waiting_idx"), t=self.table),
+                    "WHERE status IN ('scheduled', 'queued', 'retry_scheduled')"
+                ).format(i=Identifier(f"{view_table_name}_waiting_all_idx"), t=self.table),
+                SQL("DROP INDEX IF EXISTS {i}").format(
+                    i=Identifier(datastore.schema, f"{view_table_name}_waiting_idx")
+                ),
                 SQL(
                     "CREATE INDEX IF NOT EXISTS {i} ON {t} (run_at) "
                     "WHERE status = 'scheduled' AND NOT handed_over"
@@ -186,7 +191,7 @@ class PostgresJobView(PostgresTrackingRecorder):
             curs.execute(
                 SQL(
                     "SELECT count(*) AS n FROM {t} WHERE tenant = %s "
-                    "AND status IN ('queued', 'retry_scheduled')"
+                    "AND status IN ('scheduled', 'queued', 'retry_scheduled')"
                 ).format(t=self.table),
                 (tenant,),
             )

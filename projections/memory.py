@@ -129,7 +129,7 @@ class MemoryJobView:
         return self._tracking.get(application_name)
 
     def count_waiting(self, tenant: str) -> int:
-        waiting = ("queued", "retry_scheduled")
+        waiting = ("scheduled", "queued", "retry_scheduled")
         return sum(r.tenant == tenant and r.status in waiting for r in self._rows.values())
 
 

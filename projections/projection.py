@@ -165,7 +165,7 @@ class JobView(Protocol):
     def max_tracking_id(self, application_name: str) -> int | None: ...
 
     def count_waiting(self, tenant: str) -> int:
-        """The tenant's jobs that are queued or scheduled for a retry."""
+        """The tenant's jobs that wait: scheduled for later, queued, or for a retry."""
         ...
 
 

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import json
 import socket
+import time
 import uuid
 from typing import Any
 
@@ -317,6 +318,24 @@ def test_a_tenant_past_its_quota_gets_429_and_others_go_on(stack: Stack) -> None
     assert [r.status_code for r in hoards] == [202, 202, 429]
     assert "jobs waiting" in hoards[-1].json()["detail"]
     assert quiet_answers == [202] * 10
+
+
+def test_jobs_scheduled_for_later_count_toward_the_tenants_waiting_jobs(stack: Stack) -> None:
+    """A tenant of max_waiting 2 held any number of jobs scheduled for later: the
+    view's count, read again each second, left them out."""
+    quotas = {"later": {"max_waiting": 2}}
+    stack.start("run", JOBLEDGER_QUOTA__TENANTS=json.dumps(quotas))
+    stack.wait_ready()
+    body = {"type": "echo", "case_id": "later", "params": {"text": "x"}, "delay_s": 3600}
+    with stack.client(tenant="later") as later:
+        held = [later.post("/jobs", json=body).json()["id"] for _ in range(2)]
+        for job_id in held:
+            wait_for_status(later, job_id, {"scheduled"})
+        time.sleep(1.1)  # the count is read again at most once a second: now from the view
+        third = later.post("/jobs", json=body)
+
+    assert third.status_code == 429
+    assert "has 2 jobs waiting, at most 2" in third.json()["detail"]
 
 
 def test_the_dlq_shows_a_message_to_the_tenant_the_ledger_names_not_its_header(
