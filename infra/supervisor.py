@@ -16,6 +16,7 @@ so every process's metrics can be scraped."""
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import os
 import signal
@@ -29,6 +30,8 @@ from infra import gateway_sockets, shared_quotas
 from infra.errors import InfraError
 
 log = logging.getLogger("jobledger.supervisor")
+_LIBC = ctypes.CDLL(None, use_errno=True)
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 MAX_PORT = 65535
 # A child that ran this long before it died starts again after the shortest backoff.
 RAN_WELL_S = 60.0
@@ -128,7 +131,20 @@ def _until_a_child_exits() -> None:
 
 
 def start(command: list[str], pass_fds: Sequence[int] = (), **env: str) -> subprocess.Popen[bytes]:
-    """Start one process: this interpreter, this program, the caller's flags."""
+    """Start one process: this interpreter, this program, the caller's flags. It is
+    sent SIGTERM (a graceful stop) if the supervisor dies: killed, the supervisor
+    would otherwise leave its children running, unsupervised, holding the gateway's
+    port or consuming beside the processes of a supervisor started again."""
+    supervisor = os.getpid()
+
+    def stopped_with_the_supervisor() -> None:  # in the child, before it runs the command
+        _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != supervisor:  # it died before that was asked
+            os._exit(1)
+
     return subprocess.Popen(  # noqa: S603 - our own command line
-        command, env={**os.environ, **env}, pass_fds=tuple(pass_fds)
+        command,
+        env={**os.environ, **env},
+        pass_fds=tuple(pass_fds),
+        preexec_fn=stopped_with_the_supervisor,  # noqa: PLW1509 - the supervisor has one thread
     )

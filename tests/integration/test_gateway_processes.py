@@ -105,6 +105,31 @@ def test_a_gateway_process_killed_is_replaced_and_no_connection_is_refused(stack
             assert [e["type"] for e in events][:1] == ["Submitted"]
 
 
+def _running(pid: int) -> bool:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    return "\nState:\tZ" not in status  # a zombie has exited
+
+
+def test_the_processes_of_a_supervisor_killed_stop_and_free_the_port(stack: Stack) -> None:
+    supervisor, children = _gateways(stack)
+    supervisor.kill()
+    supervisor.wait()
+
+    eventually(lambda: not any(map(_running, children)), 30, "the orphaned processes to stop")
+    again = stack.start("gateway", "--processes", "2")  # the port is free again
+
+    def answers() -> bool:
+        with contextlib.suppress(httpx.TransportError):
+            return httpx.get(f"{stack.url}/healthz", timeout=1).status_code == 200
+        return False
+
+    eventually(answers, 60, "a gateway started again on the port")
+    assert again.poll() is None
+
+
 def _sockets(port: int, state: str) -> set[str]:
     """The inodes of this machine's IPv4 TCP sockets on local port ``port`` in
     ``state`` (0A: listening, 01: established)."""
