@@ -10,7 +10,8 @@ Reports: jobs/s (first submit to last ``Succeeded`` in the ledger), submit→run
 submit→succeeded p50/p95/p99 (from the ledger's own timestamps, through the job view),
 ledger events/s, the projector's largest lag, and each process's peak RSS; it fails
 unless every job has exactly one ``Succeeded`` in the ledger. With
---peers, bench/setup_peers.sh must have run; ratios are printed at the end.
+--peers, bench/setup_peers.sh must have run; ratios are printed at the end (with
+--rate, the job-system peers are paced at the same rate).
 jobledger publishes with confirms; the peers do not by default (see RESULTS.md there),
 so --peers also runs them with confirms: Celery+PG, Dramatiq with its one commit per
 job, and Dramatiq with a job table written at submit, start and finish
@@ -344,6 +345,16 @@ def run_peer(script: str, *argv: str) -> dict[str, Any]:
     return record
 
 
+def in_window(median: dict[str, Any]) -> float | None:
+    """The machine's busy CPU a job over the peer's own measured window (first submit
+    to last job done), from its busy share of the machine's cores: without its start
+    and warm-up, which the whole run's figure spreads over the jobs."""
+    if "cpu_busy_pct" not in median or "e2e_s" not in median:
+        return None
+    cores = os.cpu_count() or 1
+    return round(cores * median["cpu_busy_pct"] / 100 * median["e2e_s"] * 1e3 / median["n"], 2)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("-n", "--jobs", type=int, default=5000)
@@ -416,8 +427,10 @@ def main() -> None:
                 n,
             ),
         }
+        paced = ("--rate", f"{args.rate:g}") if args.rate else ()
         for name, argv in peers.items():
-            record = run_peer(*argv)
+            # The job systems are paced as jobledger was; the raw broker loop is not.
+            record = run_peer(*argv, *(paced if argv[0] != "raw_limits.py" else ()))
             median = record.get("median", {})
             rate = (
                 median.get("throughput_per_s")
@@ -431,6 +444,7 @@ def main() -> None:
                         "throughput_per_s": rate,
                         "median": median,
                         "machine_cpu_ms_per_job (whole run, an upper bound)": cpu,
+                        "machine_cpu_ms_per_job (its measured window)": in_window(median),
                     }
                 ),
                 flush=True,
