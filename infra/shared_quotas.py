@@ -33,6 +33,9 @@ PROBES = 64
 # key (the hash of the tenant's name; 0: free), tokens, at, waiting, counted_at
 _SLOT = struct.Struct("<Qddqd")
 SIZE = SLOTS * _SLOT.size
+# Named beside the descriptor: a replacement process started from newer code (an
+# upgrade while the supervisor runs) whose table differs does not misread it.
+LAYOUT = f"{_SLOT.format}x{SLOTS}"
 
 
 def create() -> int:
@@ -53,9 +56,27 @@ class SharedQuotaBook:
 
     @classmethod
     def inherited(cls) -> SharedQuotaBook | None:
-        """The book whose descriptor this process was handed, if any."""
-        fd = os.environ.get(FD_ENV)
-        return cls(int(fd)) if fd else None
+        """The book this process was handed (``FD_ENV``: its descriptor and layout),
+        if any, and if its layout is this code's; else the process counts alone."""
+        handed = os.environ.get(FD_ENV)
+        if not handed:
+            return None
+        fd, _, layout = handed.partition(":")
+        if layout != LAYOUT:
+            log.warning(
+                "the gateway's shared quota table is laid out as %r, this process as %r "
+                "(started from other code than its supervisor): it counts quotas alone "
+                "until the gateway is restarted",
+                layout,
+                LAYOUT,
+            )
+            return None
+        return cls(int(fd))
+
+    @staticmethod
+    def handed(fd: int) -> str:
+        """``FD_ENV``'s value for a process handed the table ``fd``."""
+        return f"{fd}:{LAYOUT}"
 
     @contextlib.contextmanager
     def locked(self, tenant: str) -> Iterator[QuotaSlot]:

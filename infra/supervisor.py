@@ -48,7 +48,10 @@ def supervise_gateway(
 
     def handed(n: int) -> tuple[Sequence[int], dict[str, str]]:
         fds, named = gateway_sockets.handed(sockets[n])
-        return (*fds, quotas), {gateway_sockets.FDS_ENV: named, shared_quotas.FD_ENV: str(quotas)}
+        return (*fds, quotas), {
+            gateway_sockets.FDS_ENV: named,
+            shared_quotas.FD_ENV: shared_quotas.SharedQuotaBook.handed(quotas),
+        }
 
     def let_go() -> None:
         for own in sockets:

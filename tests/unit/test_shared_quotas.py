@@ -63,7 +63,11 @@ def test_what_one_process_admits_another_cannot_admit_again() -> None:
         other = subprocess.run(
             [sys.executable, "-c", OTHER],
             cwd=ROOT,
-            env={**os.environ, shared_quotas.FD_ENV: str(fd), "PYTHONPATH": str(ROOT)},
+            env={
+                **os.environ,
+                shared_quotas.FD_ENV: SharedQuotaBook.handed(fd),
+                "PYTHONPATH": str(ROOT),
+            },
             pass_fds=(fd,),
             capture_output=True,
             text=True,
@@ -112,7 +116,11 @@ def test_two_processes_racing_for_the_last_places_take_each_once() -> None:
             subprocess.Popen(
                 [sys.executable, "-c", RACER, start_at],
                 cwd=ROOT,
-                env={**os.environ, shared_quotas.FD_ENV: str(fd), "PYTHONPATH": str(ROOT)},
+                env={
+                    **os.environ,
+                    shared_quotas.FD_ENV: SharedQuotaBook.handed(fd),
+                    "PYTHONPATH": str(ROOT),
+                },
                 pass_fds=(fd,),
                 stdout=subprocess.PIPE,
                 text=True,
@@ -156,3 +164,18 @@ def test_tenants_whose_names_hash_to_one_slot_each_keep_their_own() -> None:
             quotas.admit(tenant)
     finally:
         os.close(fd)
+
+
+def test_a_process_from_code_whose_table_differs_counts_alone_and_says_so(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    fd = shared_quotas.create()
+    try:
+        monkeypatch.setenv(shared_quotas.FD_ENV, f"{fd}:<QdddqdX16384")
+        assert SharedQuotaBook.inherited() is None
+        monkeypatch.setenv(shared_quotas.FD_ENV, SharedQuotaBook.handed(fd))
+        assert SharedQuotaBook.inherited() is not None
+    finally:
+        os.close(fd)
+
+    assert "counts quotas alone" in caplog.text
