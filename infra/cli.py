@@ -61,15 +61,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command in ("worker", "run"):
             _check_pools(settings)  # refused once, not by each worker process in turn
+        # A worker or gateway of several processes: the command line of each one.
+        child_argv = [*(argv if argv is not None else sys.argv[1:]), "--processes", "1"]
         if args.command == "worker" and settings.worker.processes > 1:
             from infra.supervisor import supervise  # noqa: PLC0415
 
-            child_argv = [*(argv if argv is not None else sys.argv[1:]), "--processes", "1"]
             return supervise(settings.worker.processes, child_argv, settings.observability.ops_port)
         if args.command == "gateway" and settings.gateway.processes > 1:
             from infra.supervisor import supervise_gateway  # noqa: PLC0415
 
-            child_argv = [*(argv if argv is not None else sys.argv[1:]), "--processes", "1"]
             gateway = settings.gateway
             return supervise_gateway(
                 gateway.processes,

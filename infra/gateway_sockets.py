@@ -12,7 +12,6 @@ would join the first one's group without a word and take half its connections.""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import socket
 
@@ -49,53 +48,49 @@ def handed(sockets: list[socket.socket]) -> tuple[tuple[int, ...], str]:
     return fds, ",".join(map(str, fds))
 
 
-def _addresses(host: str, port: int) -> list[tuple[int, tuple[str, int]]]:
-    """Each address to listen on, as asyncio's own server would: every one ``host``
-    resolves to (every interface for an empty host)."""
+def _addresses(host: str, port: int) -> list[tuple[int, str]]:
+    """Each (family, address) to listen on, as asyncio's own server would: every one
+    ``host`` resolves to (every interface for an empty host)."""
     try:
         found = socket.getaddrinfo(
             host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
         )
     except OSError as exc:
         raise InfraError(f"the gateway cannot listen on {host}:{port}: {exc}") from exc
-    unique: dict[tuple[int, str], tuple[int, tuple[str, int]]] = {}
-    for family, _, _, _, address in found:
-        ip = str(address[0])
-        unique.setdefault((family, ip), (family, (ip, port)))
-    return list(unique.values())
+    return list(dict.fromkeys((family, str(address[0])) for family, _, _, _, address in found))
 
 
-def _nobody_listens(addresses: list[tuple[int, tuple[str, int]]], port: int) -> int:
+def _nobody_listens(addresses: list[tuple[int, str]], port: int) -> int:
     """Bind the port without SO_REUSEPORT on every address (refused if it is taken),
     then let it go; the port, chosen here if it was 0."""
-    probes: list[socket.socket] = []
-    try:
-        for family, (address, _) in addresses:
-            probe = socket.socket(family, socket.SOCK_STREAM)
-            probes.append(probe)
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if family == socket.AF_INET6:
-                probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            probe.bind((address, port))
+    for family, address in addresses:
+        with _bound(family, address, port, reuse_port=False) as probe:
             port = probe.getsockname()[1]
-        return port
-    finally:
-        for probe in probes:
-            with contextlib.suppress(OSError):
-                probe.close()
+    return port
 
 
-def _listening(family: int, address: tuple[str, int], port: int) -> socket.socket:
-    listening = socket.socket(family, socket.SOCK_STREAM)
+def _listening(family: int, address: str, port: int) -> socket.socket:
+    listening = _bound(family, address, port, reuse_port=True)
     try:
-        listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        if family == socket.AF_INET6:
-            listening.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        listening.bind((address[0], port))
         listening.listen(BACKLOG)
         listening.set_inheritable(True)
     except OSError:
         listening.close()
         raise
     return listening
+
+
+def _bound(family: int, address: str, port: int, *, reuse_port: bool) -> socket.socket:
+    """A TCP socket bound to (address, port)."""
+    bound = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        bound.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            bound.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if family == socket.AF_INET6:
+            bound.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        bound.bind((address, port))
+    except OSError:
+        bound.close()
+        raise
+    return bound
