@@ -26,10 +26,27 @@ from infra.gauges import QueueDepths, observe_projector_lag, observe_unprojectab
 from infra.settings import Settings
 from projections.runner import Projector
 
-# How often, at most, the projector reads the ledger: under load each read then
-# takes many commits' events at once. The dispatcher reads on every commit that
-# calls for a message, as a job's start waits for it.
-PROJECTOR_READ_INTERVAL_S = 0.02
+
+def dispatcher_source(settings: Settings, ledger: JobLedger) -> LedgerFollower:
+    """Woken by the commits that call for a message, as a job's start waits for it;
+    read at most every ``dispatcher_read_interval_s`` while they keep coming."""
+    return LedgerFollower(
+        ledger,
+        settings.postgres.conninfo,
+        topics=FOLLOWED_TOPICS,
+        woken_by=DISPATCHED_TOPICS,
+        min_interval_s=settings.ledger.dispatcher_read_interval_s,
+    )
+
+
+def projector_source(settings: Settings, ledger: JobLedger) -> LedgerFollower:
+    """Woken by every commit; read at most every ``projector_read_interval_s``, so
+    under load each read and each transaction of the view take many commits' events."""
+    return LedgerFollower(
+        ledger,
+        settings.postgres.conninfo,
+        min_interval_s=settings.ledger.projector_read_interval_s,
+    )
 
 
 async def run_dispatcher(
@@ -63,12 +80,7 @@ async def run_dispatcher(
             )
             channel = await connection.channel(publisher_confirms=True)
             dispatcher = Dispatcher(
-                source=LedgerFollower(
-                    ledger,
-                    settings.postgres.conninfo,
-                    topics=FOLLOWED_TOPICS,
-                    woken_by=DISPATCHED_TOPICS,
-                ),
+                source=dispatcher_source(settings, ledger),
                 positions=positions,
                 application_name=ledger.name,
                 names=names,
@@ -115,9 +127,7 @@ async def run_projector(
 
     observe_projector_lag(lag)
     projector = Projector(
-        source=LedgerFollower(
-            ledger, settings.postgres.conninfo, min_interval_s=PROJECTOR_READ_INTERVAL_S
-        ),
+        source=projector_source(settings, ledger),
         view=view,
         application_name=ledger.name,
     )

@@ -48,6 +48,11 @@ class LedgerSettings(BaseModel):
     group_commit: bool = True
     group_commit_max_batch: int = Field(default=500, ge=1)
     group_commit_max_wait_s: float = Field(default=0.002, ge=0)
+    # The followers' reads, at most one per interval while commits keep coming (one
+    # commit after a quiet spell is read at once): at a steady rate each read then
+    # takes several commits' events, and wakes its process once for them.
+    dispatcher_read_interval_s: float = Field(default=0.01, ge=0, le=1)
+    projector_read_interval_s: float = Field(default=0.05, ge=0, le=5)
 
 
 def _otel_env(name: str, default: str = "") -> str:

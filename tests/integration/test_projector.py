@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncGenerator, Iterator, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
 from typing import Any
 
 import psycopg
@@ -19,7 +19,8 @@ from domain.job import Job
 from domain.ledger import JobLedger
 from infra import ledger_store
 from infra.follower import LedgerFollower
-from infra.settings import PostgresSettings
+from infra.ledger_processes import dispatcher_source, projector_source
+from infra.settings import LedgerSettings, PostgresSettings, Settings
 from projections.job_view import PostgresJobView
 from projections.projection import JobProjection, ViewChange
 from projections.runner import Projector
@@ -207,6 +208,64 @@ async def test_a_follower_woken_by_dispatched_events_reads_the_others_with_them(
         (Job.Submitted, second),
     ]
     assert len(batch) == 3, "the start, the success (not decoded) and the next submit"
+
+
+@pytest.mark.parametrize("source", [dispatcher_source, projector_source])
+async def test_a_follower_under_a_steady_rate_reads_once_an_interval(
+    pg: PostgresSettings, source: Callable[[Settings, JobLedger], LedgerFollower]
+) -> None:
+    """The dispatcher's and the projector's followers, with their read interval set:
+    jobs submitted 10 ms apart are read a few commits at a time, one read (and one
+    wake-up of the process) an interval, not one a commit; and a commit after a quiet
+    spell longer than the interval is read at once, not an interval later."""
+    interval_s = 1.0
+    settings = Settings(
+        postgres=pg,
+        ledger=LedgerSettings(
+            dispatcher_read_interval_s=interval_s, projector_read_interval_s=interval_s
+        ),
+    )
+    ledger = ledger_store.open_ledger(pg)
+    follower = source(settings, ledger)
+    follower.idle_poll_s = 60
+    reads: list[tuple[float, set[uuid.UUID]]] = []
+
+    async def consume() -> None:
+        async with contextlib.aclosing(
+            follower.batches(ledger.recorder.max_notification_id())
+        ) as batches:
+            async for batch in batches:
+                reads.append((time.monotonic(), {e.originator_id for e, _ in batch if e}))
+
+    async def read_at(job_id: uuid.UUID) -> float:
+        for _ in range(1000):
+            if at := next((t for t, ids in reads if job_id in ids), None):
+                return at
+            await asyncio.sleep(0.01)
+        raise AssertionError(f"{job_id} was never read")
+
+    consuming = asyncio.create_task(consume())
+    try:
+        await asyncio.sleep(0.3)  # listening
+        began = time.monotonic()
+        for n in range(60):
+            last = await asyncio.to_thread(submit_to_ledger, ledger, n)
+            await asyncio.sleep(0.01)
+        elapsed = time.monotonic() - began
+        await read_at(last)
+        steady = len(reads)
+        assert steady <= elapsed / interval_s + 2, (
+            f"{steady} reads of 60 commits in {elapsed:.2f} s"
+        )
+
+        await asyncio.sleep(interval_s + 0.3)  # quiet for longer than the interval
+        committed = time.monotonic()
+        lone = await asyncio.to_thread(submit_to_ledger, ledger, 60)
+        assert await read_at(lone) - committed < 0.8 * interval_s, "held back by the interval"
+    finally:
+        consuming.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await consuming
 
 
 async def test_a_follower_needing_no_events_only_moves_to_the_head(pg: PostgresSettings) -> None:
