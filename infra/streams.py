@@ -79,15 +79,21 @@ class PostgresAuditLog:
     ) -> tuple[list[tuple[Any, int]], int]:
         """By position, every tenant's events decoded and the others' dropped: each
         event names its tenant, case and type, so no view is asked (a job the
-        projector has not reached is in it), and each page costs the same."""
+        projector has not reached is in it), and each page costs the same. The
+        tenant's schedules' events are kept too, unless a case or a job type is asked
+        for: those filters are of jobs (a schedule's change names neither)."""
         events = self.table.read(self.table.after_until, (after, until, scan))
+        jobs_only = case_id is not None or job_type is not None
         kept = [
             (event, at)
             for event, at in events
             if event.tenant == tenant
-            and not is_schedule_event(event)  # a schedule's history: GET /schedules/{id}
-            and (case_id is None or event.case_id == case_id)
-            and (job_type is None or event.job_type == job_type)
+            and (
+                not jobs_only
+                if is_schedule_event(event)
+                else (case_id is None or event.case_id == case_id)
+                and (job_type is None or event.job_type == job_type)
+            )
         ]
         scanned_to = events[-1][1] if len(events) == scan else until
         return kept, scanned_to

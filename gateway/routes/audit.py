@@ -1,7 +1,8 @@
 """/audit/events: a tenant's events for auditors, streamed as NDJSON in ledger order
 (``jobs:audit``). Each line is one event with its position, job, case, type, time,
 actor, attempt, correlation id, trace context and data, params included: the audit
-scope is the one that may see them. The export reads the ledger a page at a time, by
+scope is the one that may see them. A schedule's events are lines too, with its
+``schedule_id`` in place of the job's fields. The export reads the ledger a page at a time, by
 position, up to its head when the request began, so a year of events never sits in memory; a
 client resumes with ``after`` = the position of the last line it kept."""
 
@@ -15,13 +16,28 @@ from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
+from domain.schedule import is_schedule_event
 from gateway.access import DENIED, Auditing
 from gateway.guarded import GuardedRoute, invalid
+from gateway.schedule_schemas import ScheduleEventOut
 from gateway.schemas import CASE_ID, EventOut, Rfc3339
 from gateway.services import AuditLog, Services
 
 PAGE = 1000
 MAX_POSITION = 2**63 - 1
+
+
+class AuditScheduleEventOut(ScheduleEventOut):
+    """A line of a schedule's history: its creation, changes, pauses, resumes,
+    deletion and each tick it fired (with the job it submitted)."""
+
+    position: int
+    schedule_id: UUID
+
+    @classmethod
+    def from_positioned(cls, event: Any, position: int) -> AuditScheduleEventOut:
+        out = ScheduleEventOut.from_event(event)
+        return cls(**out.model_dump(), position=position, schedule_id=event.originator_id)
 
 
 class AuditEventOut(EventOut):
@@ -86,7 +102,10 @@ def build_router() -> APIRouter:
             sent = 0
             async for event, position in _pages(audit, who.tenant, after, head, case_id, job_type):
                 if kept(event):
-                    yield AuditEventOut.from_positioned(event, position).model_dump_json().encode()
+                    line = (
+                        AuditScheduleEventOut if is_schedule_event(event) else AuditEventOut
+                    ).from_positioned(event, position)
+                    yield line.model_dump_json().encode()
                     yield b"\n"
                     sent += 1
                     if limit is not None and sent >= limit:

@@ -73,6 +73,44 @@ def test_the_export_is_the_tenant_s_ledger_in_order_with_filters(running: Stack)
         assert {e["job_id"] for e in their_export} == {jobs[2]["id"]}
 
 
+def test_the_export_holds_the_tenant_s_schedules_histories(running: Stack) -> None:
+    """Who made a schedule, changed, paused or deleted it is the tenant's history as
+    much as its jobs' is: those events are lines of the export, with the schedule's
+    id, in ledger order among the jobs' lines. A case or job type asked for keeps to
+    jobs; another tenant's schedules are never in it."""
+    tenant = f"schedules-{uuid.uuid4().hex[:8]}"
+    body: dict[str, Any] = {"name": "nightly", "cron": "30 2 * * *", "zone": "UTC"}
+    body |= {"type": "echo", "case_id": "case-s", "params": {"text": "hi"}}
+    with running.client(tenant=tenant) as client, running.client() as other:
+        created = client.post("/schedules", json=body)
+        assert created.status_code == 201, created.text
+        sid = created.json()["id"]
+        job = submit(client, "echo", {"text": "between"}, case_id="case-s")
+        assert client.patch(f"/schedules/{sid}", json={"paused": True}).status_code == 200
+        history = client.get(f"/schedules/{sid}").json()["history"]
+        assert client.delete(f"/schedules/{sid}").status_code == 204
+        wait_for_status(client, job["id"])
+        theirs = other.post("/schedules", json={**body, "name": f"theirs-{tenant}"})
+        assert theirs.status_code == 201, theirs.text
+
+        exported = _export(client)
+        lines = [e for e in exported if e.get("schedule_id") == sid]
+        assert [e["type"] for e in lines] == ["Created", "Paused", "Deleted"]
+        assert [e["type"] for e in lines[:2]] == [e["type"] for e in history]
+        assert [e["at"] for e in lines[:2]] == [e["at"] for e in history]
+        assert lines[0]["data"]["cron"] == "30 2 * * *" and lines[0]["actor"]
+        assert "job_id" not in lines[0]
+        positions = [e["position"] for e in exported]
+        assert positions == sorted(set(positions)), "one ledger order, schedules and jobs"
+        assert {e.get("schedule_id") for e in exported} == {sid, None}, "only our schedule"
+        assert {e.get("job_id") for e in exported} == {job["id"], None}
+
+        by_case = _export(client, case_id="case-s")
+        assert by_case and all("job_id" in e for e in by_case)
+        by_actor = _export(client, actor=lines[0]["actor"])
+        assert {e.get("schedule_id") for e in by_actor} >= {sid}
+
+
 def test_the_export_needs_the_audit_scope_and_refuses_bad_filters(running: Stack) -> None:
     with running.client(scopes=(READ, WRITE, ADMIN)) as without, running.client() as client:
         refused = without.get("/audit/events")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import io
 import itertools
+import json
 import signal
 import time
 from datetime import timedelta
@@ -177,10 +178,13 @@ def test_schedules_over_rest_and_the_cli(stack: Stack) -> None:
             "nightly"
         ]
         assert client.get("/schedules?paused=false").json()["schedules"] == []
-        # The audit export is of jobs: a schedule's events in the ledger pass it by.
+        # The audit export holds the schedule's history, as lines of its own.
         audit = client.get("/audit/events")
-        assert audit.status_code == 200 and audit.text == "", audit.text
+        assert audit.status_code == 200, audit.text
+        lines = [json.loads(line) for line in audit.text.splitlines()]
+        assert [(e["type"], e["schedule_id"]) for e in lines] == [(e["type"], sid) for e in history]
     with stack.client(tenant="other") as stranger:
+        assert stranger.get("/audit/events").text == ""
         assert stranger.get(f"/schedules/{sid}").status_code == 404
         assert stranger.get("/schedules").json() == {"schedules": []}
         assert stranger.delete(f"/schedules/{sid}").status_code == 404
