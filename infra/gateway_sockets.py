@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import socket
+from typing import Any
 
 from infra.errors import InfraError
 
@@ -48,7 +49,12 @@ def handed(sockets: list[socket.socket]) -> tuple[tuple[int, ...], str]:
     return fds, ",".join(map(str, fds))
 
 
-def _addresses(host: str, port: int) -> list[tuple[int, str]]:
+# (family, the socket address getaddrinfo gave: an IPv6 one keeps its flow info and
+# scope id, without which a link-local address, fe80::…%eth0, cannot be bound)
+Address = tuple[int, tuple[Any, ...]]
+
+
+def _addresses(host: str, port: int) -> list[Address]:
     """Each (family, address) to listen on, as asyncio's own server would: every one
     ``host`` resolves to (every interface for an empty host)."""
     try:
@@ -57,10 +63,10 @@ def _addresses(host: str, port: int) -> list[tuple[int, str]]:
         )
     except OSError as exc:
         raise InfraError(f"the gateway cannot listen on {host}:{port}: {exc}") from exc
-    return list(dict.fromkeys((family, str(address[0])) for family, _, _, _, address in found))
+    return list(dict.fromkeys((family, tuple(address)) for family, _, _, _, address in found))
 
 
-def _nobody_listens(addresses: list[tuple[int, str]], port: int) -> int:
+def _nobody_listens(addresses: list[Address], port: int) -> int:
     """Bind the port without SO_REUSEPORT on every address (refused if it is taken),
     then let it go; the port, chosen here if it was 0."""
     for family, address in addresses:
@@ -69,7 +75,7 @@ def _nobody_listens(addresses: list[tuple[int, str]], port: int) -> int:
     return port
 
 
-def _listening(family: int, address: str, port: int) -> socket.socket:
+def _listening(family: int, address: tuple[Any, ...], port: int) -> socket.socket:
     listening = _bound(family, address, port, reuse_port=True)
     try:
         listening.listen(BACKLOG)
@@ -80,8 +86,8 @@ def _listening(family: int, address: str, port: int) -> socket.socket:
     return listening
 
 
-def _bound(family: int, address: str, port: int, *, reuse_port: bool) -> socket.socket:
-    """A TCP socket bound to (address, port)."""
+def _bound(family: int, address: tuple[Any, ...], port: int, *, reuse_port: bool) -> socket.socket:
+    """A TCP socket bound to ``address`` with its port replaced by ``port``."""
     bound = socket.socket(family, socket.SOCK_STREAM)
     try:
         bound.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -89,7 +95,7 @@ def _bound(family: int, address: str, port: int, *, reuse_port: bool) -> socket.
             bound.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         if family == socket.AF_INET6:
             bound.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        bound.bind((address, port))
+        bound.bind((address[0], port, *address[2:]))
     except OSError:
         bound.close()
         raise

@@ -45,3 +45,37 @@ def test_a_port_another_gateway_listens_on_is_refused_not_shared() -> None:
 def test_a_host_that_does_not_resolve_is_refused_by_name() -> None:
     with pytest.raises(InfraError, match=re.escape("cannot listen on no-such-host.invalid:8000")):
         gateway_sockets.bind(2, "no-such-host.invalid", 8000)
+
+
+def _link_local() -> tuple[str, str] | None:
+    """A link-local IPv6 address of this machine and its interface, if it has one."""
+    try:
+        with open("/proc/net/if_inet6") as table:
+            rows = [line.split() for line in table]
+    except OSError:
+        return None
+    for hexed, _, _, scope, _, name in rows:
+        if int(scope, 16) == 0x20:  # link scope
+            groups = [hexed[i : i + 4] for i in range(0, 32, 4)]
+            return socket.inet_ntop(socket.AF_INET6, bytes.fromhex("".join(groups))), name
+    return None
+
+
+@pytest.mark.skipif(_link_local() is None, reason="no link-local IPv6 address here")
+def test_a_link_local_address_is_bound_on_its_own_interface() -> None:
+    """fe80::…%eth0: the scope names the interface; bound without it, the address is
+    refused (EINVAL) and the gateway would not start."""
+    found = _link_local()
+    assert found is not None
+    address, interface = found
+    sets = gateway_sockets.bind(2, f"{address}%{interface}", 0)
+    try:
+        bound = [s.getsockname() for own in sets for s in own]
+        assert {b[3] for b in bound} == {socket.if_nametoindex(interface)}
+        port = bound[0][1]
+        target = socket.getaddrinfo(f"{address}%{interface}", port, type=socket.SOCK_STREAM)
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as client:
+            client.settimeout(5)
+            client.connect(target[0][4])
+    finally:
+        _close(sets)
