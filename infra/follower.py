@@ -69,6 +69,7 @@ class LedgerFollower:
         recorder: Any = ledger.recorder
         self.channel: str = recorder.channel_for(woken_by)
         self.table = EventsTable(ledger)
+        self.notifications = 0  # NOTIFYs received, over every connection
 
     async def batches(self, after: int | None) -> AsyncGenerator[Batch, None]:
         """Every event after ``after``, forever; never skips (unless ``decode_if`` says
@@ -89,12 +90,13 @@ class LedgerFollower:
 
     async def _follow(self, position: int) -> AsyncGenerator[Batch, None]:
         conn = await psycopg.AsyncConnection.connect(self.conninfo, autocommit=True)
+        listening = False
         # Closed in ``finally``, not by ``async with``: its exit awaits a rollback first,
         # and a cancel landing there (a stopping process, a closed stream) would skip
         # the close and leave the connection to the garbage collector.
         try:
-            await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
             committed = True  # since the head was last read: not known yet
+            moved = False  # the last read of the head found it moved
             while True:
                 if self.decode_if is not None and not self.decode_if():
                     if committed:
@@ -106,11 +108,16 @@ class LedgerFollower:
                             # A stream opened while the head was read: the events up to
                             # it may be its own, so they are read, not passed over.
                             continue
+                        moved = head is not None
                         if head is not None:
                             position = head
                             yield [(None, head)]
-                    committed = await self._skipping(conn)
+                    committed, listening = await self._skipping(conn, listening, moved)
                     continue
+                if not listening:
+                    # Before the read: a commit after it wakes the wait below.
+                    await self._listen(conn, True)
+                    listening = True
                 read_at = time.monotonic()
                 cursor = await conn.execute(
                     self.table.after, (position, self.batch_size), prepare=True
@@ -124,38 +131,84 @@ class LedgerFollower:
                         continue
                 # Wait for a NOTIFY (an append sends it in its own transaction: the
                 # recorder's insert function), or poll now and then all the same.
-                await _notified(conn, self.idle_poll_s)
+                await self._notified(conn, self.idle_poll_s)
                 wait_s = read_at + self.min_interval_s - time.monotonic()
                 if wait_s > 0:
                     await asyncio.sleep(wait_s)
         finally:
             await conn.close()  # no await inside for a connection of its own: never cut short
 
-    async def _skipping(self, conn: psycopg.AsyncConnection[Any]) -> bool:
-        """While no events are needed: sleep until something is committed, then wait
-        out ``skip_interval_s``, unless events are needed again first (then at once).
-        NOTIFYs are not waited for one by one (a wake-up per commit, for nothing):
-        those that arrived meanwhile are dropped. Says whether anything was
-        committed."""
+    async def _listen(self, conn: psycopg.AsyncConnection[Any], on: bool) -> None:
+        verb = "LISTEN {}" if on else "UNLISTEN {}"
+        await conn.execute(sql.SQL(verb).format(sql.Identifier(self.channel)))
+
+    async def _skipping(
+        self, conn: psycopg.AsyncConnection[Any], listening: bool, moved: bool
+    ) -> tuple[bool, bool]:
+        """While no events are needed: wait until something may have been committed,
+        then say so (and whether the connection now listens). Without ``needed_again``,
+        every ``skip_interval_s``. With it: while the head keeps moving, the head is
+        read every ``skip_interval_s`` (or at once when a stream opens), and the
+        connection does not listen: PostgreSQL would otherwise signal its backend at
+        every commit, and send a NOTIFY that nobody reads. Once a read finds the head
+        still, it listens again and sleeps until a commit or a stream; the head is read
+        once more after the LISTEN, so a commit just before it is not missed."""
         assert self.decode_if is not None
         if self.needed_again is None:
             await asyncio.sleep(self.skip_interval_s)
-            return await _drained(conn)
+            if not listening:
+                await self._listen(conn, True)
+            return await self._drained(conn) or not listening, True
         needed = self.needed_again
         needed.clear()
         if self.decode_if():
-            return True
-        if not await _drained(conn):
-            await _notified(conn, None, wake=needed)  # a commit, or a stream opened
-            if self.decode_if():
-                return True
-        needed.clear()
-        if not self.decode_if():
+            return True, listening
+        if moved:
+            if listening:
+                await self._listen(conn, False)
+                await self._drained(conn)  # those sent before the UNLISTEN
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.skip_interval_s):
                     await needed.wait()
-        await _drained(conn)
-        return True
+            return True, False
+        if not listening:
+            await self._listen(conn, True)
+            return True, True
+        if not await self._drained(conn):
+            await self._notified(conn, None, wake=needed)  # a commit, or a stream opened
+        return True, True
+
+    async def _notified(
+        self,
+        conn: psycopg.AsyncConnection[Any],
+        timeout_s: float | None,
+        wake: asyncio.Event | None = None,
+    ) -> bool:
+        """Wait up to ``timeout_s`` (None: no limit) for a NOTIFY, or for ``wake`` to be
+        set; True if a NOTIFY came. The loop watches the socket itself: psycopg's own
+        wait wakes every 100 ms to look for a cancel, ten wake-ups a second for each
+        idle follower."""
+        if await self._drained(conn):  # received during a read, or before the wait began
+            return True
+        loop = asyncio.get_running_loop()
+        readable = wake if wake is not None else asyncio.Event()
+        fd = conn.fileno()
+        loop.add_reader(fd, readable.set)
+        try:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout_s):
+                    await readable.wait()
+        finally:
+            loop.remove_reader(fd)
+        return await self._drained(conn)
+
+    async def _drained(self, conn: psycopg.AsyncConnection[Any]) -> bool:
+        """Take the NOTIFYs that arrived; True if there were any."""
+        received = 0
+        async for _ in conn.notifies(timeout=0):
+            received += 1
+        self.notifications += received
+        return received > 0
 
     async def _decoded(self, rows: list[tuple[Any, ...]]) -> Batch:
         wanted = self.topics
@@ -166,33 +219,3 @@ class LedgerFollower:
 
     def _decode(self, rows: list[tuple[Any, ...]]) -> Batch:
         return self.table.decoded(rows, self.topics)
-
-
-async def _notified(
-    conn: psycopg.AsyncConnection[Any], timeout_s: float | None, wake: asyncio.Event | None = None
-) -> bool:
-    """Wait up to ``timeout_s`` (None: no limit) for a NOTIFY, or for ``wake`` to be
-    set; True if a NOTIFY came. The loop watches the socket itself: psycopg's own
-    wait wakes every 100 ms to look for a cancel, ten wake-ups a second for each
-    idle follower."""
-    if await _drained(conn):  # received during a read, or before the wait began
-        return True
-    loop = asyncio.get_running_loop()
-    readable = wake if wake is not None else asyncio.Event()
-    fd = conn.fileno()
-    loop.add_reader(fd, readable.set)
-    try:
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(timeout_s):
-                await readable.wait()
-    finally:
-        loop.remove_reader(fd)
-    return await _drained(conn)
-
-
-async def _drained(conn: psycopg.AsyncConnection[Any]) -> bool:
-    """Take the NOTIFYs that arrived; True if there were any."""
-    received = False
-    async for _ in conn.notifies(timeout=0):
-        received = True
-    return received

@@ -291,6 +291,69 @@ async def test_a_follower_needing_no_events_only_moves_to_the_head(pg: PostgresS
         await batches.aclose()
 
 
+async def _until(probe: Callable[[], bool], timeout_s: float = 5.0) -> None:
+    """Poll ``probe`` without blocking the loop (the follower runs on it)."""
+    async with asyncio.timeout(timeout_s):
+        while not probe():
+            await asyncio.sleep(0.01)
+
+
+async def test_a_follower_skipping_a_busy_ledger_is_not_sent_every_commit(
+    pg: PostgresSettings,
+) -> None:
+    """The gateway's follower while no stream is open, under a steady rate of commits:
+    it reads the head every ``skip_interval_s`` and does not listen meanwhile, so
+    PostgreSQL neither signals its backend nor sends it a NOTIFY for each commit. Once
+    the ledger is still, it listens again: the next commit wakes it, and so does a
+    stream, which then gets every event after the head it last saw."""
+    ledger = ledger_store.open_ledger(pg)
+    submit_to_ledger(ledger, 0)
+    needed, needed_again = False, asyncio.Event()
+    follower = LedgerFollower(
+        ledger,
+        pg.conninfo,
+        decode_if=lambda: needed,
+        needed_again=needed_again,
+        skip_interval_s=0.2,
+        idle_poll_s=60,
+    )
+    heads: list[int] = []
+
+    async def follow() -> list[Any]:
+        async with contextlib.aclosing(follower.batches(None)) as batches:
+            async for batch in batches:
+                if batch[0][0] is not None:
+                    return list(batch)
+                heads.append(batch[-1][1])
+        raise AssertionError("the follower stopped")
+
+    following = asyncio.create_task(follow())
+    try:
+        await asyncio.sleep(0.3)
+        for n in range(100):
+            await asyncio.to_thread(submit_to_ledger, ledger, n)
+            await asyncio.sleep(0.01)
+        head = ledger.recorder.max_notification_id()
+        await _until(lambda: heads[-1] == head)
+        assert follower.notifications <= 10, f"{follower.notifications} NOTIFYs for 100 commits"
+
+        await asyncio.sleep(0.6)  # still: it listens again, and a commit wakes it
+        quiet_at = follower.notifications
+        submit_to_ledger(ledger, 100)
+        await _until(lambda: heads[-1] == ledger.recorder.max_notification_id())
+        assert follower.notifications > quiet_at
+
+        job_id = await asyncio.to_thread(submit_to_ledger, ledger, 101)
+        needed = True
+        needed_again.set()  # a stream opened
+        batch = await asyncio.wait_for(following, 5)
+    finally:
+        following.cancel()
+        with contextlib.suppress(asyncio.CancelledError, AssertionError):
+            await following
+    assert [e.originator_id for e, _ in batch if e is not None] == [job_id]
+
+
 async def test_a_stream_opened_while_the_head_is_read_is_not_passed_by(
     pg: PostgresSettings,
 ) -> None:
