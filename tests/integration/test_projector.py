@@ -291,6 +291,28 @@ async def test_a_follower_needing_no_events_only_moves_to_the_head(pg: PostgresS
         await batches.aclose()
 
 
+class _Streams:
+    """Whether a stream is open, as the gateway's hub tells its follower."""
+
+    def __init__(self) -> None:
+        self.opened = False
+        self.subscribed = asyncio.Event()
+
+    def open(self) -> None:
+        self.opened = True
+        self.subscribed.set()
+
+    def follower(self, ledger: JobLedger, pg: PostgresSettings, **options: Any) -> LedgerFollower:
+        """A follower that reads events only while a stream is open."""
+        return LedgerFollower(
+            ledger,
+            pg.conninfo,
+            decode_if=lambda: self.opened,
+            needed_again=self.subscribed,
+            **options,
+        )
+
+
 async def _until(probe: Callable[[], bool], timeout_s: float = 5.0) -> None:
     """Poll ``probe`` without blocking the loop (the follower runs on it)."""
     async with asyncio.timeout(timeout_s):
@@ -308,15 +330,8 @@ async def test_a_follower_skipping_a_busy_ledger_is_not_sent_every_commit(
     stream, which then gets every event after the head it last saw."""
     ledger = ledger_store.open_ledger(pg)
     submit_to_ledger(ledger, 0)
-    needed, needed_again = False, asyncio.Event()
-    follower = LedgerFollower(
-        ledger,
-        pg.conninfo,
-        decode_if=lambda: needed,
-        needed_again=needed_again,
-        skip_interval_s=0.2,
-        idle_poll_s=60,
-    )
+    streams = _Streams()
+    follower = streams.follower(ledger, pg, skip_interval_s=0.2, idle_poll_s=60)
     heads: list[int] = []
 
     async def follow() -> list[Any]:
@@ -345,8 +360,7 @@ async def test_a_follower_skipping_a_busy_ledger_is_not_sent_every_commit(
         assert follower.notifications > quiet_at
 
         job_id = await asyncio.to_thread(submit_to_ledger, ledger, 101)
-        needed = True
-        needed_again.set()  # a stream opened
+        streams.open()
         batch = await asyncio.wait_for(following, 5)
     finally:
         following.cancel()
@@ -469,14 +483,8 @@ def test_a_skipping_follower_is_woken_by_a_stream_and_not_by_a_clock(
 async def _a_skipping_follower_is_woken_by_a_stream(pg: PostgresSettings) -> None:
     ledger = ledger_store.open_ledger(pg)
     submit_to_ledger(ledger, 0)
-    needed, needed_again = False, asyncio.Event()
-    follower = LedgerFollower(
-        ledger,
-        pg.conninfo,
-        decode_if=lambda: needed,
-        needed_again=needed_again,
-        skip_interval_s=30,
-    )
+    streams = _Streams()
+    follower = streams.follower(ledger, pg, skip_interval_s=30)
     batches = follower.batches(None)
     wakeups = _Wakeups()
     try:
@@ -487,8 +495,7 @@ async def _a_skipping_follower_is_woken_by_a_stream(pg: PostgresSettings) -> Non
             await asyncio.sleep(2)
         assert not following.done()
         job_id = await asyncio.to_thread(submit_to_ledger, ledger, 1)
-        needed = True
-        needed_again.set()  # a stream subscribed
+        streams.open()
         batch = await asyncio.wait_for(following, 2)  # not the 30 s of skip_interval_s
     finally:
         await batches.aclose()
