@@ -9,6 +9,7 @@ that already has more than its share waiting in the pool (``TenantShares``)."""
 
 from __future__ import annotations
 
+import bisect
 from collections import Counter, deque
 from enum import StrEnum
 from typing import Generic, TypeVar
@@ -86,37 +87,44 @@ class LanePicker(Generic[M]):
 
 class TenantShares:
     """Per (pool, tenant, priority lane), the first deliveries the dispatcher has sent
-    whose attempt has not started (nor been cancelled) yet, as it follows the ledger.
-    A tenant with ``share`` of them waiting in a pool's lane has its next ones for
-    that lane sent to the ``bulk`` lane, served after every other lane (but for the
+    whose attempt has not started (nor been cancelled) yet, as it follows the ledger,
+    each from the time it is due: a delayed one counts once its delay is out. A
+    delivery due when ``share`` of its tenant's in that pool's lane are due and
+    waiting is sent to the ``bulk`` lane, served after every other lane (but for the
     starvation bound): another tenant's job of that priority goes ahead of its
-    backlog, its own job of another priority keeps its lane, and the backlog still
-    runs whenever nothing else waits. The counts are in memory: a dispatcher that
-    restarts counts from zero, which changes only lanes, never what runs."""
+    backlog, its own job of another priority keeps its lane, its jobs of now are not
+    held behind its jobs of tomorrow, and the backlog still runs whenever nothing
+    else waits. The counts are in memory: a dispatcher that restarts counts from
+    zero, which changes only lanes, never what runs."""
 
     def __init__(self, share: int = DEFAULT_TENANT_SHARE) -> None:
         if share < 1:
             raise ValueError("a tenant's share is at least one delivery")
         self.share = share
-        self.waiting: Counter[tuple[str, str, Lane]] = Counter()
-        self.sent: dict[UUID, tuple[str, str, Lane]] = {}
+        # the due times (seconds since the epoch) of the waiting ones, in order
+        self.waiting: dict[tuple[str, str, Lane], list[float]] = {}
+        self.sent: dict[UUID, tuple[tuple[str, str, Lane], float]] = {}
 
-    def lane(self, job_id: UUID, pool: str, tenant: str, lane: Lane) -> Lane:
-        """The lane of the first delivery of ``job_id`` meant for ``lane``."""
+    def lane(self, job_id: UUID, pool: str, tenant: str, lane: Lane, due: float = 0.0) -> Lane:
+        """The lane of the first delivery of ``job_id`` meant for ``lane``, due at
+        ``due``: ``bulk`` if more than the share of its tenant's are due by then."""
         if lane not in PRIORITY_LANES:
             return lane
         key = (pool, tenant, lane)
         if job_id not in self.sent:
-            self.sent[job_id] = key
-            self.waiting[key] += 1
-            if self.waiting[key] > self.share:
+            self.sent[job_id] = (key, due)
+            dues = self.waiting.setdefault(key, [])
+            bisect.insort(dues, due)
+            if bisect.bisect_right(dues, due) > self.share:
                 return Lane.BULK
         return lane
 
     def ended(self, job_id: UUID) -> None:
         """The job's attempt started, or it was cancelled: it no longer waits."""
-        key = self.sent.pop(job_id, None)
-        if key is not None:
-            self.waiting[key] -= 1
-            if self.waiting[key] <= 0:
+        sent = self.sent.pop(job_id, None)
+        if sent is not None:
+            key, due = sent
+            dues = self.waiting[key]
+            del dues[bisect.bisect_left(dues, due)]
+            if not dues:
                 del self.waiting[key]

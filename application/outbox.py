@@ -94,17 +94,21 @@ def until(run_at: datetime, now: datetime) -> float:
 def messages_shared_fairly(
     event: Any, now: datetime, shares: TenantShares, *, range_s: float
 ) -> list[Message]:
-    """``messages_for``, with each first delivery's lane as the tenants' shares say;
-    an event that ends a delivery's wait is counted. Events come in ledger order."""
+    """``messages_for``, with each first delivery's lane as the tenants' shares say
+    (a delayed one counted from when it is due); an event that ends a delivery's wait
+    is counted. Events come in ledger order."""
     if isinstance(event, WAIT_ENDED):
         shares.ended(event.originator_id)
         return []
     return [
-        replace(m, lane=shares.lane(m.delivery.job_id, m.delivery.pool, m.delivery.tenant, m.lane))
-        if isinstance(m, Send)
-        else m
+        replace(m, lane=_shared_lane(m, now.timestamp(), shares)) if isinstance(m, Send) else m
         for m in messages_for(event, now, range_s=range_s)
     ]
+
+
+def _shared_lane(send: Send, now_s: float, shares: TenantShares) -> Lane:
+    d = send.delivery
+    return shares.lane(d.job_id, d.pool, d.tenant, send.lane, due=now_s + send.delay_s)
 
 
 def delivery_of(event: Any, *, attempt: int) -> Delivery:

@@ -164,11 +164,13 @@ def test_due_retries_interrupted_attempts_and_redrives_go_to_the_retry_lane() ->
     ]
 
 
-def lanes_of(events: list[Any], shares: TenantShares) -> list[tuple[str, Lane]]:
+def lanes_of(
+    events: list[Any], shares: TenantShares, now: datetime = NOW
+) -> list[tuple[str, Lane]]:
     return [
         (m.delivery.tenant, m.lane)
         for e in events
-        for m in messages_shared_fairly(e, NOW, shares, range_s=RANGE_S)
+        for m in messages_shared_fairly(e, now, shares, range_s=RANGE_S)
         if isinstance(m, Send)
     ]
 
@@ -204,6 +206,42 @@ def test_a_share_is_counted_per_pool_and_priority_and_a_delivery_sent_again_coun
     # the tenant's own high job keeps its lane, whatever its normal backlog
     assert lanes_of([submitted("a", "high", pool="gpu")[1]], shares) == [("a", Lane.HIGH)]
     assert lanes_of([submitted("a", pool="gpu")[1]], shares) == [("a", Lane.BULK)]
+
+
+def delayed(tenant: str, seconds: float, now: datetime) -> Any:
+    job = Job.submit(
+        job_id=uuid4(),
+        tenant=tenant,
+        case_id="c1",
+        job_type="plain",
+        params={},
+        pool="default",
+        max_attempts=3,
+        origin=ORIGIN,
+        run_at=now + timedelta(seconds=seconds),
+    )
+    return job.collect_events()[-1]
+
+
+def test_a_delayed_first_delivery_counts_in_its_tenants_share_from_when_it_is_due() -> None:
+    now = datetime.now(UTC)  # a delay is sent as such only within the delay queues' range
+    shares = TenantShares(share=2)
+    # Three jobs due in a minute: the tenant's jobs of now are not held behind them...
+    later = [delayed("a", 60, now) for _ in range(3)]
+    assert lanes_of([*later, submitted("a")[1], submitted("a")[1]], shares, now) == [
+        ("a", Lane.NORMAL),
+        ("a", Lane.NORMAL),
+        ("a", Lane.BULK),  # ...but the minute's own third is beyond the share then
+        ("a", Lane.NORMAL),
+        ("a", Lane.NORMAL),
+    ]
+    # Once due, they count: a job due after them finds the two of now and the three.
+    assert lanes_of([delayed("a", 61, now)], shares, now) == [("a", Lane.BULK)]
+    # A delay of a second is no way round the share.
+    shares = TenantShares(share=2)
+    sent = [delayed("b", 1, now), delayed("b", 1, now), submitted("b")[1]]
+    assert lanes_of(sent, shares, now) == [("b", Lane.NORMAL)] * 3
+    assert lanes_of([delayed("b", 2, now)], shares, now) == [("b", Lane.BULK)]
 
 
 def test_retries_keep_their_lane_whatever_the_tenants_share() -> None:
