@@ -63,7 +63,12 @@ def submit(s: Submissions, job_type: str, priority: str | None = None) -> Job:
     ).job
 
 
-def submitted(tenant: str = "t1", priority: str = "normal", pool: str = "default") -> Any:
+def submitted(
+    tenant: str = "t1",
+    priority: str = "normal",
+    pool: str = "default",
+    run_at: datetime | None = None,
+) -> Any:
     job = Job.submit(
         job_id=uuid4(),
         tenant=tenant,
@@ -74,6 +79,7 @@ def submitted(tenant: str = "t1", priority: str = "normal", pool: str = "default
         max_attempts=3,
         origin=ORIGIN,
         priority=priority,
+        run_at=run_at,
     )
     return job, job.collect_events()[-1]
 
@@ -209,18 +215,7 @@ def test_a_share_is_counted_per_pool_and_priority_and_a_delivery_sent_again_coun
 
 
 def delayed(tenant: str, seconds: float, now: datetime) -> Any:
-    job = Job.submit(
-        job_id=uuid4(),
-        tenant=tenant,
-        case_id="c1",
-        job_type="plain",
-        params={},
-        pool="default",
-        max_attempts=3,
-        origin=ORIGIN,
-        run_at=now + timedelta(seconds=seconds),
-    )
-    return job.collect_events()[-1]
+    return submitted(tenant, run_at=now + timedelta(seconds=seconds))[1]
 
 
 def test_a_delayed_first_delivery_counts_in_its_tenants_share_from_when_it_is_due() -> None:
