@@ -105,9 +105,10 @@ class TenantShares:
         self.waiting: dict[tuple[str, str, Lane], list[float]] = {}
         self.sent: dict[UUID, tuple[tuple[str, str, Lane], float]] = {}
 
-    def lane(self, job_id: UUID, pool: str, tenant: str, lane: Lane, due: float = 0.0) -> Lane:
+    def lane(self, job_id: UUID, pool: str, tenant: str, lane: Lane, *, due: float) -> Lane:
         """The lane of the first delivery of ``job_id`` meant for ``lane``, due at
-        ``due``: ``bulk`` if more than the share of its tenant's are due by then."""
+        ``due`` (seconds since the epoch): ``bulk`` if more than the share of its
+        tenant's are due by then."""
         if lane not in PRIORITY_LANES:
             return lane
         key = (pool, tenant, lane)
