@@ -188,8 +188,12 @@ class Stack:
         self, *args: str, timeout_s: float = 60, without: tuple[str, ...] = (), **overrides: str
     ) -> subprocess.CompletedProcess[str]:
         """Run ``jobledger ARGS`` to its end with the stack's settings, less the
-        variables named in ``without``, plus ``overrides``."""
+        variables named in ``without``, plus ``overrides``: forked from the session's
+        fork server if there is one, as ``start`` does: a new interpreter's imports
+        were one to two CPU-seconds a command, and the suite runs several dozen."""
         env = {k: v for k, v in self.env.items() if k not in without}
+        if self.forks is not None:
+            return self.forks.run(list(args), {**env, **overrides}, ROOT, timeout_s)
         return subprocess.run(
             [sys.executable, "-m", "infra.cli", *args],
             cwd=ROOT,

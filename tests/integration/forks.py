@@ -1,5 +1,6 @@
-"""Starts the tests' long-running ``jobledger`` processes by forking a process that
-has imported them already, instead of a new interpreter each time.
+"""Starts the tests' ``jobledger`` processes, long-running and one-shot commands
+alike, by forking a process that has imported them already, instead of a new
+interpreter each time.
 
 A stack's start was about three CPU-seconds, two of them imports (FastAPI,
 pydantic, psycopg, aio-pika, OpenTelemetry), and the suite starts about a hundred
@@ -41,8 +42,10 @@ ROOT = Path(__file__).resolve().parents[2]
 # once listening, or at its first listing; the tests' gateways do not warm up, so
 # without it here the first listing a test asks for waits for the import: 1.0-1.7 s on
 # an idle machine, 4.7 s beside four CPU hogs (a 10 s client timed out in one CI run).
+# And of the one-shot commands, `history`: 0.45 CPU-s of imports of its own.
 PRELOADED = (
     "infra.cli",
+    "infra.history",
     "infra.all_in_one",
     "infra.worker_process",
     "infra.gateway_process",
@@ -123,6 +126,10 @@ def _child(
         os.dup2(log, 1)
         os.dup2(log, 2)
         os.close(log)
+        if request.get("err"):  # stderr apart from stdout, as ``capture_output`` keeps it
+            err = os.open(request["err"], os.O_WRONLY | os.O_APPEND)
+            os.dup2(err, 2)
+            os.close(err)
         os.chdir(request["cwd"])
         os.environ.clear()
         os.environ.update(request["env"])
@@ -177,12 +184,36 @@ class ForkServer:
             answer: dict[str, Any] = json.loads(sock.makefile("rb").readline())
             return answer
 
-    def start(self, argv: list[str], env: dict[str, str], cwd: Path, log: Path) -> Forked:
-        log.write_bytes(b"")  # there before the start returns, as with Popen
-        answer = self._ask(
-            {"op": "start", "argv": argv, "env": env, "cwd": str(cwd), "log": str(log)}
-        )
+    def start(
+        self, argv: list[str], env: dict[str, str], cwd: Path, log: Path, err: Path | None = None
+    ) -> Forked:
+        """Fork ``jobledger ARGV``, its stdout (and stderr, unless ``err``) to ``log``."""
+        for path in (log, err):
+            if path is not None:
+                path.write_bytes(b"")  # there before the start returns, as with Popen
+        request = {"op": "start", "argv": argv, "env": env, "cwd": str(cwd), "log": str(log)}
+        if err is not None:
+            request["err"] = str(err)
+        answer = self._ask(request)
         return Forked(self, answer["pid"], ["jobledger", *argv])
+
+    def run(
+        self, argv: list[str], env: dict[str, str], cwd: Path, timeout_s: float
+    ) -> subprocess.CompletedProcess[str]:
+        """``subprocess.run(..., capture_output=True, text=True, timeout=timeout_s)`` of
+        ``jobledger ARGV``, forked: a one-shot command without an interpreter's start."""
+        with tempfile.TemporaryDirectory(prefix="jobledger-run-") as workdir:
+            out, err = Path(workdir) / "stdout", Path(workdir) / "stderr"
+            forked = self.start(argv, env, cwd, out, err)
+            try:
+                code = forked.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                forked.kill()
+                forked.wait(10)
+                raise
+            return subprocess.CompletedProcess(
+                forked.args, code, out.read_text(errors="replace"), err.read_text(errors="replace")
+            )
 
     def code(self, pid: int) -> int | None:
         code: int | None = self._ask({"op": "poll", "pid": pid})["code"]
