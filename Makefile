@@ -1,6 +1,10 @@
 # The two commands of the README: `make up` and `make test`.
 SHELL := /bin/bash
 VENV := .venv/bin
+# The tests start a hundred-odd interpreters: let them keep their bytecode caches
+# (__pycache__, ignored by git) even where PYTHONDONTWRITEBYTECODE is set, or each
+# compiles every module it imports again.
+PYTEST := PYTHONDONTWRITEBYTECODE= $(VENV)/pytest
 
 .PHONY: up test test-faults check unit install services fmt lint run bench
 
@@ -14,13 +18,13 @@ check:
 	$(VENV)/ruff check .
 	$(VENV)/mypy
 	$(VENV)/lint-imports
-	$(VENV)/pytest -q -n 4 --dist loadfile -m "not faults"
+	$(PYTEST) -q -n 4 --dist loadfile -m "not faults"
 
 test-faults: install services  ## kills and server restarts (CI runs them after `make test`)
-	$(VENV)/pytest -q -n 4 --dist loadfile -m faults
+	$(PYTEST) -q -n 4 --dist loadfile -m faults
 
 unit: install  ## the pure tests, no services needed
-	$(VENV)/pytest -q tests/unit
+	$(PYTEST) -q tests/unit
 
 install:
 	@scripts/install
