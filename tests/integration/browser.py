@@ -165,13 +165,15 @@ class Browser:
         guarded = GUARDED.replace("EXPRESSION", expression)
         return eventually(lambda: self.evaluate(guarded), timeout_s, what or expression)
 
-    def click(self, selector: str) -> None:
-        found = self.evaluate(
+    def click(self, selector: str, timeout_s: float = 20) -> None:
+        """Click the element at ``selector`` once it is there and enabled: a page draws
+        its buttons after its own reads, which a busy machine may finish after what
+        the test waited for (the traceback, the status)."""
+        clicked = (
             f"(function () {{ var e = document.querySelector({json.dumps(selector)});"
             " if (!e || e.disabled) { return false; } e.click(); return true; })()"
         )
-        if not found:
-            raise BrowserError(f"nothing enabled to click at {selector}")
+        eventually(lambda: self.evaluate(clicked), timeout_s, f"something enabled at {selector}")
 
     def screenshot(self, path: Path) -> Path:
         shot = self.call("Page.captureScreenshot", {"format": "png"}, session=True)
