@@ -24,6 +24,15 @@ work without a thread switch each. The wait is counted from the first caller's h
 over: one who arrived while the last batch was being written has waited part or all
 of it already.
 
+A wait pays only when someone comes: after ``FRUITLESS_WAITS`` waits in a row that
+gathered no one (a lone client submitting one job at a time, a trickle far below
+``1 / max_wait_s``), the writer writes a lone caller at once. Every ``PROBE_EVERY``-th
+lone caller still waits, to see whether company comes now: many clients whose
+requests reach the writer one at a time, each after the last one's commit, form no
+batch of their own, and only a wait gathers them. The first batch with company ends
+the lone writes. A lone caller then pays for its commit, not for company that is not
+coming.
+
 A batch is served in the context (contextvars) of its first caller: its queries
 belong to that caller's trace and log context; a lone caller's, to its own."""
 
@@ -107,9 +116,18 @@ def _answer(members: Sequence[_AwaitedPending[Any, Any]]) -> None:
             awaited.set_result(result)
 
 
+# Waits in a row that gathered no one, after which a lone caller is written at once.
+# At a trickle where a wait finds company half the time, eight misses in a row come
+# once in 256 batches, and the next batch with company ends them.
+FRUITLESS_WAITS = 8
+# While lone callers are written at once, one in this many still waits: a probe for
+# company that comes only to a wait.
+PROBE_EVERY = 16
+
+
 class _Gathering(Generic[Item, Result]):
     """One thread that serves callers in batches: at most ``max_batch`` a time, waiting
-    at most ``max_wait_s`` for more after the first."""
+    at most ``max_wait_s`` for more after the first, while waiting gathers anyone."""
 
     def __init__(self, name: str, *, max_batch: int, max_wait_s: float) -> None:
         self.max_batch = max_batch
@@ -124,6 +142,8 @@ class _Gathering(Generic[Item, Result]):
         self._thread.start()
         self.batches = 0
         self.served = 0
+        self.fruitless_waits = 0  # in a row: at FRUITLESS_WAITS, lone callers go at once
+        self._unwaited = 0  # lone callers written at once since the last wait
 
     def _hand_over(self, job_id: UUID, item: Item) -> Future[Result]:
         pending: _Pending[Item, Result] = _Pending(job_id, item)
@@ -156,9 +176,20 @@ class _Gathering(Generic[Item, Result]):
         # Wait for company until the first has waited ``max_wait_s`` since it was
         # handed over, not that long again after the writer took it: a caller who
         # arrived while the last batch was written has waited through that commit.
+        # While waits gather no one, a lone caller goes at once but for a probe.
         wait_s = first.handed_over + self.max_wait_s - time.monotonic()
+        waited = False
         if wait_s > 0:
-            time.sleep(wait_s)
+            if (
+                self.fruitless_waits < FRUITLESS_WAITS
+                or self._unwaited >= PROBE_EVERY - 1
+                or not self._queue.empty()
+            ):
+                time.sleep(wait_s)
+                waited = True
+                self._unwaited = 0
+            else:
+                self._unwaited += 1
         while len(batch) < self.max_batch:
             try:
                 item = self._queue.get_nowait()
@@ -168,6 +199,10 @@ class _Gathering(Generic[Item, Result]):
                 self._queue.put(None)  # stop after this batch
                 break
             batch.append(item)
+        if len(batch) > 1:
+            self.fruitless_waits = 0
+        elif waited:
+            self.fruitless_waits += 1
         return batch
 
     def _serve(self, batch: list[_Pending[Item, Result]]) -> None:

@@ -245,14 +245,9 @@ class _HeldSave:
         return [_Saved(job_id, next(self.positions)) for job_id in job_ids]
 
 
-def test_callers_who_gathered_during_a_write_wait_only_out_the_rest_of_the_wait(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """The wait for company counts from the first caller's hand-over: those who
-    arrived while the last batch was being written have waited through it."""
-    save = _HeldSave()
-    writing, release = save.writing, save.release
-
+@pytest.fixture
+def writer_waits(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The waits for company the writer thread sleeps, in order."""
     waits: list[float] = []
     real_sleep = time.sleep
 
@@ -262,12 +257,24 @@ def test_callers_who_gathered_during_a_write_wait_only_out_the_rest_of_the_wait(
         real_sleep(seconds)
 
     monkeypatch.setattr(time, "sleep", sleep)
+    return waits
+
+
+def test_callers_who_gathered_during_a_write_wait_only_out_the_rest_of_the_wait(
+    writer_waits: list[float],
+) -> None:
+    """The wait for company counts from the first caller's hand-over: those who
+    arrived while the last batch was being written have waited through it."""
+    save = _HeldSave()
+    writing, release = save.writing, save.release
+    waits = writer_waits
+
     writer = GroupCommit(save, max_wait_s=0.2)
     try:
         first = writer.save_later(_Aggregate())
         assert writing.wait(10)  # the first batch is being written
         behind = [writer.save_later(_Aggregate()) for _ in range(3)]
-        real_sleep(0.3)  # longer than the wait, while the first batch is written
+        time.sleep(0.3)  # longer than the wait, while the first batch is written
         release.set()
         assert first.result(10) == 1
         assert [f.result(10) for f in behind] == [2, 3, 4]
@@ -275,6 +282,42 @@ def test_callers_who_gathered_during_a_write_wait_only_out_the_rest_of_the_wait(
         writer.close()
     assert writer.batches == 2, "the three behind the first were written together"
     assert len(waits) == 1 and 0 < waits[0] <= 0.2, "only the lone first caller waited"
+
+
+def test_a_lone_caller_stops_waiting_for_company_that_does_not_come(
+    writer_waits: list[float],
+) -> None:
+    """One caller saving one change at a time (a single client submitting in a row):
+    after ``FRUITLESS_WAITS`` waits that gathered no one, each save is written at
+    once, but for one probe in ``PROBE_EVERY``. A batch with company of its own
+    (callers who queued during a write) brings the wait back for the next lone
+    caller."""
+    save = _HeldSave()
+    save.release.set()
+    writer = GroupCommit(save, max_wait_s=0.05)
+    fruitless, probe_every = group_commit.FRUITLESS_WAITS, group_commit.PROBE_EVERY
+    lone = fruitless + 2 * probe_every
+    try:
+        for _ in range(lone):
+            writer.save(_Aggregate())
+        assert len(writer_waits) == fruitless + 2, "after the fruitless waits, two probes"
+        assert writer.batches == lone
+
+        save.release.clear()
+        save.writing.clear()
+        first = writer.save_later(_Aggregate())  # written at once, and held
+        assert save.writing.wait(10)
+        behind = [writer.save_later(_Aggregate()) for _ in range(3)]  # queue during it
+        save.release.set()
+        assert [first.result(10)] + [f.result(10) for f in behind] == list(
+            range(lone + 1, lone + 5)
+        )
+        assert writer.batches == lone + 2, "the three behind the first went together"
+        waits_before = len(writer_waits)
+        writer.save(_Aggregate())
+    finally:
+        writer.close()
+    assert len(writer_waits) == waits_before + 1, "company seen: a lone caller waits again"
 
 
 def test_a_batch_answers_its_callers_on_one_loop_with_one_wake_up() -> None:
