@@ -142,7 +142,7 @@ class _Gathering(Generic[Item, Result]):
         self._thread.start()
         self.batches = 0
         self.served = 0
-        self.fruitless_waits = 0  # in a row: at FRUITLESS_WAITS, lone callers go at once
+        self._fruitless = 0  # waits in a row that gathered no one
         self._unwaited = 0  # lone callers written at once since the last wait
 
     def _hand_over(self, job_id: UUID, item: Item) -> Future[Result]:
@@ -178,18 +178,9 @@ class _Gathering(Generic[Item, Result]):
         # arrived while the last batch was written has waited through that commit.
         # While waits gather no one, a lone caller goes at once but for a probe.
         wait_s = first.handed_over + self.max_wait_s - time.monotonic()
-        waited = False
-        if wait_s > 0:
-            if (
-                self.fruitless_waits < FRUITLESS_WAITS
-                or self._unwaited >= PROBE_EVERY - 1
-                or not self._queue.empty()
-            ):
-                time.sleep(wait_s)
-                waited = True
-                self._unwaited = 0
-            else:
-                self._unwaited += 1
+        waited = wait_s > 0 and self._worth_waiting()
+        if waited:
+            time.sleep(wait_s)
         while len(batch) < self.max_batch:
             try:
                 item = self._queue.get_nowait()
@@ -200,10 +191,20 @@ class _Gathering(Generic[Item, Result]):
                 break
             batch.append(item)
         if len(batch) > 1:
-            self.fruitless_waits = 0
+            self._fruitless = 0
         elif waited:
-            self.fruitless_waits += 1
+            self._fruitless += 1
         return batch
+
+    def _worth_waiting(self) -> bool:
+        """Whether the first of a batch waits for company: while waits gather some,
+        when others are queued behind it, and as one probe in ``PROBE_EVERY`` once
+        ``FRUITLESS_WAITS`` waits in a row have gathered no one."""
+        if self._fruitless < FRUITLESS_WAITS or not self._queue.empty():
+            self._unwaited = 0
+            return True
+        self._unwaited = (self._unwaited + 1) % PROBE_EVERY
+        return self._unwaited == 0
 
     def _serve(self, batch: list[_Pending[Item, Result]]) -> None:
         raise NotImplementedError
