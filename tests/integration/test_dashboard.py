@@ -215,6 +215,10 @@ def check_the_api(running: Stack) -> None:
             assert int(page.headers["X-View-Position"]) > 0
             return [j["id"] for j in page.json()["items"]]
 
+        # wait_for_status read the ledger; the listing reads the view, which follows it:
+        # wait until the view has the failure too (every submit is before it), not only
+        # the five jobs.
+        eventually(lambda: listed(status="failed") == [failed["id"]], 10)
         everything = eventually(lambda: (ids := listed()) and len(ids) == 5 and ids, 10)
         assert everything == [failed["id"], *[j["id"] for j in reversed(mine)]]
         assert listed(case_id="case-1") == [mine[3]["id"], mine[1]["id"]]
