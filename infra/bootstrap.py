@@ -41,6 +41,10 @@ T = TypeVar("T")
 # the shortest backoff again, so it resumes as soon as what it lost is back.
 HEALTHY_RUN_S = 5.0
 MAX_BACKOFF_S = 2.0
+# A supervised run still going this long after its cancel swallowed it (a library
+# caught the CancelledError and went on): it is cancelled again, and again, so a stop
+# ends. Longer than any run's own cleanup (the dispatcher's last record: 5 s).
+CANCEL_AGAIN_S = 8.0
 # What PostgreSQL raises while it is down, restarting or out of connections.
 STORE_DOWN = (StoreUnavailable, psycopg.OperationalError, OperationalError, InterfaceError)
 
@@ -229,9 +233,11 @@ async def supervise(
     first_backoff_s: float = 0.5,
     max_backoff_s: float = MAX_BACKOFF_S,
     healthy_run_s: float = HEALTHY_RUN_S,
+    cancel_again_s: float = CANCEL_AGAIN_S,
 ) -> None:
     """Run ``run`` until stopping; if it fails, log it and start it again, after a
-    backoff that grows while it keeps failing and starts over once it has run well."""
+    backoff that grows while it keeps failing and starts over once it has run well.
+    Stopping cancels it, again every ``cancel_again_s`` while it still runs."""
     backoff = first_backoff_s
     while not stopping.is_set():
         began = time.monotonic()
@@ -240,6 +246,13 @@ async def supervise(
         done, _ = await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
         if task not in done:
             task.cancel()
+            while not (await asyncio.wait({task}, timeout=cancel_again_s))[0]:
+                log.warning(
+                    "%s still runs %.0fs after its cancel: cancelling it again",
+                    name,
+                    cancel_again_s,
+                )
+                task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
             stop.cancel()

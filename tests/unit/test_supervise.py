@@ -45,3 +45,36 @@ async def test_the_backoff_grows_is_capped_and_starts_over_after_a_healthy_run(
 
     backoffs = [r.args[2] for r in caplog.records if r.msg.startswith("%s stopped")]  # type: ignore[index]
     assert backoffs == [0.01, 0.02, 0.04, 0.04, 0.01, 0.02]
+
+
+async def test_a_stop_ends_a_run_that_swallowed_its_cancel(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A run whose first cancel a library swallowed (caught, not re-raised: the task
+    goes on as if none came) is cancelled again, and the stop ends. Seen in a test's
+    `jobledger run` stopped while its dispatcher started: the dispatcher went on into
+    its loop and held the stop until the process was killed."""
+    stopping = asyncio.Event()
+    running = asyncio.Event()
+    cancels = 0
+
+    async def run() -> None:
+        nonlocal cancels
+        running.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancels += 1  # swallowed, as the library did
+        try:
+            await asyncio.Event().wait()  # on into its loop
+        except asyncio.CancelledError:
+            cancels += 1
+            raise
+
+    supervising = asyncio.create_task(supervise("component", run, stopping, cancel_again_s=0.05))
+    await running.wait()
+    stopping.set()
+    with caplog.at_level(logging.WARNING, logger="jobledger"):
+        await asyncio.wait_for(supervising, 5)
+    assert cancels == 2
+    assert any("still runs" in r.getMessage() for r in caplog.records)
