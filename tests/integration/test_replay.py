@@ -80,6 +80,16 @@ def _ledger_with_a_live_view(stack: Stack, jobs: int) -> tuple[JobLedger, list[u
     return ledger, ids, head
 
 
+def _backends(application_name: str) -> int:
+    """PostgreSQL's backends still serving connections of that application name."""
+    with psycopg.connect(_pg_conninfo(PG["dbname"]), autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s",
+            (application_name,),
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
 def _tracked(stack: Stack, table: str) -> int:
     schema = stack.env["JOBLEDGER_POSTGRES__SCHEMA"]
     with psycopg.connect(_pg_conninfo(PG["dbname"]), autocommit=True) as conn:
@@ -160,7 +170,10 @@ def test_an_interrupted_rebuild_resumes_from_its_own_position(stack: Stack) -> N
     assert 50 <= reached < head
 
     # kill -9 in the middle of a run: what it committed stays, the rest is redone.
-    env = {**stack.env, "PYTHONPATH": str(ROOT)}
+    # Its connections are named, so the test can wait for their backends to end: a
+    # COMMIT sent just before the kill still lands after the process is gone.
+    app_name = f"killed-replay-{uuid.uuid4().hex[:8]}"
+    env = {**stack.env, "PYTHONPATH": str(ROOT), "PGAPPNAME": app_name}
     killed = subprocess.Popen(
         [sys.executable, "-m", "infra.cli", "replay", "--batch", "1"],
         cwd=ROOT,
@@ -174,6 +187,7 @@ def test_an_interrupted_rebuild_resumes_from_its_own_position(stack: Stack) -> N
         time.sleep(0.005)
     killed.send_signal(signal.SIGKILL)
     killed.wait()
+    eventually(lambda: _backends(app_name) == 0, 10, "the killed replay's backends to end")
     after_kill = _tracked(stack, "job_view_rebuild_tracking")
     assert reached < after_kill < head  # killed mid-run
 
