@@ -4,11 +4,11 @@ ledger of its own, as a ``jobledger worker`` process does."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
 from infra import auth
 from infra.bootstrap import open_ledger
 from infra.gateway_process import run_gateway
+from infra.kept_cancels import cancel_and_wait
 from infra.ledger_processes import run_dispatcher, run_projector
 from infra.scheduler_process import run_scheduler
 from infra.settings import Settings
@@ -39,9 +39,7 @@ async def run_all(settings: Settings, stopping: asyncio.Event, ready: asyncio.Ev
     if started.done():
         ready.set()
     else:  # a process could not start (the gateway's port is taken, say): stop them all
-        started.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await started  # retrieved, or asyncio logs it as an error when it is collected
+        await cancel_and_wait(started)
         stopping.set()
     try:
         await asyncio.gather(*tasks)

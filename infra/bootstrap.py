@@ -32,6 +32,7 @@ from domain.retry import RetryPolicy
 from infra import ledger_store, topology
 from infra.amqp_writes import GatheredWrites
 from infra.errors import BrokerUnavailable, ConfigurationError, StoreUnavailable
+from infra.kept_cancels import cancel_and_wait
 from infra.settings import Settings
 
 log = logging.getLogger("jobledger")
@@ -112,9 +113,7 @@ async def unless_stopped(awaitable: Awaitable[T], stopping: asyncio.Event) -> T 
         stop.cancel()
     if task.done():
         return task.result()
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    await cancel_and_wait(task)
     return None
 
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import faulthandler
 import json
 import logging
@@ -278,7 +277,11 @@ def _run_to_the_end(serving: Coroutine[Any, Any, int]) -> int:
     executor: one blocked in a call to a server that is down (a ledger write retried
     while PostgreSQL is unreachable) would hold a stopping process for as long as the
     server stays down. What such a call would have written is decided again by whoever
-    receives its message next."""
+    receives its message next. A stop is a cancel, and none is lost in a library's
+    ``asyncio.wait_for`` (infra/kept_cancels.py)."""
+    from infra import kept_cancels  # noqa: PLC0415
+
+    kept_cancels.install()
     loop = asyncio.new_event_loop()
     try:
         return loop.run_until_complete(serving)
@@ -415,7 +418,7 @@ async def _run(
 ) -> int:
     process = _process(args.command)
     if args.command == "run" and args.demo:
-        from infra import auth  # noqa: PLC0415
+        from infra import auth, kept_cancels  # noqa: PLC0415
         from infra.demo import demo  # noqa: PLC0415
 
         running = asyncio.create_task(process(settings, stopping, ready))
@@ -433,9 +436,7 @@ async def _run(
         await asyncio.wait({showing, stop}, return_when=asyncio.FIRST_COMPLETED)
         stop.cancel()
         if not showing.done():
-            showing.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await showing
+            await kept_cancels.cancel_and_wait(showing)
             await running
             return 0
         if args.exit_after_demo:

@@ -1,0 +1,53 @@
+"""Cancels that are not lost on the way.
+
+Python 3.11's ``asyncio.wait_for`` loses a cancel that reaches its task in the loop turn
+in which the awaited thing finishes: it returns the result instead of raising, and the
+task runs on as if no one had asked it to stop (CPython gh-86296, fixed in 3.12 by
+building ``wait_for`` on ``asyncio.timeout``). aio-pika and aiormq wait_for every
+connect and every broker call, so a process stopped while it connects could run on:
+a dispatcher stopped as it reached RabbitMQ went on to dispatch. ``install`` puts the
+3.12 behaviour in place for the process; every serving process runs with it
+(infra/cli.py), the job handlers in a worker included.
+
+``cancel_and_wait`` is the other half: it ends a task of ours and waits for it, and a
+cancel of the waiting task during that wait still cancels it (``suppress`` around the
+``await`` would take that cancel for the ended task's own)."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Awaitable
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+_wait_for_of_3_11 = asyncio.wait_for  # noqa: TID251 - the one kept, for no time at all
+
+
+async def wait_for(fut: Awaitable[T], timeout: float | None) -> T:
+    """``asyncio.wait_for`` as Python 3.12 has it: the awaitable runs in this task,
+    under a timeout, and a cancel of this task always raises here."""
+    if timeout is not None and timeout <= 0:
+        # No time at all: done now or timed out; nothing is awaited that a cancel could
+        # be lost in, and 3.11's behaviour is 3.12's.
+        return await _wait_for_of_3_11(fut, timeout)
+    async with asyncio.timeout(timeout):
+        return await fut
+
+
+def install() -> None:
+    """Make ``asyncio.wait_for`` keep cancels, for every caller in this process."""
+    if sys.version_info >= (3, 12):
+        return  # already so
+    asyncio.wait_for = wait_for  # type: ignore[assignment]  # noqa: TID251
+    asyncio.tasks.wait_for = wait_for  # type: ignore[assignment]
+
+
+async def cancel_and_wait(task: asyncio.Future[Any]) -> None:
+    """Cancel ``task`` and wait until it has ended, however it ends. A cancel of the
+    caller meanwhile is raised here, not mistaken for the task's."""
+    task.cancel()
+    await asyncio.wait({task})
+    if not task.cancelled():
+        task.exception()  # retrieved, or asyncio logs it when the task is collected
