@@ -607,3 +607,80 @@ class TcpProxy:
             self.commits_cut += fire
         if fire:
             self._drop(link, reset=True)
+
+
+def spin(seconds: float) -> None:
+    """Wait ``seconds`` without sleeping: a sleep of a fraction of a millisecond takes
+    what the scheduler gives it, a spin what it is asked."""
+    until = time.perf_counter() + seconds
+    while time.perf_counter() < until:
+        pass
+
+
+class AmqpConnectProxy:
+    """A TCP proxy to RabbitMQ that hands the broker's Connection.OpenOk, the reply that
+    completes a client's connect, to ``at_open_ok(forward)`` instead of forwarding it:
+    the hook decides what happens around ``forward()`` (a signal to the client a moment
+    before or after it, say). Every other frame, and any OpenOk while the hook is None,
+    goes straight on."""
+
+    OPEN_OK = struct.pack(">BH", 1, 0), struct.pack(">HH", 10, 41)  # method frame, channel 0
+
+    def __init__(self, target_host: str = "127.0.0.1", target_port: int = 5672) -> None:
+        self.target = (target_host, target_port)
+        self.at_open_ok: Callable[[Callable[[], None]], None] | None = None
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self._listener.getsockname()[1])
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with contextlib.suppress(OSError):
+            self._listener.shutdown(socket.SHUT_RDWR)
+        self._listener.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client = self._listener.accept()[0]
+                server = socket.create_connection(self.target, timeout=10)
+            except OSError:
+                return
+            server.settimeout(None)
+            for sock in (client, server):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            threading.Thread(target=self._up, args=(client, server), daemon=True).start()
+            threading.Thread(target=self._down, args=(server, client), daemon=True).start()
+
+    @staticmethod
+    def _close(*socks: socket.socket) -> None:
+        for sock in socks:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+
+    def _up(self, client: socket.socket, server: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := client.recv(65536):
+                server.sendall(data)
+        self._close(client, server)
+
+    def _down(self, server: socket.socket, client: socket.socket) -> None:
+        """The broker's bytes, frame by frame (type, channel, size, payload, end)."""
+        pending = b""
+        with contextlib.suppress(OSError):
+            while data := server.recv(65536):
+                pending += data
+                while len(pending) >= 7:
+                    size = struct.unpack(">I", pending[3:7])[0]
+                    if len(pending) < size + 8:
+                        break
+                    frame, pending = pending[: size + 8], pending[size + 8 :]
+                    hook = self.at_open_ok
+                    if hook is not None and (frame[:3], frame[7:11]) == self.OPEN_OK:
+                        hook(lambda frame=frame: client.sendall(frame))
+                    else:
+                        client.sendall(frame)
+        self._close(server, client)
