@@ -4,10 +4,12 @@ Python 3.11's ``asyncio.wait_for`` loses a cancel that reaches its task in the l
 in which the awaited thing finishes: it returns the result instead of raising, and the
 task runs on as if no one had asked it to stop (CPython gh-86296, fixed in 3.12 by
 building ``wait_for`` on ``asyncio.timeout``). aio-pika and aiormq wait_for every
-connect and every broker call, so a process stopped while it connects could run on:
-a dispatcher stopped as it reached RabbitMQ went on to dispatch. ``install`` puts the
-3.12 behaviour in place for the process; every serving process runs with it
-(infra/cli.py), the job handlers in a worker included.
+connect and many broker calls: a dispatcher stopped as its connect completed closed
+the half-open connection, whose connection task lost the close's cancel that way and
+slept out its 5 s reconnect interval before the stop could end (21 stops of 200,
+bench/stop_race.py). ``install`` puts the 3.12 behaviour in place for the process;
+every serving process runs with it (infra/cli.py), the job handlers in a worker
+included.
 
 ``cancel_and_wait`` is the other half: it ends a task of ours and waits for it, and a
 cancel of the waiting task during that wait still cancels it (``suppress`` around the
