@@ -1,15 +1,15 @@
-"""Stops a `jobledger dispatcher` just as its broker connect completes, many times,
-and counts the stops it held.
+"""Stops a jobledger process just as its broker connect completes, many times, and
+counts the stops it held.
 
-A TCP proxy between the dispatcher and RabbitMQ watches the broker's frames for
+A TCP proxy between the process and RabbitMQ watches the broker's frames for
 Connection.OpenOk, the reply that completes the connect. It sends SIGTERM to the
-dispatcher within a few milliseconds of forwarding that frame, before or after it
-(a sweep of offsets), and times how long the process takes to exit. Before
+process within a few milliseconds of forwarding that frame, before or after it (a
+sweep of offsets), and times how long the process takes to exit. Before
 infra/kept_cancels.py, a stop whose cancel aio-pika's connection task lost was held
 for that task's 5 s reconnect interval
 (tests/integration/test_stop_races.py has the story).
 
-    .venv/bin/python -m bench.stop_race --trials 200
+    .venv/bin/python -m bench.stop_race --trials 200 [--command dispatcher|worker|run]
 """
 
 from __future__ import annotations
@@ -25,20 +25,22 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.faults import AmqpConnectProxy, spin
+from tests.faults import AmqpConnectProxy, free_port, spin
 
 ROOT = Path.cwd()
 HELD_S = 3.0
 
 
-def trial(proxy: AmqpConnectProxy, env: dict[str, str], offset_s: float, log: Path) -> float | None:
+def trial(
+    proxy: AmqpConnectProxy, command: str, env: dict[str, str], offset_s: float, log: Path
+) -> float | None:
     """Seconds from SIGTERM to exit, or None if the process never connected."""
     process = subprocess.Popen(
         [
             sys.executable,
             "-c",
             "import sys; from infra.cli import main; sys.exit(main())",
-            "dispatcher",
+            command,
         ],
         cwd=ROOT,
         env=env,
@@ -78,6 +80,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--trials", type=int, default=200)
     parser.add_argument("--spread-ms", type=float, default=2.0)
+    parser.add_argument("--command", default="dispatcher", help="the process to stop")
     args = parser.parse_args()
     proxy = AmqpConnectProxy()
     env = {k: v for k, v in os.environ.items() if not k.startswith("JOBLEDGER_")}
@@ -85,6 +88,8 @@ def main() -> None:
         "JOBLEDGER_AMQP__URL": f"amqp://guest:guest@127.0.0.1:{proxy.port}/",
         "JOBLEDGER_AMQP__PREFIX": "stoprace",
         "JOBLEDGER_POSTGRES__DBNAME": "jobledger_stoprace",
+        "JOBLEDGER_AUTH__ENVIRONMENT": "development",  # `run` serves HTTP: a dev key
+        "JOBLEDGER_GATEWAY__PORT": str(free_port()),
         "PYTHONPATH": str(ROOT),
     }
     logs = Path(tempfile.mkdtemp(prefix="stop_race."))
@@ -94,7 +99,7 @@ def main() -> None:
     for _ in range(args.trials):
         offset = rng.uniform(-args.spread_ms, args.spread_ms) / 1000
         log = logs / f"{len(times)}.log"
-        took = trial(proxy, env, offset, log)
+        took = trial(proxy, args.command, env, offset, log)
         if took is None:
             continue
         times.append(took)
