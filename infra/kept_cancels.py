@@ -8,8 +8,9 @@ connect and many broker calls: a dispatcher stopped as its connect completed clo
 the half-open connection, whose connection task lost the close's cancel that way and
 slept out its 5 s reconnect interval before the stop could end (21 stops of 200,
 bench/stop_race.py). ``install`` puts the 3.12 behaviour in place for the process;
-every serving process runs with it (infra/cli.py), the job handlers in a worker
-included.
+every serving process runs with it (infra/cli.py), the handlers a worker runs on its
+loop or in its threads included (process-run handlers run in children of a zygote of
+their own, which does not install it).
 
 ``cancel_and_wait`` is the other half: it ends a task of ours and waits for it, and a
 cancel of the waiting task during that wait still cancels it (``suppress`` around the
@@ -47,9 +48,15 @@ def install() -> None:
 
 
 async def cancel_and_wait(task: asyncio.Future[Any]) -> None:
-    """Cancel ``task`` and wait until it has ended, however it ends. A cancel of the
-    caller meanwhile is raised here, not mistaken for the task's."""
+    """Cancel ``task`` and wait until it has ended. A cancel of the caller meanwhile is
+    raised here, not mistaken for the task's, and the task ends on its own; how it
+    ends is retrieved either way, so that asyncio does not log a failure as never
+    retrieved."""
+    task.add_done_callback(_retrieve)
     task.cancel()
     await asyncio.wait({task})
+
+
+def _retrieve(task: asyncio.Future[Any]) -> None:
     if not task.cancelled():
-        task.exception()  # retrieved, or asyncio logs it when the task is collected
+        task.exception()

@@ -6,6 +6,7 @@ task of our own that we cancelled."""
 from __future__ import annotations
 
 import asyncio
+import gc
 from typing import Any
 
 import pytest
@@ -106,3 +107,34 @@ async def test_cancel_and_wait_ends_the_task_and_retrieves_its_failure() -> None
     await kept_cancels.cancel_and_wait(task)
     assert task.done()
     assert isinstance(task.exception(), RuntimeError)
+
+
+async def test_a_caller_cancelled_while_waiting_leaves_no_failure_unretrieved() -> None:
+    """The caller's cancel is raised at once; the task ends on its own afterwards, and
+    its failure is retrieved: asyncio logs none as never retrieved."""
+    loop = asyncio.get_running_loop()
+    unretrieved: list[dict[str, object]] = []
+    loop.set_exception_handler(lambda _loop, context: unretrieved.append(context))
+    closing = asyncio.Event()
+
+    async def fails_after_a_while() -> None:
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await closing.wait()
+            raise RuntimeError("closing failed")
+
+    task = asyncio.create_task(fails_after_a_while())
+    await asyncio.sleep(0)
+    caller = asyncio.create_task(kept_cancels.cancel_and_wait(task))
+    await asyncio.sleep(0)
+    caller.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await caller
+    closing.set()
+    await asyncio.wait({task})
+    del task
+    gc.collect()
+    await asyncio.sleep(0)
+    loop.set_exception_handler(None)
+    assert unretrieved == []
