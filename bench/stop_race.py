@@ -17,15 +17,13 @@ from __future__ import annotations
 import argparse
 import os
 import random
-import signal
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
-from tests.faults import AmqpConnectProxy, free_port, spin
+from tests.faults import AmqpConnectProxy, free_port, sigterm_at_open_ok
 
 ROOT = Path.cwd()
 HELD_S = 3.0
@@ -48,23 +46,7 @@ def trial(
         stderr=log.open("wb"),
     )
     sent_at: list[float] = []
-
-    def at_open_ok(forward: Callable[[], None]) -> None:
-        if sent_at:
-            forward()
-            return
-        if offset_s < 0:
-            process.send_signal(signal.SIGTERM)
-            sent_at.append(time.monotonic())
-            spin(-offset_s)
-            forward()
-        else:
-            forward()
-            spin(offset_s)
-            process.send_signal(signal.SIGTERM)
-            sent_at.append(time.monotonic())
-
-    proxy.at_open_ok = at_open_ok
+    proxy.at_open_ok = sigterm_at_open_ok([process.pid], -offset_s, sent_at)
     try:
         process.wait(timeout=30)
     except subprocess.TimeoutExpired:

@@ -617,6 +617,36 @@ def spin(seconds: float) -> None:
         pass
 
 
+def sigterm_at_open_ok(
+    pids: list[int], before_s: float, sent_at: list[float]
+) -> Callable[[Callable[[], None]], None]:
+    """A hook for ``AmqpConnectProxy.at_open_ok``: at the first OpenOk, SIGTERM to the
+    connecting process (its pid in ``pids``, appended once it is started) ``before_s``
+    before the frame goes on, or ``-before_s`` after it; when it was sent, in
+    ``sent_at``."""
+
+    def sigterm() -> None:
+        os.kill(pids[0], signal.SIGTERM)
+        sent_at.append(time.monotonic())
+
+    def at_open_ok(forward: Callable[[], None]) -> None:
+        if sent_at:
+            forward()
+            return
+        while not pids:  # the connect outran the start's reply: a moment
+            time.sleep(0.001)
+        if before_s >= 0:
+            sigterm()
+            spin(before_s)
+            forward()
+        else:
+            forward()
+            spin(-before_s)
+            sigterm()
+
+    return at_open_ok
+
+
 class AmqpConnectProxy:
     """A TCP proxy to RabbitMQ that hands the broker's Connection.OpenOk, the reply that
     completes a client's connect, to ``at_open_ok(forward)`` instead of forwarding it:

@@ -220,12 +220,12 @@ def test_progress_resumes_after_the_connection_is_cut_with_no_gap_and_no_duplica
         seen: list[StreamEvent] = []
         # At 20 % or the first report past it: the worker writes the newest report an
         # interval, so on a busy machine 20 itself may never be written.
-        cut_at = [20]
+        cut_points = [20]
         for event in nap.progress(on_reconnect=lambda *why: broken.append(why)):
             seen.append(event)
-            if isinstance(event, ProgressEvent) and cut_at and event.percent >= cut_at[0]:
+            if isinstance(event, ProgressEvent) and cut_points and event.percent >= cut_points[0]:
                 proxy.cut_all()  # reset mid-job: the client reconnects
-                cut_at.pop(0)
+                cut_points.pop(0)
         history = [e.type for e in nap.events()]
     assert [pause for _, pause in broken] == [0.25], broken  # one cut, one reconnect
     cut_at = next(i for i, e in enumerate(seen) if isinstance(e, ProgressEvent))
@@ -244,12 +244,16 @@ async def test_async_progress_resumes_after_the_connection_is_cut(
             nap = await jobs.submit("nap", "client-cut", {"seconds": 1.5})
             seen: list[StreamEvent] = []
             cuts = 0
-            cut_at = [20, 60]  # or the first report past each (see the test above)
+            cut_points = [20, 60]  # or the first report past each (see the test above)
             async for event in nap.progress(on_reconnect=lambda *why: broken.append(why)):
                 seen.append(event)
-                if isinstance(event, ProgressEvent) and cut_at and event.percent >= cut_at[0]:
+                if (
+                    isinstance(event, ProgressEvent)
+                    and cut_points
+                    and event.percent >= cut_points[0]
+                ):
                     proxy.cut_all()
-                    cut_at.pop(0)
+                    cut_points.pop(0)
                     cuts += 1
             history = [e.type for e in await nap.events()]
     assert cuts == 2 and [pause for _, pause in broken] == [0.25, 0.25], broken

@@ -9,15 +9,12 @@ it (21 stops of 200 held, `bench/stop_race.py`). Every serving process now runs 
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import time
-from collections.abc import Callable
 
 import pytest
 
-from tests.faults import AmqpConnectProxy, spin
+from tests.faults import AmqpConnectProxy, sigterm_at_open_ok
 from tests.integration.conftest import Stack
 
 pytestmark = pytest.mark.faults
@@ -31,24 +28,6 @@ TRIALS = 96
 HELD_S = 4.0  # a held stop waited out the 5 s reconnect interval
 
 
-def _stop_before_the_open_ok(
-    pids: list[int], before_s: float, stopped_at: list[float]
-) -> Callable[[Callable[[], None]], None]:
-    """The proxy's hook: SIGTERM to the process (its pid in ``pids`` once started),
-    then the OpenOk ``before_s`` later."""
-
-    def at_open_ok(forward: Callable[[], None]) -> None:
-        if not stopped_at:
-            while not pids:  # the connect outran the start's reply: a moment
-                time.sleep(0.001)
-            os.kill(pids[0], signal.SIGTERM)
-            stopped_at.append(time.monotonic())
-            spin(before_s)
-        forward()
-
-    return at_open_ok
-
-
 def test_a_dispatcher_stopped_as_its_broker_connect_completes_stops_at_once(
     stack: Stack,
 ) -> None:
@@ -59,7 +38,7 @@ def test_a_dispatcher_stopped_as_its_broker_connect_completes_stops_at_once(
             before_s = OFFSETS_MS[trial % len(OFFSETS_MS)] / 1000
             pids: list[int] = []
             stopped_at: list[float] = []
-            proxy.at_open_ok = _stop_before_the_open_ok(pids, before_s, stopped_at)
+            proxy.at_open_ok = sigterm_at_open_ok(pids, before_s, stopped_at)
             process = stack.start("dispatcher", JOBLEDGER_AMQP__URL=url)
             pids.append(process.pid)
             try:
