@@ -1,28 +1,32 @@
-"""The HTTP server's own timeouts, and its answer to a malformed request.
+"""The HTTP server's protocol: uvicorn's over the C parser (httptools, llhttp), with
+its own timeouts and its own answer to a malformed request.
 
 uvicorn closes a connection idle between requests after its keep-alive timeout, but
-waits for ever for the first request's headers: a client that connects and sends
-nothing, or a byte at a time, holds a connection (and a file descriptor) as long as it
-likes. This protocol gives every connection ``header_timeout_s`` to send its first
-request's headers in full.
+waits for ever for a request's headers: a client that connects and sends nothing, or
+a byte at a time, holds a connection (and a file descriptor) as long as it likes.
+Here every request has ``header_timeout_s`` to send its headers in full: the first
+from the moment the connection opens, each later one from its first byte.
 
 uvicorn answers a request it cannot parse with a 400 whose end is the connection's
 close, and closes at once: with the rest of the request (its body) still arriving or
 unread, the close is a reset, and the client loses the end of the 400 with it
 ("connection reset by peer" instead of the error). This protocol sends the 400 with its
 length, half-closes, and reads and discards what is still coming for up to
-``linger_s`` before it closes."""
+``linger_s`` before it closes.
+
+The parser is httptools rather than uvicorn's pure-Python h11: parsing a request and
+writing its response took about a third of a gateway process's CPU with h11
+(BENCHMARKS.md)."""
 
 from __future__ import annotations
 
 import asyncio
 from typing import Any
 
-import h11
-from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 
-class GuardedH11Protocol(H11Protocol):
+class GuardedHttpToolsProtocol(HttpToolsProtocol):
     header_timeout_s = 10.0
     linger_s = 2.0
 
@@ -35,15 +39,21 @@ class GuardedH11Protocol(H11Protocol):
         super().connection_made(transport)
         self._header_timer = self.loop.call_later(self.header_timeout_s, self._too_slow)
 
-    def handle_events(self) -> None:
-        super().handle_events()
-        if self.scope is not None and self._header_timer is not None:
-            self._header_timer.cancel()  # a request's headers arrived in full
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        if self._header_timer is None:  # a later request: timed from its first byte
+            self._header_timer = self.loop.call_later(self.header_timeout_s, self._too_slow)
+
+    def on_headers_complete(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()  # the request's headers arrived in full
             self._header_timer = None
+        super().on_headers_complete()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._header_timer is not None:
             self._header_timer.cancel()
+            self._header_timer = None
         if self._lingering is not None:
             self._lingering.cancel()
         super().connection_lost(exc)
@@ -54,17 +64,18 @@ class GuardedH11Protocol(H11Protocol):
 
     def send_400_response(self, msg: str) -> None:
         body = msg.encode("ascii")
-        headers = [
-            (b"content-type", b"text/plain; charset=utf-8"),
-            (b"content-length", str(len(body)).encode()),
-            (b"connection", b"close"),
+        head = [STATUS_LINE[400]]
+        for name, value in self.server_state.default_headers:
+            head += [name, b": ", value, b"\r\n"]
+        head += [
+            b"content-type: text/plain; charset=utf-8\r\n",
+            b"content-length: " + str(len(body)).encode() + b"\r\n",
+            b"connection: close\r\n\r\n",
         ]
-        for event in (
-            h11.Response(status_code=400, headers=headers, reason=b"Bad Request"),
-            h11.Data(data=body),
-            h11.EndOfMessage(),
-        ):
-            self.transport.write(self.conn.send(event) or b"")
+        self.transport.write(b"".join(head) + body)
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
         if not self.transport.can_write_eof():
             self.transport.close()
             return
@@ -74,10 +85,12 @@ class GuardedH11Protocol(H11Protocol):
 
     def _too_slow(self) -> None:
         self._header_timer = None
-        if self.scope is None and not self.transport.is_closing():
+        if not self.transport.is_closing():
             self.transport.close()
 
 
-def with_header_timeout(seconds: float) -> type[GuardedH11Protocol]:
+def with_header_timeout(seconds: float) -> type[GuardedHttpToolsProtocol]:
     """The protocol class, with its header timeout set (uvicorn takes a class)."""
-    return type("GuardedH11Protocol", (GuardedH11Protocol,), {"header_timeout_s": seconds})
+    return type(
+        "GuardedHttpToolsProtocol", (GuardedHttpToolsProtocol,), {"header_timeout_s": seconds}
+    )

@@ -71,6 +71,18 @@ def test_headers_sent_a_byte_at_a_time_are_cut_off(impatient: Stack) -> None:
     assert took < 5
 
 
+def test_a_later_requests_headers_sent_a_byte_at_a_time_are_cut_off(impatient: Stack) -> None:
+    """The header timeout held for a connection's first request only: after one
+    request answered, a second one's headers could trickle in for as long as the client
+    liked, as each byte put off the keep-alive timeout."""
+    request = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 100 + b"\r\n\r\n"
+    with connect(impatient) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+        took, _ = closed_after(sock, [bytes([b]) for b in request], 0.1)
+    assert took < 5
+
+
 def test_an_authenticated_body_that_trickles_in_gets_408(impatient: Stack) -> None:
     body = b'{"type": "echo", "case_id": "c", "params": {"text": "slow"}}'
     token = impatient.auth_headers()["Authorization"]
