@@ -112,6 +112,61 @@ def test_a_malformed_request_gets_its_whole_400_though_its_body_is_unread(
     assert body == b"Invalid HTTP request received."
 
 
+@pytest.mark.parametrize(
+    "framing",
+    [
+        b"Content-Length: {n}\r\nTransfer-Encoding: chunked\r\n",
+        b"Transfer-Encoding: chunked\r\nContent-Length: {n}\r\n",
+        b"Content-Length: {n}\r\nContent-Length: 5\r\n",
+        b"Transfer-Encoding: chunked\r\nTransfer-Encoding: identity\r\n",
+    ],
+    ids=["length-then-chunked", "chunked-then-length", "two-lengths", "two-encodings"],
+)
+def test_a_request_framed_two_ways_is_refused_and_nothing_in_it_is_submitted(
+    running: Stack, framing: bytes
+) -> None:
+    """A body whose end two headers place differently is how a request is smuggled
+    past a proxy: what one reader takes for the body, the other takes for a second
+    request. Here a submit hides in the body; it must never be accepted."""
+    host, port = running.url.removeprefix("http://").split(":")
+    token = running.auth_headers()["Authorization"].encode()
+    case = f"smuggled-{uuid.uuid4().hex[:8]}"
+    inner = json.dumps({"type": "echo", "case_id": case, "params": {"text": "x"}}).encode()
+    hidden = (
+        b"POST /jobs HTTP/1.1\r\nHost: x\r\nAuthorization: " + token + b"\r\n"
+        b"Content-Type: application/json\r\nContent-Length: "
+        + str(len(inner)).encode()
+        + b"\r\n\r\n"
+        + inner
+    )
+    body = b"0\r\n\r\n" + hidden
+    head = (
+        b"POST /jobs HTTP/1.1\r\nHost: x\r\nAuthorization: " + token + b"\r\n"
+        b"Content-Type: application/json\r\n"
+        + framing.replace(b"{n}", str(len(body)).encode())
+        + b"\r\n"
+    )
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(head + body)
+        answer = b""
+        with contextlib.suppress(OSError):
+            while chunk := sock.recv(65536):
+                answer += chunk
+    assert answer.startswith(b"HTTP/1.1 400"), answer[:300]
+    assert answer.count(b"HTTP/1.1 ") == 1, answer[:600]
+    with running.client() as client:
+        # A submit of the same case after it: once the view holds it, it would hold
+        # a smuggled submit written before it too.
+        after = client.post(
+            "/jobs", json={"type": "echo", "case_id": case, "params": {"text": "y"}}
+        )
+        listed = client.get(
+            f"/jobs/{case}/jobs",
+            headers={"X-Ledger-Position": after.headers["X-Ledger-Position"]},
+        ).json()
+    assert [job["id"] for job in listed["items"]] == [after.json()["id"]], listed
+
+
 def test_a_token_whose_subject_holds_a_nul_is_refused(running: Stack) -> None:
     with running.client(subject="mallory\x00") as client:
         assert client.get("/jobs/case-1/jobs").status_code == 401
