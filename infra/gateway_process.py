@@ -20,7 +20,7 @@ from domain.ledger import JobLedger
 from domain.schedule_book import ScheduleBook
 from gateway import tracing
 from gateway.app import create_app
-from gateway.http_server import with_header_timeout
+from gateway.http_server import guarded_protocol
 from gateway.ops import LiveWorker, Ops
 from gateway.services import Services
 from gateway.sse import Streams
@@ -190,7 +190,10 @@ async def run_gateway(
         log_config=None,
         access_log=False,
         lifespan="off",
-        http=with_header_timeout(settings.gateway.header_timeout_s),
+        http=guarded_protocol(
+            header_timeout_s=settings.gateway.header_timeout_s,
+            max_header_bytes=settings.input.max_header_bytes,
+        ),
         timeout_keep_alive=int(max(1, settings.gateway.keep_alive_timeout_s)),
     )
     server = _EmbeddedServer(config)

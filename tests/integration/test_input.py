@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -59,6 +62,40 @@ def test_over_long_headers_are_refused(running: Stack) -> None:
     with running.client() as fresh:
         much_longer = fresh.get("/jobs/case-1/jobs", headers={"X-Padding": "p" * 40000})
         assert much_longer.status_code == 431
+
+
+def test_a_head_that_never_ends_is_cut_off_at_its_bound(running: Stack) -> None:
+    """The HTTP parser buffers a header for as long as it comes: a gateway fed one
+    without end grew by 60 MB in 3 s, and answered nothing until the header timeout.
+    It is answered 431 once the request line and headers pass their bound."""
+    host, port = running.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Endless: ")
+        began = time.monotonic()
+
+        def flood() -> None:  # 32 MB, or until the server stops reading
+            try:
+                for _ in range(512):
+                    sock.sendall(b"a" * 65536)
+            except OSError:
+                pass
+
+        sending = threading.Thread(target=flood, daemon=True)
+        sending.start()
+        answer = b""
+        try:
+            while chunk := sock.recv(65536):
+                answer += chunk
+                if b"}" in answer:
+                    break
+        except OSError:
+            pass
+        took = time.monotonic() - began
+        sock.shutdown(socket.SHUT_RDWR)
+        sending.join(timeout=10)
+    assert answer.startswith(b"HTTP/1.1 431"), answer[:300]
+    assert b"request line and headers exceed" in answer
+    assert took < 5  # not the header timeout (10 s)
 
 
 def test_unknown_fields_and_over_long_values_get_422_naming_the_field(running: Stack) -> None:
