@@ -65,6 +65,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if self._header_timer is not None:
             self._header_timer.cancel()  # the request's headers arrived in full
             self._header_timer = None
+        if not _framed_once(self.headers, self.parser.get_http_version()):
+            # Raised in the parser's callback: the parser stops, and uvicorn answers
+            # its error with send_400_response, before the request reaches the app.
+            raise ValueError("a request's host or body framed otherwise than once")
         super().on_headers_complete()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -115,6 +119,19 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._header_timer = None
         if not self.transport.is_closing():
             self.transport.close()
+
+
+def _framed_once(headers: list[tuple[bytes, bytes]], http_version: str) -> bool:
+    """What h11 required and llhttp lets through: an HTTP/1.1 request names one host
+    (RFC 9112, 3.2), and a transfer coding, if any, is ``chunked`` alone, as this
+    server decodes no other."""
+    hosts = 0
+    for name, value in headers:  # names are lower-cased by the protocol
+        if name == b"host":
+            hosts += 1
+        elif name == b"transfer-encoding" and value.strip().lower() != b"chunked":
+            return False
+    return hosts == 1 or (hosts == 0 and http_version == "1.0")
 
 
 def guarded_protocol(

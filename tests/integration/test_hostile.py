@@ -167,6 +167,30 @@ def test_a_request_framed_two_ways_is_refused_and_nothing_in_it_is_submitted(
     assert [job["id"] for job in listed["items"]] == [after.json()["id"]], listed
 
 
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"GET /healthz HTTP/1.1\r\n\r\n",
+        b"GET /healthz HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+        b"POST /jobs HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
+    ],
+    ids=["no-host", "two-hosts", "gzip-then-chunked"],
+)
+def test_a_request_with_no_single_host_or_another_coding_gets_400(
+    running: Stack, head: bytes
+) -> None:
+    """An HTTP/1.1 request names one host, and this server decodes no transfer coding
+    but chunked: the parser itself lets both through, as h11 did not."""
+    host, port = running.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(head)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 400"), answer[:300]
+    assert answer.endswith(b"Invalid HTTP request received.")
+
+
 def test_a_token_whose_subject_holds_a_nul_is_refused(running: Stack) -> None:
     with running.client(subject="mallory\x00") as client:
         assert client.get("/jobs/case-1/jobs").status_code == 401
