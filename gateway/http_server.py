@@ -1,19 +1,13 @@
-"""The HTTP server's protocol: uvicorn's over the C parser (httptools, llhttp), with
-its own timeouts and its own answer to a malformed request.
+"""The HTTP server's protocol: uvicorn's over h11, with its own timeouts, its own
+answer to a malformed request, and no body framed two ways.
 
 uvicorn closes a connection idle between requests after its keep-alive timeout, but
 waits for ever for a request's headers: a client that connects and sends nothing, or
 a byte at a time, holds a connection (and a file descriptor) as long as it likes.
 Here every request has ``header_timeout_s`` to send its headers in full: the first
-from the moment the connection opens, each later one from its first byte.
-
-Nor does the parser bound a request's head: a header that never ends is buffered as
-it comes, tens of megabytes a second. A head (request line and headers) still
-unfinished past ``max_head_bytes`` (the headers' bound and a request line's,
-``REQUEST_LINE_BYTES``) is answered 431 and the connection closed. The
-bytes are counted as they are fed to the parser while a head is unfinished; where a
-head begins within a read that also ends the request before it, the whole read
-counts, so the bound errs by at most one read, never short of a head's true size.
+from the moment the connection opens, each later one from the first byte that comes
+while no request is in flight. A head (request line and headers) is bounded by h11 at
+``max_head_bytes``.
 
 uvicorn answers a request it cannot parse with a 400 whose end is the connection's
 close, and closes at once: with the rest of the request (its body) still arriving or
@@ -22,54 +16,65 @@ unread, the close is a reset, and the client loses the end of the 400 with it
 length, half-closes, and reads and discards what is still coming for up to
 ``linger_s`` before it closes.
 
-The parser is httptools rather than uvicorn's pure-Python h11: parsing a request and
-writing its response took about a third of a gateway process's CPU with h11
-(BENCHMARKS.md)."""
+h11 frames a body that has both ``Content-Length`` and ``Transfer-Encoding`` by its
+chunks and keeps the connection open, so what follows the last chunk is read as a
+second request: behind a proxy that frames by the length, a request smuggled past it.
+Such a request is refused here with the 400 above (RFC 9112, 6.3: reject it, or close
+after it).
+
+Why h11 and not the C parser (httptools): it was a fifth less CPU a submit, but llhttp
+and uvicorn's protocol around it bound neither a request's head nor its trailers, run
+the body of an ``Upgrade`` request as a request of its own, and keep a connection fed
+blank lines open; h11 refuses each (BENCHMARKS.md, 2026-12-05)."""
 
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import Any
 
-from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+import h11
+from uvicorn.protocols.http.h11_impl import H11Protocol, RequestResponseCycle
 
 REQUEST_LINE_BYTES = 16 * 1024
 
 
-class GuardedHttpToolsProtocol(HttpToolsProtocol):
+class _OneFraming(h11.Connection):
+    """h11's connection, refusing a request whose body's end two headers give."""
+
+    def next_event(self) -> Any:
+        event = super().next_event()
+        if isinstance(event, h11.Request):
+            names = {name for name, _ in event.headers}
+            if b"content-length" in names and b"transfer-encoding" in names:
+                raise h11.RemoteProtocolError("Content-Length with Transfer-Encoding")
+        return event
+
+
+class GuardedH11Protocol(H11Protocol):
     header_timeout_s = 10.0
-    max_head_bytes = 24 * 1024
+    max_head_bytes = 8192 + REQUEST_LINE_BYTES
     linger_s = 2.0
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.conn = _OneFraming(h11.SERVER, max_incomplete_event_size=self.max_head_bytes)
         self._header_timer: asyncio.TimerHandle | None = None
+        self._timed_after: RequestResponseCycle | None = None  # the cycle before the timed head
         self._lingering: asyncio.TimerHandle | None = None
-        self._in_head = True  # a head is unfinished: the connection's first, or a later one
-        self._head_bytes = 0
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        self._time_head()
+
+    def _time_head(self) -> None:
+        self._timed_after = self.cycle
         self._header_timer = self.loop.call_later(self.header_timeout_s, self._too_slow)
 
-    def on_message_begin(self) -> None:
-        super().on_message_begin()
-        self._in_head = True
-        self._head_bytes = 0
-        if self._header_timer is None:  # a later request: timed from its first byte
-            self._header_timer = self.loop.call_later(self.header_timeout_s, self._too_slow)
-
-    def on_headers_complete(self) -> None:
-        self._in_head = False
-        if self._header_timer is not None:
-            self._header_timer.cancel()  # the request's headers arrived in full
+    def handle_events(self) -> None:
+        super().handle_events()
+        if self._header_timer is not None and self.cycle is not self._timed_after:
+            self._header_timer.cancel()  # a request's headers arrived in full
             self._header_timer = None
-        if not _framed_once(self.headers, self.parser.get_http_version()):
-            # Raised in the parser's callback: the parser stops, and uvicorn answers
-            # its error with send_400_response, before the request reaches the app.
-            raise ValueError("a request's host or body framed otherwise than once")
-        super().on_headers_complete()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._header_timer is not None:
@@ -82,36 +87,31 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         if self._lingering is not None:
             return  # the rest of a refused request, dropped
+        idle = self.cycle is None or self.cycle.response_complete
+        if self._header_timer is None and idle:
+            self._time_head()  # a later request begins (or bytes that are none)
         super().data_received(data)
-        if not self._in_head or self._lingering is not None or self.transport.is_closing():
-            return
-        self._head_bytes += len(data)
-        if self._head_bytes > self.max_head_bytes:
-            # As the app's own 431 for headers over max_header_bytes (gateway/limits.py).
-            reason = f"request line and headers exceed {self.max_head_bytes} bytes"
-            self._refuse(431, json.dumps({"detail": reason}).encode(), b"application/json")
 
     def send_400_response(self, msg: str) -> None:
-        self._refuse(400, msg.encode("ascii"), b"text/plain; charset=utf-8")
-
-    def _refuse(self, status: int, body: bytes, content_type: bytes) -> None:
-        """Answer ``status`` with ``body``, then half-close and linger (above)."""
-        head = [STATUS_LINE[status]]
-        for name, value in self.server_state.default_headers:
-            head += [name, b": ", value, b"\r\n"]
-        head += [
-            b"content-type: " + content_type + b"\r\n",
-            b"content-length: " + str(len(body)).encode() + b"\r\n",
-            b"connection: close\r\n\r\n",
-        ]
-        self.transport.write(b"".join(head) + body)
         if self._header_timer is not None:
             self._header_timer.cancel()
             self._header_timer = None
+        body = msg.encode("ascii")
+        headers = [
+            (b"content-type", b"text/plain; charset=utf-8"),
+            (b"content-length", str(len(body)).encode()),
+            (b"connection", b"close"),
+        ]
+        for event in (
+            h11.Response(status_code=400, headers=headers, reason=b"Bad Request"),
+            h11.Data(data=body),
+            h11.EndOfMessage(),
+        ):
+            self.transport.write(self.conn.send(event) or b"")
         if not self.transport.can_write_eof():
             self.transport.close()
             return
-        self.transport.write_eof()  # the client reads the answer to its end, then EOF
+        self.transport.write_eof()  # the client reads the 400 to its end, then EOF
         # The client's own close ends it (eof_received: the transport closes), or this.
         self._lingering = self.loop.call_later(self.linger_s, self.transport.close)
 
@@ -121,27 +121,12 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self.transport.close()
 
 
-def _framed_once(headers: list[tuple[bytes, bytes]], http_version: str) -> bool:
-    """What h11 required and llhttp lets through: an HTTP/1.1 request names one host
-    (RFC 9112, 3.2), and a transfer coding, if any, is ``chunked`` alone, as this
-    server decodes no other."""
-    hosts = 0
-    for name, value in headers:  # names are lower-cased by the protocol
-        if name == b"host":
-            hosts += 1
-        elif name == b"transfer-encoding" and value.strip().lower() != b"chunked":
-            return False
-    return hosts == 1 or (hosts == 0 and http_version == "1.0")
-
-
-def guarded_protocol(
-    *, header_timeout_s: float, max_header_bytes: int
-) -> type[GuardedHttpToolsProtocol]:
+def guarded_protocol(*, header_timeout_s: float, max_header_bytes: int) -> type[GuardedH11Protocol]:
     """The protocol class with its bounds set (uvicorn takes a class). A head may be
     ``max_header_bytes`` (the app's own bound on the headers, 431 past it) and a
-    request line of up to ``REQUEST_LINE_BYTES``."""
+    request line of up to ``REQUEST_LINE_BYTES``; past both, h11 refuses it (400)."""
     bounds = {
         "header_timeout_s": header_timeout_s,
         "max_head_bytes": max_header_bytes + REQUEST_LINE_BYTES,
     }
-    return type("GuardedHttpToolsProtocol", (GuardedHttpToolsProtocol,), bounds)
+    return type("GuardedH11Protocol", (GuardedH11Protocol,), bounds)

@@ -191,6 +191,50 @@ def test_a_request_with_no_single_host_or_another_coding_gets_400(
     assert answer.endswith(b"Invalid HTTP request received.")
 
 
+def test_the_body_of_an_upgrade_request_is_never_run_as_a_request(running: Stack) -> None:
+    """The gateway upgrades to nothing. On the C parser an ``Upgrade`` request's body,
+    sent after its head, was parsed as a request of its own: a request smuggled past a
+    proxy that forwards upgrades and frames by the length."""
+    host, port = running.url.removeprefix("http://").split(":")
+    hidden = b"GET /smuggled-by-upgrade HTTP/1.1\r\nHost: x\r\n\r\n"
+    head = (
+        b"POST /healthz HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n"
+        b"Content-Length: " + str(len(hidden)).encode() + b"\r\n\r\n"
+    )
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(head)
+        time.sleep(0.3)
+        sock.sendall(hidden + b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        answer = b""
+        with contextlib.suppress(OSError):
+            while chunk := sock.recv(65536):
+                answer += chunk
+    statuses = [line for line in answer.split(b"\r\n") if line.startswith(b"HTTP/1.1 ")]
+    assert b"HTTP/1.1 404" not in answer, answer[:600]  # /smuggled-by-upgrade never routed
+    assert statuses and statuses[0].startswith(b"HTTP/1.1 405"), answer[:300]
+
+
+def test_endless_trailers_are_refused(running: Stack) -> None:
+    """Trailers after a chunked body are a head of their own; on the C parser they were
+    buffered without bound (a gateway grew by 460 MB in 2 s)."""
+    host, port = running.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(
+            b"POST /healthz HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n"
+        )
+        began = time.monotonic()
+        answer = b""
+        with contextlib.suppress(OSError):
+            for _ in range(256):  # 8 MB of trailers at most
+                sock.sendall(b"x-t: " + b"a" * 32762 + b"\r\n")
+        with contextlib.suppress(OSError):
+            while chunk := sock.recv(65536):
+                answer += chunk
+    assert time.monotonic() - began < 5
+    assert answer.startswith(b"HTTP/1.1 400"), answer[:300]
+    assert answer.endswith(b"Invalid HTTP request received.")
+
+
 def test_a_token_whose_subject_holds_a_nul_is_refused(running: Stack) -> None:
     with running.client(subject="mallory\x00") as client:
         assert client.get("/jobs/case-1/jobs").status_code == 401

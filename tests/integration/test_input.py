@@ -65,9 +65,9 @@ def test_over_long_headers_are_refused(running: Stack) -> None:
 
 
 def test_a_head_that_never_ends_is_cut_off_at_its_bound(running: Stack) -> None:
-    """The HTTP parser buffers a header for as long as it comes: a gateway fed one
-    without end grew by 60 MB in 3 s, and answered nothing until the header timeout.
-    It is answered 431 once the request line and headers pass their bound."""
+    """A head that never ends is refused once the request line and headers pass their
+    bound, not buffered until the header timeout: on the C parser (httptools), which
+    has no bound of its own, a gateway fed one grew by 60 MB in 3 s."""
     host, port = running.url.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port)), timeout=10) as sock:
         sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Endless: ")
@@ -86,15 +86,15 @@ def test_a_head_that_never_ends_is_cut_off_at_its_bound(running: Stack) -> None:
         try:
             while chunk := sock.recv(65536):
                 answer += chunk
-                if b"}" in answer:
+                if answer.endswith(b"received."):
                     break
         except OSError:
             pass
         took = time.monotonic() - began
         sock.shutdown(socket.SHUT_RDWR)
         sending.join(timeout=10)
-    assert answer.startswith(b"HTTP/1.1 431"), answer[:300]
-    assert b"request line and headers exceed" in answer
+    assert answer.startswith(b"HTTP/1.1 400"), answer[:300]
+    assert answer.endswith(b"Invalid HTTP request received.")
     assert took < 5  # not the header timeout (10 s)
 
 

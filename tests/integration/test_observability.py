@@ -99,9 +99,6 @@ HOSTILE = [
     b"semi;colon id with spaces",
     b"caf\xc3\xa9-nonascii",
 ]
-# Control characters make the header field invalid (RFC 9110, 5.5): the HTTP parser
-# refuses the request with a 400 before any of it reaches the application.
-REFUSED = {b"evil\x01\x07id", b"\x1b[31mred-terminal"}
 
 
 def test_a_malformed_correlation_id_is_replaced_and_never_echoed_logged_or_stored(
@@ -110,15 +107,7 @@ def test_a_malformed_correlation_id_is_replaced_and_never_echoed_logged_or_store
     with running.client() as client:
         job = submit(client, "echo", {"text": "x"})
         wait_for_status(client, job["id"])
-    for value in REFUSED:
-        submit_body = json.dumps({"type": "echo", "case_id": "c-1", "params": {"text": "x"}})
-        for path, body in (("/openapi.json", b""), ("/jobs", submit_body.encode())):
-            status, headers, answer = raw_request(
-                running, path, b"X-Correlation-ID: " + value, body
-            )
-            assert (status, answer) == (400, b"Invalid HTTP request received."), (value, status)
-            assert "x-correlation-id" not in headers
-    for value in [v for v in HOSTILE if v not in REFUSED]:
+    for value in HOSTILE:
         for path in ("/openapi.json", f"/jobs/{job['id']}"):
             status, headers, body = raw_request(running, path, b"X-Correlation-ID: " + value)
             assert status == 200, (value, status)
@@ -133,7 +122,7 @@ def test_a_malformed_correlation_id_is_replaced_and_never_echoed_logged_or_store
         assert submitted["correlation_id"] == headers["x-correlation-id"]
         assert GENERATED.fullmatch(submitted["correlation_id"])
     logs = logs_of(running)
-    assert logs.count("accepted a job of type echo") >= len(HOSTILE) - len(REFUSED) + 1
+    assert logs.count("accepted a job of type echo") >= len(HOSTILE) + 1
     for value in HOSTILE:
         assert value.decode("latin-1") not in logs
 
