@@ -6,8 +6,8 @@ waits for ever for a request's headers: a client that connects and sends nothing
 a byte at a time, holds a connection (and a file descriptor) as long as it likes.
 Here every request has ``header_timeout_s`` to send its headers in full: the first
 from the moment the connection opens, each later one from the first byte that comes
-while no request is in flight. A head (request line and headers) is bounded by h11 at
-``max_head_bytes``.
+while no request is in flight (the last read to its end and answered). A head
+(request line and headers) is bounded by h11 at ``max_head_bytes``.
 
 uvicorn answers a request it cannot parse with a 400 whose end is the connection's
 close, and closes at once: with the rest of the request (its body) still arriving or
@@ -33,7 +33,7 @@ import asyncio
 from typing import Any
 
 import h11
-from uvicorn.protocols.http.h11_impl import H11Protocol, RequestResponseCycle
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 REQUEST_LINE_BYTES = 16 * 1024
 
@@ -59,22 +59,26 @@ class GuardedH11Protocol(H11Protocol):
         super().__init__(*args, **kwargs)
         self.conn = _OneFraming(h11.SERVER, max_incomplete_event_size=self.max_head_bytes)
         self._header_timer: asyncio.TimerHandle | None = None
-        self._timed_after: RequestResponseCycle | None = None  # the cycle before the timed head
         self._lingering: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self._time_head()
-
-    def _time_head(self) -> None:
-        self._timed_after = self.cycle
         self._header_timer = self.loop.call_later(self.header_timeout_s, self._too_slow)
+
+    def _between_requests(self) -> bool:
+        """No request in flight: the last one read to its end and answered, so what
+        comes next is a head (a body still arriving after an early answer is not)."""
+        answered = self.cycle is None or self.cycle.response_complete
+        return answered and self.conn.their_state is h11.IDLE
 
     def handle_events(self) -> None:
         super().handle_events()
-        if self._header_timer is not None and self.cycle is not self._timed_after:
+        if self._header_timer is not None and self.conn.their_state is not h11.IDLE:
             self._header_timer.cancel()  # a request's headers arrived in full
             self._header_timer = None
+        elif self._header_timer is None and self.conn.trailing_data[0] and self._between_requests():
+            # The next head began in the read that ended a body answered early.
+            self._header_timer = self.loop.call_later(self.header_timeout_s, self._too_slow)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._header_timer is not None:
@@ -87,9 +91,9 @@ class GuardedH11Protocol(H11Protocol):
     def data_received(self, data: bytes) -> None:
         if self._lingering is not None:
             return  # the rest of a refused request, dropped
-        idle = self.cycle is None or self.cycle.response_complete
-        if self._header_timer is None and idle:
-            self._time_head()  # a later request begins (or bytes that are none)
+        if self._header_timer is None and self._between_requests():
+            # A later request begins (or bytes that begin none): timed as a head.
+            self._header_timer = self.loop.call_later(self.header_timeout_s, self._too_slow)
         super().data_received(data)
 
     def send_400_response(self, msg: str) -> None:

@@ -94,6 +94,26 @@ def test_blank_lines_between_requests_do_not_hold_a_connection(impatient: Stack)
     assert took < 5
 
 
+def test_a_body_still_uploading_after_an_early_answer_is_not_timed_as_a_head(
+    impatient: Stack,
+) -> None:
+    """A request answered before its body is read (405 here) keeps its connection
+    while the body goes on arriving, and the connection serves the next request."""
+    body = b"x" * 6000
+    head = f"POST /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n\r\n"
+    with connect(impatient) as sock:
+        sock.sendall(head.encode() + body[:100])
+        answer = b""
+        while not answer.endswith(b'"Method Not Allowed"}'):
+            answer += sock.recv(65536)
+        assert answer.startswith(b"HTTP/1.1 405")
+        for at in range(100, len(body), 1000):  # over 1.2 s: past the header timeout
+            time.sleep(0.2)
+            sock.sendall(body[at : at + 1000])
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+
+
 def test_an_authenticated_body_that_trickles_in_gets_408(impatient: Stack) -> None:
     body = b'{"type": "echo", "case_id": "c", "params": {"text": "slow"}}'
     token = impatient.auth_headers()["Authorization"]
