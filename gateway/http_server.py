@@ -100,6 +100,11 @@ class GuardedH11Protocol(H11Protocol):
         if self._header_timer is not None:
             self._header_timer.cancel()
             self._header_timer = None
+        if self.conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
+            # This request's answer has begun or gone (a 405 before its trailers
+            # overflowed): no 400 can follow it, and h11 would raise on one.
+            self.transport.close()
+            return
         body = msg.encode("ascii")
         headers = [
             (b"content-type", b"text/plain; charset=utf-8"),

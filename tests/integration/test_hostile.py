@@ -214,16 +214,22 @@ def test_the_body_of_an_upgrade_request_is_never_run_as_a_request(running: Stack
     assert statuses and statuses[0].startswith(b"HTTP/1.1 405"), answer[:300]
 
 
-def test_endless_trailers_are_refused(running: Stack) -> None:
+@pytest.mark.parametrize("after_the_answer", [False, True], ids=["at-once", "after-the-405"])
+def test_endless_trailers_are_refused(running: Stack, after_the_answer: bool) -> None:
     """Trailers after a chunked body are a head of their own; on the C parser they were
-    buffered without bound (a gateway grew by 460 MB in 2 s)."""
+    buffered without bound (a gateway grew by 460 MB in 2 s). Sent after the route's
+    405, their overflow could not be answered with a 400: the protocol raised in
+    ``data_received`` and asyncio logged a fatal error for each such connection."""
     host, port = running.url.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port)), timeout=10) as sock:
         sock.sendall(
             b"POST /healthz HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n"
         )
-        began = time.monotonic()
         answer = b""
+        if after_the_answer:
+            while not answer.endswith(b'"Method Not Allowed"}'):
+                answer += sock.recv(65536)
+        began = time.monotonic()
         with contextlib.suppress(OSError):
             for _ in range(256):  # 8 MB of trailers at most
                 sock.sendall(b"x-t: " + b"a" * 32762 + b"\r\n")
@@ -231,8 +237,10 @@ def test_endless_trailers_are_refused(running: Stack) -> None:
             while chunk := sock.recv(65536):
                 answer += chunk
     assert time.monotonic() - began < 5
-    assert answer.startswith(b"HTTP/1.1 400"), answer[:300]
-    assert answer.endswith(b"Invalid HTTP request received.")
+    # Refused, or cut off after the 405 its head got first (the route answers at once).
+    assert answer.startswith((b"HTTP/1.1 400", b"HTTP/1.1 405")), answer[:300]
+    assert answer.count(b"HTTP/1.1 ") == 1, answer[:600]
+    assert "Fatal error" not in "".join(p.read_text(errors="replace") for p in running.logs)
 
 
 def test_a_token_whose_subject_holds_a_nul_is_refused(running: Stack) -> None:
