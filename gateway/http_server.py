@@ -63,6 +63,9 @@ class GuardedH11Protocol(H11Protocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        self._time_head()
+
+    def _time_head(self) -> None:
         self._header_timer = self.loop.call_later(self.header_timeout_s, self._too_slow)
 
     def _between_requests(self) -> bool:
@@ -78,7 +81,7 @@ class GuardedH11Protocol(H11Protocol):
             self._header_timer = None
         elif self._header_timer is None and self.conn.trailing_data[0] and self._between_requests():
             # The next head began in the read that ended a body answered early.
-            self._header_timer = self.loop.call_later(self.header_timeout_s, self._too_slow)
+            self._time_head()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._header_timer is not None:
@@ -93,7 +96,7 @@ class GuardedH11Protocol(H11Protocol):
             return  # the rest of a refused request, dropped
         if self._header_timer is None and self._between_requests():
             # A later request begins (or bytes that begin none): timed as a head.
-            self._header_timer = self.loop.call_later(self.header_timeout_s, self._too_slow)
+            self._time_head()
         super().data_received(data)
 
     def send_400_response(self, msg: str) -> None:
