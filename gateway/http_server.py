@@ -16,6 +16,11 @@ unread, the close is a reset, and the client loses the end of the 400 with it
 length, half-closes, and reads and discards what is still coming for up to
 ``linger_s`` before it closes.
 
+A request answered before its body was read (a 404, a 405: uvicorn does not close
+the connection) has ``body_timeout_s`` from its answer for the rest of its body to
+arrive, as a body the app reads has (gateway/limits.py); each byte put off uvicorn's
+keep-alive timeout, so a body trickled in held the connection for as long as it came.
+
 h11 frames a body that has both ``Content-Length`` and ``Transfer-Encoding`` by its
 chunks and keeps the connection open, so what follows the last chunk is read as a
 second request: behind a proxy that frames by the length, a request smuggled past it.
@@ -52,6 +57,7 @@ class _OneFraming(h11.Connection):
 
 class GuardedH11Protocol(H11Protocol):
     header_timeout_s = 10.0
+    body_timeout_s = 30.0
     max_head_bytes = 8192 + REQUEST_LINE_BYTES
     linger_s = 2.0
 
@@ -59,6 +65,7 @@ class GuardedH11Protocol(H11Protocol):
         super().__init__(*args, **kwargs)
         self.conn = _OneFraming(h11.SERVER, max_incomplete_event_size=self.max_head_bytes)
         self._header_timer: asyncio.TimerHandle | None = None
+        self._unread_timer: asyncio.TimerHandle | None = None  # a body answered early
         self._lingering: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -74,8 +81,18 @@ class GuardedH11Protocol(H11Protocol):
         answered = self.cycle is None or self.cycle.response_complete
         return answered and self.conn.their_state is h11.IDLE
 
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if not self.transport.is_closing() and self.conn.their_state is h11.SEND_BODY:
+            # Answered before its body was read (a 404, a 405): the rest has
+            # ``body_timeout_s`` to arrive, as a body the app reads has.
+            self._unread_timer = self.loop.call_later(self.body_timeout_s, self._too_slow)
+
     def handle_events(self) -> None:
         super().handle_events()
+        if self._unread_timer is not None and self.conn.their_state is not h11.SEND_BODY:
+            self._unread_timer.cancel()  # the body answered early has arrived in full
+            self._unread_timer = None
         if self._header_timer is not None and self.conn.their_state is not h11.IDLE:
             self._header_timer.cancel()  # a request's headers arrived in full
             self._header_timer = None
@@ -84,9 +101,10 @@ class GuardedH11Protocol(H11Protocol):
             self._time_head()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self._header_timer is not None:
-            self._header_timer.cancel()
-            self._header_timer = None
+        for timer in (self._header_timer, self._unread_timer):
+            if timer is not None:
+                timer.cancel()
+        self._header_timer = self._unread_timer = None
         if self._lingering is not None:
             self._lingering.cancel()
         super().connection_lost(exc)
@@ -128,17 +146,20 @@ class GuardedH11Protocol(H11Protocol):
         self._lingering = self.loop.call_later(self.linger_s, self.transport.close)
 
     def _too_slow(self) -> None:
-        self._header_timer = None
+        self._header_timer = self._unread_timer = None
         if not self.transport.is_closing():
             self.transport.close()
 
 
-def guarded_protocol(*, header_timeout_s: float, max_header_bytes: int) -> type[GuardedH11Protocol]:
+def guarded_protocol(
+    *, header_timeout_s: float, body_timeout_s: float, max_header_bytes: int
+) -> type[GuardedH11Protocol]:
     """The protocol class with its bounds set (uvicorn takes a class). A head may be
     ``max_header_bytes`` (the app's own bound on the headers, 431 past it) and a
     request line of up to ``REQUEST_LINE_BYTES``; past both, h11 refuses it (400)."""
     bounds = {
         "header_timeout_s": header_timeout_s,
+        "body_timeout_s": body_timeout_s,
         "max_head_bytes": max_header_bytes + REQUEST_LINE_BYTES,
     }
     return type("GuardedH11Protocol", (GuardedH11Protocol,), bounds)

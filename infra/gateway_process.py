@@ -192,6 +192,7 @@ async def run_gateway(
         lifespan="off",
         http=guarded_protocol(
             header_timeout_s=settings.gateway.header_timeout_s,
+            body_timeout_s=settings.gateway.body_timeout_s,
             max_header_bytes=settings.input.max_header_bytes,
         ),
         timeout_keep_alive=int(max(1, settings.gateway.keep_alive_timeout_s)),

@@ -94,11 +94,24 @@ def test_blank_lines_between_requests_do_not_hold_a_connection(impatient: Stack)
     assert took < 5
 
 
+@pytest.fixture
+def quick_heads(stack: Stack) -> Stack:
+    stack.start(
+        "run",
+        JOBLEDGER_GATEWAY__HEADER_TIMEOUT_S="1",
+        JOBLEDGER_GATEWAY__BODY_TIMEOUT_S="5",
+    )
+    stack.wait_ready()
+    return stack
+
+
 def test_a_body_still_uploading_after_an_early_answer_is_not_timed_as_a_head(
-    impatient: Stack,
+    quick_heads: Stack,
 ) -> None:
     """A request answered before its body is read (405 here) keeps its connection
-    while the body goes on arriving, and the connection serves the next request."""
+    while the body goes on arriving within the body timeout, and the connection serves
+    the next request."""
+    impatient = quick_heads
     body = b"x" * 6000
     head = f"POST /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n\r\n"
     with connect(impatient) as sock:
@@ -112,6 +125,17 @@ def test_a_body_still_uploading_after_an_early_answer_is_not_timed_as_a_head(
             sock.sendall(body[at : at + 1000])
         sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
         assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+
+
+def test_a_body_answered_early_that_trickles_in_is_cut_off(impatient: Stack) -> None:
+    """A request answered before its body was read kept its connection for as long as
+    the body trickled in, a byte now and then, each putting off the keep-alive timeout:
+    with no token needed, a 405 held a connection for ever."""
+    head = b"POST /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 60000\r\n\r\n"
+    with connect(impatient) as sock:
+        took, answer = closed_after(sock, [head, *[b"x"] * 60], 0.2)
+    assert answer.startswith(b"HTTP/1.1 405"), answer[:200]
+    assert took < 5
 
 
 def test_an_authenticated_body_that_trickles_in_gets_408(impatient: Stack) -> None:
