@@ -12,16 +12,27 @@ import pytest
 from tests.integration.conftest import Stack
 
 
-@pytest.fixture
-def impatient(stack: Stack) -> Stack:
+def started(stack: Stack, *, body_timeout_s: str) -> Stack:
+    """``jobledger run`` with a header and keep-alive timeout of 1 s."""
     stack.start(
         "run",
         JOBLEDGER_GATEWAY__HEADER_TIMEOUT_S="1",
-        JOBLEDGER_GATEWAY__BODY_TIMEOUT_S="1",
+        JOBLEDGER_GATEWAY__BODY_TIMEOUT_S=body_timeout_s,
         JOBLEDGER_GATEWAY__KEEP_ALIVE_TIMEOUT_S="1",
     )
     stack.wait_ready()
     return stack
+
+
+@pytest.fixture
+def impatient(stack: Stack) -> Stack:
+    return started(stack, body_timeout_s="1")
+
+
+@pytest.fixture
+def quick_heads(stack: Stack) -> Stack:
+    """Heads timed at 1 s, bodies at 5 s: an upload may outlast the header timeout."""
+    return started(stack, body_timeout_s="5")
 
 
 def connect(stack: Stack) -> socket.socket:
@@ -94,27 +105,15 @@ def test_blank_lines_between_requests_do_not_hold_a_connection(impatient: Stack)
     assert took < 5
 
 
-@pytest.fixture
-def quick_heads(stack: Stack) -> Stack:
-    stack.start(
-        "run",
-        JOBLEDGER_GATEWAY__HEADER_TIMEOUT_S="1",
-        JOBLEDGER_GATEWAY__BODY_TIMEOUT_S="5",
-    )
-    stack.wait_ready()
-    return stack
-
-
 def test_a_body_still_uploading_after_an_early_answer_is_not_timed_as_a_head(
     quick_heads: Stack,
 ) -> None:
     """A request answered before its body is read (405 here) keeps its connection
     while the body goes on arriving within the body timeout, and the connection serves
     the next request."""
-    impatient = quick_heads
     body = b"x" * 6000
     head = f"POST /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n\r\n"
-    with connect(impatient) as sock:
+    with connect(quick_heads) as sock:
         sock.sendall(head.encode() + body[:100])
         answer = b""
         while not answer.endswith(b'"Method Not Allowed"}'):
