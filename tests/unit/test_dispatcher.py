@@ -200,3 +200,50 @@ async def test_it_tells_of_each_batch_that_sends_a_job_and_of_no_other() -> None
     running.cancel()
     await asyncio.gather(running, return_exceptions=True)
     assert told == [2, 3]
+
+
+class ConfirmingBroker(Broker):
+    """An exchange that confirms each publish at once."""
+
+    async def publish(self, message: Any, routing_key: str, mandatory: bool = False) -> None:
+        self.confirms.append(asyncio.get_running_loop().create_future())
+        self.confirms[-1].set_result(None)
+
+
+async def test_a_trickle_of_jobs_is_recorded_once_a_record_interval_not_once_a_job() -> None:
+    """Each record is a commit: at 30 jobs a second, recorded every 50 ms, the
+    dispatcher's position was nearly one more commit a job. Stopping still records
+    the last confirmed position."""
+    trickle = 10
+
+    async def batches(after: int | None) -> AsyncIterator[Sequence[tuple[Any, int]]]:
+        for position in range(1, trickle + 1):
+            yield [submitted(position)]
+            await asyncio.sleep(0.02)
+        await asyncio.Event().wait()
+
+    broker, positions = ConfirmingBroker(), Positions()
+    source: Any = type("Source", (), {"batches": staticmethod(batches)})()
+    exchange: Any = broker
+    sending = Dispatcher(
+        source=source,
+        positions=positions,
+        application_name="JobLedger",
+        names=Names(prefix="t"),
+        work_exchange=exchange,
+        delay_exchange=exchange,
+        control_exchange=exchange,
+    )
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    running = asyncio.create_task(sending.run())
+    await until(lambda: len(broker.confirms) == trickle)
+    await asyncio.sleep(0.05)
+    elapsed_s = loop.time() - began
+
+    assert positions.recorded, "the first confirmed position is recorded"
+    assert len(positions.recorded) <= 1 + elapsed_s / dispatcher_module.RECORD_INTERVAL_S
+    running.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await running
+    assert positions.recorded[-1] == trickle
