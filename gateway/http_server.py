@@ -81,6 +81,10 @@ class GuardedH11Protocol(H11Protocol):
         answered = self.cycle is None or self.cycle.response_complete
         return answered and self.conn.their_state is h11.IDLE
 
+    def _unsupported_upgrade_warning(self) -> None:
+        """The gateway upgrades to nothing: an ``Upgrade`` request is answered as a
+        plain one. Not logged: two warnings a request, any client's to send."""
+
     def on_response_complete(self) -> None:
         super().on_response_complete()
         if not self.transport.is_closing() and self.conn.their_state is h11.SEND_BODY:

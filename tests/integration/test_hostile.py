@@ -191,11 +191,15 @@ def test_a_request_with_no_single_host_or_another_coding_gets_400(
     assert answer.endswith(b"Invalid HTTP request received.")
 
 
-def test_the_body_of_an_upgrade_request_is_never_run_as_a_request(running: Stack) -> None:
+def test_the_body_of_an_upgrade_request_is_never_run_as_a_request_nor_logged(
+    running: Stack,
+) -> None:
     """The gateway upgrades to nothing. On the C parser an ``Upgrade`` request's body,
     sent after its head, was parsed as a request of its own: a request smuggled past a
     proxy that forwards upgrades and frames by the length."""
     host, port = running.url.removeprefix("http://").split(":")
+    log = running.logs[0]  # the gateway's
+    logged_before = log.stat().st_size
     hidden = b"GET /smuggled-by-upgrade HTTP/1.1\r\nHost: x\r\n\r\n"
     head = (
         b"POST /healthz HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n"
@@ -212,6 +216,10 @@ def test_the_body_of_an_upgrade_request_is_never_run_as_a_request(running: Stack
     statuses = [line for line in answer.split(b"\r\n") if line.startswith(b"HTTP/1.1 ")]
     assert b"HTTP/1.1 404" not in answer, answer[:600]  # /smuggled-by-upgrade never routed
     assert statuses and statuses[0].startswith(b"HTTP/1.1 405"), answer[:300]
+    # Nor is it logged: two warnings a request, any client's to send, flooded the log.
+    with log.open("rb") as logged:
+        logged.seek(logged_before)
+        assert b"upgrade" not in logged.read().lower()
 
 
 @pytest.mark.parametrize("after_the_answer", [False, True], ids=["at-once", "after-the-405"])
