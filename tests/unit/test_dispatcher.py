@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 from uuid import uuid4
 
@@ -77,7 +77,17 @@ def submitted(position: int) -> tuple[Any, int]:
 
 
 def dispatcher(ledger: Ledger, broker: Broker, positions: Positions) -> Dispatcher:
-    source: Any = type("Source", (), {"batches": staticmethod(ledger.batches_after)})()
+    """A dispatcher that records every confirmed batch."""
+    return dispatching(ledger.batches_after, broker, positions, record_interval_s=0)
+
+
+def dispatching(
+    batches: Callable[[int | None], AsyncIterator[Sequence[tuple[Any, int]]]],
+    broker: Broker,
+    positions: Positions,
+    **options: Any,
+) -> Dispatcher:
+    source: Any = type("Source", (), {"batches": staticmethod(batches)})()
     exchange: Any = broker
     return Dispatcher(
         source=source,
@@ -87,7 +97,7 @@ def dispatcher(ledger: Ledger, broker: Broker, positions: Positions) -> Dispatch
         work_exchange=exchange,
         delay_exchange=exchange,
         control_exchange=exchange,
-        record_interval_s=0,
+        **options,
     )
 
 
@@ -223,17 +233,7 @@ async def test_a_trickle_of_jobs_is_recorded_once_a_record_interval_not_once_a_j
         await asyncio.Event().wait()
 
     broker, positions = ConfirmingBroker(), Positions()
-    source: Any = type("Source", (), {"batches": staticmethod(batches)})()
-    exchange: Any = broker
-    sending = Dispatcher(
-        source=source,
-        positions=positions,
-        application_name="JobLedger",
-        names=Names(prefix="t"),
-        work_exchange=exchange,
-        delay_exchange=exchange,
-        control_exchange=exchange,
-    )
+    sending = dispatching(batches, broker, positions)  # its own record interval
     loop = asyncio.get_running_loop()
     began = loop.time()
     running = asyncio.create_task(sending.run())
