@@ -6,7 +6,8 @@ order, the position up to which every publish is confirmed (at most every
 ``record_interval_s``). A crash between the publish and the record republishes;
 the worker drops the duplicate (the start of an attempt is recorded once). Each
 record is a transaction: at a trickle of jobs, recorded every 50 ms, it was nearly
-one more commit a job, for a position that only a crash reads back."""
+one more commit a job, for a position that only a crash reads back. A refused
+publish stops the dispatcher at once, not at the end of the record's interval."""
 
 from __future__ import annotations
 
@@ -86,11 +87,13 @@ class Dispatcher:
         self._unrecorded: deque[tuple[int, asyncio.Future[Any]]] = deque()
         self._publishes: set[asyncio.Task[None]] = set()  # every publish not yet ended
         self._read_more = asyncio.Event()
+        self._refused = asyncio.Event()  # a batch's publish failed: stop, not sleep on
 
     async def run(self) -> None:
         after = await asyncio.to_thread(self.positions.max_tracking_id, self.application_name)
         log.info("dispatching from ledger position %s", after or 0)
         self._unrecorded.clear()
+        self._refused.clear()
         reading = asyncio.create_task(self._dispatch(after), name="dispatch")
         recording = asyncio.create_task(self._record(), name="record positions")
         try:
@@ -130,7 +133,9 @@ class Dispatcher:
             for publish in publishes:
                 self._publishes.add(publish)
                 publish.add_done_callback(self._publishes.discard)
-            self._unrecorded.append((batch[-1][1], asyncio.gather(*publishes)))
+            published = asyncio.gather(*publishes)
+            published.add_done_callback(self._refused_if_failed)
+            self._unrecorded.append((batch[-1][1], published))
             self._read_more.set()
             sent = sum(isinstance(m, Send) for m in messages)
             if sent:
@@ -154,7 +159,13 @@ class Dispatcher:
             await asyncio.wait([oldest])
             oldest.result()  # raises if the broker refused a publish
             await self._record_confirmed()
-            await asyncio.sleep(self.record_interval_s)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.record_interval_s):
+                    await self._refused.wait()
+
+    def _refused_if_failed(self, published: asyncio.Future[Any]) -> None:
+        if not published.cancelled() and published.exception() is not None:
+            self._refused.set()
 
     async def _record_confirmed(self) -> None:
         """Record the position of the last batch before the first one still awaiting

@@ -247,3 +247,22 @@ async def test_a_trickle_of_jobs_is_recorded_once_a_record_interval_not_once_a_j
     with pytest.raises(asyncio.CancelledError):
         await running
     assert positions.recorded[-1] == trickle
+
+
+async def test_a_refused_publish_stops_it_at_once_not_after_the_record_interval() -> None:
+    """Recorded every few seconds, a refusal is not left waiting out the interval
+    while later batches go on being published."""
+    ledger = Ledger([[submitted(1)], [submitted(2)]], then=None)
+    broker, positions = Broker(), Positions()
+    running = asyncio.create_task(
+        dispatching(ledger.batches_after, broker, positions, record_interval_s=30).run()
+    )
+    await until(lambda: len(broker.confirms) == 2)
+    broker.confirms[0].set_result(None)
+    await until(lambda: positions.recorded == [1])  # and then waits out its interval
+    broker.confirms[1].set_exception(ConnectionError("returned"))
+
+    with pytest.raises(ConnectionError, match="returned"):
+        async with asyncio.timeout(5):
+            await running
+    assert positions.recorded == [1]
