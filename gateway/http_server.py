@@ -75,6 +75,11 @@ class GuardedH11Protocol(H11Protocol):
     def _time_head(self) -> None:
         self._header_timer = self.loop.call_later(self.header_timeout_s, self._too_slow)
 
+    def _time_next_head(self) -> None:
+        """Time what comes while no request is in flight as a head, unless timed."""
+        if self._header_timer is None and self._between_requests():
+            self._time_head()
+
     def _between_requests(self) -> bool:
         """No request in flight: the last one read to its end and answered, so what
         comes next is a head (a body still arriving after an early answer is not)."""
@@ -100,9 +105,9 @@ class GuardedH11Protocol(H11Protocol):
         if self._header_timer is not None and self.conn.their_state is not h11.IDLE:
             self._header_timer.cancel()  # a request's headers arrived in full
             self._header_timer = None
-        elif self._header_timer is None and self.conn.trailing_data[0] and self._between_requests():
+        elif self.conn.trailing_data[0]:
             # The next head began in the read that ended a body answered early.
-            self._time_head()
+            self._time_next_head()
 
     def connection_lost(self, exc: Exception | None) -> None:
         for timer in (self._header_timer, self._unread_timer):
@@ -116,9 +121,7 @@ class GuardedH11Protocol(H11Protocol):
     def data_received(self, data: bytes) -> None:
         if self._lingering is not None:
             return  # the rest of a refused request, dropped
-        if self._header_timer is None and self._between_requests():
-            # A later request begins (or bytes that begin none): timed as a head.
-            self._time_head()
+        self._time_next_head()  # a later request begins (or bytes that begin none)
         super().data_received(data)
 
     def send_400_response(self, msg: str) -> None:
